@@ -1,0 +1,5 @@
+import sys
+
+from negminer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,95 @@
+"""The `negminer` command: `negminer build snli ...`, `mine`, `train`, `export`, `inspect`, `demo`.
+
+Each sub-command lives in its own module exposing `add_arguments(parser)` and `main(args, extra) -> int`.
+Only `build` passes flags it does not know on to Apache Beam (runner, project, region, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> (module, one-line help). Modules are imported only when their command is used or listed.
+BUILDERS = {
+    "snli": ("pipelines.snli", "SNLI / MultiNLI (official JSON lines or Hugging Face layout) -> NLI tuples"),
+    "msmarco": ("pipelines.msmarco", "MS MARCO passage ranking (TSVs + qrels, or HF layout) -> QA tuples"),
+    "fever": ("pipelines.fever", "FEVER claims + wiki pages -> fact-checking tuples"),
+    "beir": ("pipelines.beir", "any BEIR-format set (corpus, queries, qrels) -> retrieval tuples"),
+    "wikipedia": ("pipelines.wikipedia", "Wikipedia dump / WikiExtractor / HF layout -> pre-training pairs"),
+    "webcrawl": ("pipelines.webcrawl", "Common Crawl WARC / WET -> pre-training pairs"),
+}
+COMMANDS = {
+    "mine": ("mining.run", "mine hard negatives for tuple shards (encoder + FAISS + filters + reranker)"),
+    "train": ("training.train", "train an embedding model with InfoNCE on tuple shards"),
+    "export": ("negminer.export", "export shards for sentence-transformers, FlagEmbedding, Tevatron, JSONL"),
+    "inspect": ("negminer.inspect", "summarise a shard directory: counts, rejects, lengths, samples"),
+    "demo": ("negminer.demo", "run the whole chain on bundled sample data"),
+}
+
+
+def _load(module: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            return None  # a command not built yet in this version
+        raise
+
+
+def _selected(argv: list[str]) -> tuple[str | None, str | None]:
+    """The command (and build source) named on the command line, so only their modules get imported."""
+    words = [a for a in argv if not a.startswith("-")]
+    command = words[0] if words else None
+    source = words[1] if command == "build" and len(words) > 1 else None
+    return command, source
+
+
+def _add(sub, name: str, module: str, help_: str, selected: bool, description: str = "") -> None:
+    sp = sub.add_parser(name, help=help_, description=description or help_)
+    if not selected:
+        return
+    mod = _load(module)
+    if mod is None:
+        sp.error(f"'{name}' is not available in this version of negminer")
+    mod.add_arguments(sp)
+    sp.set_defaults(_module=mod)
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    command, source = _selected(argv)
+    parser = argparse.ArgumentParser(prog="negminer", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    build = sub.add_parser(
+        "build",
+        help="convert a source into tuple shards (an Apache Beam pipeline)",
+        description="Convert a source into tuple shards. Unknown flags go to Apache Beam "
+        "(e.g. --runner DataflowRunner --project P --region R --temp_location gs://B/tmp).",
+    )
+    build_sub = build.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    for name, (module, help_) in BUILDERS.items():
+        desc = help_ + ". Flags not listed here go to Apache Beam (--runner, --project, --region, ...)."
+        _add(build_sub, name, module, help_, command == "build" and source == name, desc)
+    for name, (module, help_) in COMMANDS.items():
+        _add(sub, name, module, help_, command == name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
+    args, extra = parser.parse_known_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if args.command != "build" and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return int(args._module.main(args, extra) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Running a build pipeline: Beam options (DirectRunner pinned), output preparation, manifest base, summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+import negminer
+from pipelines import io
+from pipelines import schema as S
+from pipelines.sink import WriteShardDir
+
+log = logging.getLogger("negminer")
+
+DEFAULT_RUNNER = "DirectRunner"  # pinned: Beam's default (Prism) downloads a binary and cannot start offline
+
+
+def pipeline_options(beam_args: list[str]) -> PipelineOptions:
+    """Beam options from the flags negminer did not parse; the DirectRunner unless `--runner` says otherwise."""
+    args = list(beam_args)
+    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
+        args = [f"--runner={DEFAULT_RUNNER}", *args]
+    opts = PipelineOptions(args)
+    runner = opts.view_as(StandardOptions).runner or DEFAULT_RUNNER
+    log.info("Beam runner: %s", runner)
+    return opts
+
+
+def clear_output(out_dir: str, split: str) -> None:
+    """Remove a previous build's shards, rejects and manifest from `out_dir` so stale files cannot mix in."""
+    patterns = [
+        io.join(out_dir, f"{split}-*-of-*.parquet"),
+        io.join(out_dir, S.REJECTS_DIR, "*.parquet"),
+        io.join(out_dir, S.MANIFEST_NAME),
+    ]
+    stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
+    if stale:
+        log.info("removing %d files of a previous build in %s", len(stale), out_dir)
+        FileSystems.delete(stale)
+
+
+def manifest_base(command: str, config: Any, inputs: list[str]) -> dict[str, Any]:
+    """What produced a shard directory: the command line, the config and the input fingerprints."""
+    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    return {
+        "negminer_version": negminer.__version__,
+        "command": command,
+        "argv": list(sys.argv[1:]),
+        "config": cfg,
+        "inputs": [io.fingerprint(f) for f in inputs],
+    }
+
+
+def run_build(
+    command: str,
+    config: Any,
+    inputs: list[str],
+    out_dir: str,
+    build: Callable[[beam.Pipeline], dict[str, beam.PCollection]],
+    beam_args: list[str],
+    split: str = "train",
+    num_shards: int = 1,
+) -> dict[str, Any]:
+    """Build `{'rows','rejects','skipped'}` with `build(pipeline)`, write them to `out_dir`, return the manifest."""
+    base = manifest_base(command, config, inputs)
+    clear_output(out_dir, split)
+    t0 = time.perf_counter()
+    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+        outputs = build(p)
+        _ = outputs | "WriteShardDir" >> WriteShardDir(out_dir, base, split=split, num_shards=num_shards)
+    try:
+        manifest = io.read_manifest(out_dir)
+    except FileNotFoundError:  # e.g. a Dataflow dry run, which builds the job but writes nothing
+        manifest = {}
+    secs = time.perf_counter() - t0
+    log.info(
+        "%s: %s rows, %s rejects in %.1fs -> %s",
+        command,
+        manifest.get("rows"),
+        manifest.get("rejects_total"),
+        secs,
+        out_dir,
+    )
+    return manifest

@@ -1,0 +1,225 @@
+"""SNLI / MultiNLI -> NLI tuples: (premise, entailed hypothesis, contradicting hypotheses).
+
+Usage: negminer build snli --input snli_1.0_train.jsonl --output out/snli [--source snli|mnli]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+
+from pipelines import io, runner
+from pipelines import schema as S
+from pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, reject, skip
+from pipelines.transforms.clean import clean_text
+
+ENTAILMENT, NEUTRAL, CONTRADICTION = "entailment", "neutral", "contradiction"
+HF_LABELS = {0: ENTAILMENT, 1: NEUTRAL, 2: CONTRADICTION}  # Hugging Face `snli` / `multi_nli`; -1 = no gold label
+SOURCES = ("snli", "mnli")
+
+
+class NliExample(NamedTuple):
+    premise: str
+    hypothesis: str
+    label: str
+    pair_id: str | None
+    premise_id: str | None
+    genre: str | None
+    path: str
+    line: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SnliConfig:
+    inputs: tuple[str, ...]
+    output: str
+    source: str = "snli"
+    drop_without_negatives: bool = False
+    num_shards: int = 1
+    split: str = "train"
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ValueError("at least one --input is required")
+        if self.source not in SOURCES:
+            raise ValueError(f"--source must be one of {SOURCES}, got {self.source!r}")
+        if self.num_shards < 1:
+            raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+
+
+def parse_nli(obj: dict[str, Any], path: str = "", line: int = 0) -> NliExample | str:
+    """One SNLI/MNLI record (official or Hugging Face layout) to an example, or the reason it is unusable."""
+    if "sentence1" in obj or "gold_label" in obj:
+        fields = ("sentence1", "sentence2", "gold_label")
+        premise, hypothesis, label = (obj.get(f) for f in fields)
+    else:
+        fields = ("premise", "hypothesis", "label")
+        premise, hypothesis, label = (obj.get(f) for f in fields)
+        if isinstance(label, bool) or not isinstance(label, (int, type(None))):
+            return "unknown_label"
+        label = "-" if label == -1 else HF_LABELS.get(label, label)
+    for name, value in zip(fields, (premise, hypothesis, label)):
+        if value is None:
+            return f"missing_field:{name}"
+        if not isinstance(value, str):
+            return f"not_a_string:{name}" if name != fields[2] else "unknown_label"
+        if not value.strip():
+            return f"empty_field:{name}"
+    if label == "-":
+        return "no_gold_label"
+    if label not in (ENTAILMENT, NEUTRAL, CONTRADICTION):
+        return "unknown_label"
+    premise, hypothesis = clean_text(premise), clean_text(hypothesis)
+    if not premise or not hypothesis:
+        return "empty_after_cleaning"
+    premise_id = obj.get("captionID") or obj.get("promptID")
+    pair_id = obj.get("pairID")
+    return NliExample(
+        premise,
+        hypothesis,
+        label,
+        None if pair_id is None else str(pair_id),
+        None if premise_id is None else str(premise_id),
+        obj.get("genre"),
+        path,
+        line,
+    )
+
+
+def rows_for_premise(
+    examples: Iterable[NliExample], source: str, drop_without_negatives: bool = False
+) -> tuple[list[dict], dict[str, int]]:
+    """All rows of one premise: one per distinct entailment, every distinct contradiction as a negative.
+
+    Returns the rows and counts of what was not used, by reason. The order of `examples` does not matter.
+    """
+    examples = sorted(examples, key=lambda e: (e.hypothesis, e.pair_id or "", e.path, e.line))
+    unused: dict[str, int] = {}
+
+    def count(reason: str, n: int = 1) -> None:
+        if n:
+            unused[reason] = unused.get(reason, 0) + n
+
+    entailed: dict[str, NliExample] = {}
+    contradicted: dict[str, NliExample] = {}
+    for ex in examples:
+        if ex.label == NEUTRAL:
+            count("neutral_hypothesis")
+            continue
+        bucket = entailed if ex.label == ENTAILMENT else contradicted
+        if ex.hypothesis in bucket:
+            count(f"duplicate_{ex.label}")
+        else:
+            bucket.setdefault(ex.hypothesis, ex)
+    if not entailed:
+        count("contradiction_without_entailment", len(contradicted))
+        return [], unused
+    if not contradicted and drop_without_negatives:
+        count("no_negatives", len(entailed))
+        return [], unused
+    negatives = list(contradicted.values())
+    rows = []
+    for ex in entailed.values():
+        row = S.TupleRow(
+            source=source,
+            pair_type="nli",
+            query=ex.premise,
+            query_id=ex.premise_id,
+            positive=ex.hypothesis,
+            positive_id=ex.pair_id,
+            negatives=tuple(n.hypothesis for n in negatives),
+            negative_ids=tuple(n.pair_id for n in negatives),
+            provenance=S.provenance_json(file=ex.path, line=ex.line, genre=ex.genre),
+        )
+        rows.append(row.to_dict())
+    return rows, unused
+
+
+class ParseNliFn(beam.DoFn):
+    """Record -> (premise, NliExample); unusable records to `rejects` with their reason."""
+
+    def process(self, record: Record) -> Iterator[Any]:
+        obj = parse_json_line(record)
+        if isinstance(obj, str):
+            yield reject(record, obj)
+            return
+        ex = parse_nli(obj, record.path, record.line)
+        if isinstance(ex, str):
+            yield reject(record, ex)
+            return
+        yield ex.premise, ex
+
+
+class PremiseRowsFn(beam.DoFn):
+    """(premise, examples) -> tuple rows; unused hypotheses to `skipped` with their reason."""
+
+    def __init__(self, source: str, drop_without_negatives: bool):
+        self.source, self.drop = source, drop_without_negatives
+
+    def process(self, element: tuple[str, Iterable[NliExample]]) -> Iterator[Any]:
+        rows, unused = rows_for_premise(element[1], self.source, self.drop)
+        yield from rows
+        for reason, n in unused.items():
+            for _ in range(n):
+                yield skip(reason)
+
+
+class BuildNliTuples(beam.PTransform):
+    """PBegin -> {'rows': row dicts, 'rejects': reject dicts, 'skipped': reason strings} from NLI files."""
+
+    def __init__(self, inputs: list[str], source: str = "snli", drop_without_negatives: bool = False):
+        super().__init__()
+        self.inputs, self.source, self.drop = inputs, source, drop_without_negatives
+
+    def expand(self, pbegin):
+        read = pbegin | "Read" >> ReadRecords(self.inputs)
+        parsed = read["records"] | "Parse" >> beam.ParDo(ParseNliFn()).with_outputs(REJECTS, main="examples")
+        built = (
+            parsed.examples
+            | "GroupByPremise" >> beam.GroupByKey()
+            | "Rows" >> beam.ParDo(PremiseRowsFn(self.source, self.drop)).with_outputs(SKIPPED, main="rows")
+        )
+        rejects = (read[REJECTS], parsed[REJECTS]) | "AllRejects" >> beam.Flatten()
+        return {"rows": built.rows, "rejects": rejects, "skipped": built[SKIPPED]}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", nargs="+", required=True, action="extend", help="files or globs (.jsonl[.gz], .parquet)")
+    parser.add_argument("--output", required=True, help="output shard directory (local or gs://)")
+    parser.add_argument("--source", default="snli", choices=SOURCES, help="value of the `source` column")
+    parser.add_argument("--drop-without-negatives", action="store_true", help="drop rows whose premise has no contradiction")
+    parser.add_argument("--num-shards", type=int, default=1, help="number of output shard files (default 1)")
+    parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
+
+
+def build(config: SnliConfig, beam_args: list[str]) -> dict[str, Any]:
+    """Run the pipeline; return the manifest."""
+    inputs = io.expand_patterns(config.inputs)
+    return runner.run_build(
+        "build snli",
+        config,
+        inputs,
+        config.output,
+        lambda p: p | "BuildNliTuples" >> BuildNliTuples(inputs, config.source, config.drop_without_negatives),
+        beam_args,
+        split=config.split,
+        num_shards=config.num_shards,
+    )
+
+
+def main(args: argparse.Namespace, beam_args: list[str]) -> int:
+    config = SnliConfig(
+        inputs=tuple(args.input),
+        output=args.output,
+        source=args.source,
+        drop_without_negatives=args.drop_without_negatives,
+        num_shards=args.num_shards,
+        split=args.split,
+    )
+    manifest = build(config, beam_args)
+    print(f"wrote {manifest.get('rows', 0)} rows ({manifest.get('rejects_total', 0)} rejects) to {config.output}")
+    return 0

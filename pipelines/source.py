@@ -1,0 +1,109 @@
+"""Reading raw input in Beam: files by pattern, as located records (path, line, value), bad bytes rejected."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from pipelines import io
+
+REJECTS = "rejects"  # tag of the rejects output of every DoFn that can reject
+SKIPPED = "skipped"  # tag of counted-but-unused input (e.g. neutral NLI hypotheses); elements are reason strings
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+class Record(NamedTuple):
+    """One input unit: a text line (str) or a Parquet row (dict), with where it came from (1-based line/row)."""
+
+    path: str
+    line: int
+    value: Any
+
+
+def is_parquet(path: str) -> bool:
+    return posixpath.basename(path).lower().endswith(PARQUET_SUFFIXES)
+
+
+def reject(record: Record, reason: str, counter_ns: str = "negminer") -> beam.pvalue.TaggedOutput:
+    """Route a record to the rejects output with its reason, and count it."""
+    Metrics.counter(counter_ns, f"rejected_{reason}").inc()
+    return beam.pvalue.TaggedOutput(REJECTS, io.make_reject(record.path, reason, record.value, line=record.line))
+
+
+def skip(reason: str, counter_ns: str = "negminer") -> beam.pvalue.TaggedOutput:
+    """Count input that is valid but not used (it is not a reject); it appears in the manifest under `skipped`."""
+    Metrics.counter(counter_ns, f"skipped_{reason}").inc()
+    return beam.pvalue.TaggedOutput(SKIPPED, reason)
+
+
+def read_text_lines(path: str) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes without newline) of a plain or compressed (.gz/.bz2 by extension) file."""
+    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as f:
+        for n, raw in enumerate(f, start=1):
+            yield n, raw.rstrip(b"\r\n")
+
+
+class ReadRecordsFn(beam.DoFn):
+    """path -> Record per line (decoded UTF-8) or per Parquet row; undecodable lines go to rejects."""
+
+    def process(self, path: str) -> Iterator[Any]:
+        if is_parquet(path):
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                n = 0
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=4096):
+                    for row in batch.to_pylist():
+                        n += 1
+                        yield Record(path, n, row)
+            return
+        for n, raw in read_text_lines(path):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield reject(Record(path, n, raw.decode("utf-8", "replace")), f"undecodable_bytes:{e.reason}")
+                continue
+            if text.strip():
+                yield Record(path, n, text)
+
+
+class ReadRecords(beam.PTransform):
+    """PBegin -> PCollection[Record] (main) and reject dicts (tag `rejects`), from files matching `patterns`.
+
+    Files are listed when the pipeline is built (an empty match fails at once); each file is read by one
+    worker and the records are reshuffled so parsing spreads over all workers.
+    """
+
+    def __init__(self, patterns: list[str]):
+        super().__init__()
+        self.files = io.expand_patterns(patterns)
+
+    def expand(self, pbegin):
+        read = (
+            pbegin
+            | "ListFiles" >> beam.Create(self.files)
+            | "ReshuffleFiles" >> beam.Reshuffle()
+            | "ReadFiles" >> beam.ParDo(ReadRecordsFn()).with_outputs(REJECTS, main="records")
+        )
+        records = read.records | "SpreadRecords" >> beam.Reshuffle()
+        return {"records": records, REJECTS: read[REJECTS]}
+
+
+def parse_json_line(record: Record) -> dict | str:
+    """A JSON-lines record to a dict (Parquet rows pass through); a reason string when it cannot be one."""
+    if isinstance(record.value, dict):
+        return record.value
+    try:
+        obj = json.loads(record.value)
+    except json.JSONDecodeError:
+        return "malformed_json"
+    if not isinstance(obj, dict):
+        return "json_not_an_object"
+    return obj
