@@ -1,0 +1,93 @@
+"""The `negminer mine` settings: one frozen dataclass, validated before anything is read or loaded."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from mining.encode import DEVICES, DTYPES
+from mining.index import INDEX_KINDS
+from mining.select import SAMPLINGS, Ceiling, Rules
+
+POOLINGS = ("auto", "mean", "cls", "last")
+
+
+def default_work_dir() -> str:
+    """Shared embedding cache: `$NEGMINER_CACHE/mining`, else `~/.cache/negminer/mining`."""
+    base = os.environ.get("NEGMINER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "negminer")
+    return os.path.join(base, "mining")
+
+
+@dataclasses.dataclass(frozen=True)
+class MineConfig:
+    input: str
+    output: str
+    model: str
+    corpus: tuple[str, ...] = ()
+    reranker: str | None = None
+    num_negatives: int = 7
+    range_min: int = 0
+    range_max: int = 100
+    positive_aware: str = "perc:0.95"
+    max_score: float | None = None
+    min_score: float | None = None
+    near_dup: float | None = 0.98
+    sampling: str = "top"
+    seed: int = 0
+    drop_shortfall: bool = False
+    query_prompt: str | None = None
+    doc_prompt: str | None = None
+    pooling: str = "auto"
+    max_length: int = 512
+    batch_size: int = 64
+    device: str = "auto"
+    dtype: str = "auto"
+    index: str = "flat"
+    work_dir: str = ""
+    chunk_size: int = 16384
+    num_shards: int | None = None
+    reranker_max_length: int = 512
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "corpus", tuple(self.corpus))
+        if not self.work_dir:
+            object.__setattr__(self, "work_dir", default_work_dir())
+        self.rules()  # validates the selection settings, with their own messages
+        checks = [
+            (self.index in INDEX_KINDS, f"--index must be one of {INDEX_KINDS}, got {self.index!r}"),
+            (self.pooling in POOLINGS, f"--pooling must be one of {POOLINGS}, got {self.pooling!r}"),
+            (self.device in DEVICES, f"--device must be one of {DEVICES}, got {self.device!r}"),
+            (self.dtype in DTYPES, f"--dtype must be one of {DTYPES}, got {self.dtype!r}"),
+            (self.sampling in SAMPLINGS, f"--sampling must be one of {SAMPLINGS}, got {self.sampling!r}"),
+            (self.batch_size > 0, f"--batch-size must be > 0, got {self.batch_size}"),
+            (self.chunk_size > 0, f"--chunk-size must be > 0, got {self.chunk_size}"),
+            (self.max_length > 0, f"--max-length must be > 0, got {self.max_length}"),
+            (self.reranker_max_length > 0, f"--reranker-max-length must be > 0, got {self.reranker_max_length}"),
+            (self.num_shards is None or self.num_shards > 0, f"--num-shards must be > 0, got {self.num_shards}"),
+            (bool(self.model), "--model is required"),
+            (_norm(self.input) != _norm(self.output), f"--output must differ from --input ({self.input})"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def ceiling(self) -> Ceiling:
+        return Ceiling.parse(self.positive_aware)
+
+    def rules(self) -> Rules:
+        return Rules(
+            num_negatives=self.num_negatives,
+            range_min=self.range_min,
+            range_max=self.range_max,
+            min_score=self.min_score,
+            max_score=self.max_score,
+            ceiling=self.ceiling(),
+            near_dup=self.near_dup,
+            sampling=self.sampling,
+            seed=self.seed,
+        )
+
+
+def _norm(path: str) -> str:
+    return path.rstrip("/") if "://" in path else os.path.abspath(path)

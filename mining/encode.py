@@ -1,0 +1,111 @@
+"""Encoding texts into the embedding cache: length-sorted batches, no grad, only what the cache lacks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from tqdm.auto import tqdm
+
+from mining.store import EmbeddingStore
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+log = logging.getLogger("negminer.mining")
+
+
+def resolve_device(spec: str) -> str:
+    """`auto` -> cuda when torch sees a GPU, else cpu; `cuda` without a GPU is an error."""
+    if spec not in DEVICES:
+        raise ValueError(f"--device must be one of {DEVICES}, got {spec!r}")
+    if spec == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but torch sees no CUDA GPU")
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return spec
+
+
+def resolve_dtype(spec: str, device: str) -> torch.dtype:
+    """`auto` -> bfloat16 on GPU, float32 on CPU (bfloat16 on CPU only when asked: see docs/mining.md)."""
+    if spec not in DTYPES:
+        raise ValueError(f"--dtype must be one of {DTYPES}, got {spec!r}")
+    if spec == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return getattr(torch, spec)
+
+
+class Embedder:
+    """texts -> (n, D) float32 L2-normalised embeddings, with an encoder following the training/model.py contract."""
+
+    def __init__(self, encoder: Any, prompt: str | None, device: str, dtype: torch.dtype):
+        self.encoder = encoder.to(device=device, dtype=dtype).eval()
+        self.prompt, self.device, self.dtype = prompt or None, device, dtype
+
+    def cache_fields(self) -> dict[str, Any]:
+        """What the embeddings depend on besides the text: the cache directory is keyed by it."""
+        e = self.encoder
+        return {
+            "fingerprint": e.fingerprint(),
+            "pooling": e.pooling,
+            "max_length": int(e.max_length),
+            "prompt": self.prompt or "",
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    @torch.inference_mode()
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        batch = self.encoder.tokenize(texts, prompt=self.prompt)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        emb = self.encoder(**batch).float()  # (B, D)
+        emb = torch.nn.functional.normalize(emb, dim=-1)  # again in float32: bf16 output is normalised coarsely
+        return emb.cpu().numpy()
+
+
+def length_order(lengths: np.ndarray) -> np.ndarray:
+    """Longest first (padding waste is lowest, and an out-of-memory batch shows up at once); ties by position."""
+    return np.lexsort((np.arange(len(lengths)), -np.asarray(lengths, dtype=np.int64)))
+
+
+def encode_missing(
+    store: EmbeddingStore,
+    texts: pa.Array | pa.ChunkedArray,
+    keys: np.ndarray,
+    lengths: np.ndarray,
+    embed: Callable[[list[str]], np.ndarray],
+    batch_size: int = 64,
+    chunk_size: int = 16384,
+    on_chunk: Callable[[int], None] | None = None,
+    desc: str = "encode",
+) -> int:
+    """Encode every text whose hash the cache lacks, `chunk_size` at a time, each chunk stored atomically.
+
+    Returns how many texts were encoded (0 when everything was cached). `on_chunk(i)` runs after chunk i is stored.
+    """
+    if not len(keys) == len(texts) == len(lengths):
+        raise ValueError(f"{len(texts)} texts, {len(keys)} keys, {len(lengths)} lengths")
+    chunk, _ = store.locate(keys)
+    missing = np.flatnonzero(chunk < 0)
+    _, first = np.unique(keys[missing], return_index=True)  # a text repeated in the input is encoded once
+    missing = missing[np.sort(first)]
+    if not len(missing):
+        return 0
+    log.info("%s: %d of %d texts not cached, encoding into %s", desc, len(missing), len(keys), store.dir)
+    order = missing[length_order(lengths[missing])]
+    bar = tqdm(total=len(order), unit="text", desc=desc)
+    for c, lo in enumerate(range(0, len(order), chunk_size)):
+        part = order[lo : lo + chunk_size]
+        part_texts = texts.take(pa.array(part)).to_pylist()
+        out = []
+        for b in range(0, len(part), batch_size):
+            out.append(embed(part_texts[b : b + batch_size]))
+            bar.update(len(out[-1]))
+        store.write_chunk(keys[part], np.concatenate(out))
+        if on_chunk is not None:
+            on_chunk(c)
+    bar.close()
+    return len(order)

@@ -1,0 +1,95 @@
+"""Query groups: rows sharing a query (and instruction) share candidates and every one of their positives."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow as pa
+
+from mining.corpus import Corpus, hash64, id_keys, text_keys
+from pipelines import io
+from pipelines import schema as S
+from pipelines.transforms.clean import normalize_for_match
+
+
+@dataclasses.dataclass
+class Groups:
+    """G query groups over R input rows (in input order), as arrays."""
+
+    query: pa.Array  # (G,) query text (first occurrence) that gets encoded
+    key: np.ndarray  # (G,) uint64 hash of (instruction, normalised query)
+    row_group: np.ndarray  # (R,) int64 group of each row
+    row_pos_doc: np.ndarray  # (R,) int64 corpus document of each row's positive
+    pos_indptr: np.ndarray  # (G+1,) CSR: the positives (by text) of each group ...
+    pos_docs: np.ndarray  # ... as corpus documents
+    excl_indptr: np.ndarray  # (G+1,) CSR: documents never emitted for the group: positives by text and by id
+    excl_docs: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def max_excluded(self) -> int:
+        return int(np.diff(self.excl_indptr).max(initial=0))
+
+
+def query_key(query: str, instruction: str | None) -> int:
+    return hash64(f"{instruction or ''}\x1f{normalize_for_match(query)}")
+
+
+def build_groups(input_path: str, corpus: Corpus) -> Groups:
+    """Read the input shards' queries and positives and group the rows (the corpus must hold every positive)."""
+    queries, qkeys, pos_doc, excl_rows, excl_docs = [], [], [], [], []
+    n_rows = 0
+    cols = [S.QUERY, S.INSTRUCTION, S.POSITIVE, S.POSITIVE_ID]
+    for batch in io.read_shards(input_path, columns=cols):
+        q = batch.column(S.QUERY)
+        instr = batch.column(S.INSTRUCTION).to_pylist()
+        queries.append(q)
+        qkeys.append(np.array([query_key(t, i) for t, i in zip(q.to_pylist(), instr, strict=True)], dtype=np.uint64))
+        norm, _ = text_keys(batch.column(S.POSITIVE).to_pylist())
+        docs = corpus.find_texts(norm)
+        if (docs < 0).any():
+            raise ValueError("a positive is missing from the corpus; build the corpus from the same input shards")
+        pos_doc.append(docs)
+        indptr, by_id = corpus.find_ids(id_keys(batch.column(S.POSITIVE_ID).to_pylist()))
+        rows = np.arange(batch.num_rows) + n_rows
+        excl_rows += [rows, np.repeat(rows, np.diff(indptr))]
+        excl_docs += [docs, by_id]
+        n_rows += batch.num_rows
+    if not n_rows:
+        raise ValueError(f"no rows in the input shards at {input_path}")
+    qk = np.concatenate(qkeys)
+    uniq, first, inverse = np.unique(qk, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # groups in first-occurrence order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    row_group = rank[inverse].astype(np.int64)
+    row_pos_doc = np.concatenate(pos_doc).astype(np.int64)
+    query = pa.chunked_array(queries).combine_chunks().take(pa.array(first[order]))
+    pos_indptr, pos_docs = _csr(row_group, row_pos_doc, len(uniq))
+    ex_rows = np.concatenate(excl_rows).astype(np.int64)
+    ex_indptr, ex_docs = _csr(row_group[ex_rows], np.concatenate(excl_docs).astype(np.int64), len(uniq))
+    return Groups(query, uniq[order], row_group, row_pos_doc, pos_indptr, pos_docs, ex_indptr, ex_docs)
+
+
+def _csr(group: np.ndarray, doc: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unique (group, doc) pairs -> (indptr, docs) with each group's docs in first-seen order."""
+    pairs = np.stack([group, doc], axis=1)
+    _, first = np.unique(pairs, axis=0, return_index=True)
+    first = np.sort(first)
+    g, d = group[first], doc[first]
+    order = np.argsort(g, kind="stable")
+    counts = np.bincount(g, minlength=n_groups)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), d[order]
+
+
+def padded(indptr: np.ndarray, docs: np.ndarray, groups: np.ndarray, fill: int = -1) -> np.ndarray:
+    """CSR rows `groups` -> (len(groups), widest) int64 matrix padded with `fill`."""
+    counts = indptr[groups + 1] - indptr[groups]
+    width = int(counts.max(initial=0))
+    out = np.full((len(groups), max(width, 1)), fill, dtype=np.int64)
+    for j in range(width):
+        has = counts > j
+        out[has, j] = docs[indptr[groups[has]] + j]
+    return out

@@ -1,0 +1,219 @@
+"""The mining job: corpus -> cached embeddings -> FAISS top-k -> selection (+ reranker) -> shards and manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io as _io
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from mining import index as ix
+from mining.config import MineConfig
+from mining.corpus import Corpus, CorpusBuilder
+from mining.encode import Embedder, encode_missing, resolve_device, resolve_dtype
+from mining.groups import Groups, build_groups, padded
+from mining.output import write_output
+from mining.rerank import Reranker, rescore
+from mining.select import Rules, choose, eligible, lowest_positive
+from mining.sources import corpus_documents, shard_documents
+from mining.store import EmbeddingStore
+from pipelines import io
+from pipelines.io import write_bytes_atomic
+
+log = logging.getLogger("negminer.mining")
+GROUP_BATCH = 512
+
+
+@dataclasses.dataclass
+class Mined:
+    """Per query group: the chosen negatives and scores; per positive (CSR order of `Groups.pos_docs`): scores."""
+
+    neg_doc: np.ndarray  # (G, N) int64, -1 padded
+    neg_score: np.ndarray  # (G, N) float32 teacher scores (reranker when given, else retriever)
+    neg_retriever: np.ndarray  # (G, N) float32 retriever scores
+    found: np.ndarray  # (G,)
+    pos_score: np.ndarray  # (len(pos_docs),) teacher
+    pos_retriever: np.ndarray  # (len(pos_docs),)
+    removed: dict[str, int]
+
+
+def load_encoder(cfg: MineConfig):
+    from training.model import Encoder
+
+    return Encoder.from_pretrained(
+        cfg.model, pooling=cfg.pooling, max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code
+    )
+
+
+def build_corpus(cfg: MineConfig, rejects: list[dict]) -> Corpus:
+    builder = CorpusBuilder()
+    for ids, texts in shard_documents(cfg.input):
+        builder.add(ids, texts)
+    for path in io.expand_patterns(cfg.corpus) if cfg.corpus else []:
+        for ids, texts in corpus_documents(path, rejects):
+            builder.add(ids, texts)
+    corpus = builder.build()
+    log.info("corpus: %d documents (%d read, %d empty skipped)", len(corpus), corpus.raw_count, builder.skipped_empty)
+    return corpus
+
+
+def mine(cfg: MineConfig, encoder: Any = None, on_chunk: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Run the whole job; returns the manifest written to `cfg.output`. `encoder` overrides `--model` (tests)."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    rules = cfg.rules()
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    rejects: list[dict] = []
+    corpus = build_corpus(cfg, rejects)
+    groups = build_groups(cfg.input, corpus)
+    timings["corpus"], t = time.perf_counter() - t, time.perf_counter()
+
+    encoder = encoder if encoder is not None else load_encoder(cfg)
+    docs_e = Embedder(encoder, cfg.doc_prompt, device, dtype)
+    query_e = Embedder(encoder, cfg.query_prompt, device, dtype)
+    doc_store = EmbeddingStore(cfg.work_dir, docs_e.cache_fields())
+    query_store = EmbeddingStore(cfg.work_dir, query_e.cache_fields())
+    timings["load_model"], t = time.perf_counter() - t, time.perf_counter()
+    encoded = {
+        "documents": encode_missing(
+            doc_store,
+            corpus.texts,
+            corpus.text_key,
+            corpus.lengths(),
+            docs_e,
+            cfg.batch_size,
+            cfg.chunk_size,
+            on_chunk,
+        ),
+    }
+    qkeys = _exact_keys(groups)
+    qlen = np.array([len(s) for s in groups.query.to_pylist()], np.int64)
+    encoded["queries"] = encode_missing(
+        query_store, groups.query, qkeys, qlen, query_e, cfg.batch_size, cfg.chunk_size, desc="encode queries"
+    )
+    timings["encode"], t = time.perf_counter() - t, time.perf_counter()
+
+    doc_loc = doc_store.locate(corpus.text_key)
+    queries = query_store.gather(*query_store.locate(qkeys))
+    k = min(rules.range_max + groups.max_excluded(), len(corpus))
+    gpu = device == "cuda" and ix.gpu_available()
+    if device == "cuda" and not gpu:
+        log.warning("--device cuda, but this FAISS build has no GPU support: searching on CPU")
+    cand_s, cand = search(cfg, doc_store, doc_loc, queries, k, gpu, [doc_store.key, query_store.key, corpus, qkeys])
+    timings["search"], t = time.perf_counter() - t, time.perf_counter()
+
+    reranker = None
+    if cfg.reranker:
+        reranker = Reranker.from_pretrained(
+            cfg.reranker, device, dtype, max_length=cfg.reranker_max_length, batch_size=cfg.batch_size
+        )
+    mined = select_all(rules, groups, corpus, doc_store, doc_loc, queries, cand, cand_s, reranker)
+    timings["select"], t = time.perf_counter() - t, time.perf_counter()
+    info = {
+        "model": cfg.model,
+        "fingerprint": docs_e.cache_fields()["fingerprint"],
+        "pooling": encoder.pooling,
+        "max_length": int(encoder.max_length),
+        "device": device,
+        "dtype": str(dtype).removeprefix("torch."),
+        "index": cfg.index,
+        "faiss_gpu": gpu,
+        "k": k,
+        "reranker": reranker.name() if reranker else None,
+        "work_dir": cfg.work_dir,
+        "cache": {"documents": doc_store.key, "queries": query_store.key},
+        "encoded": encoded,
+        "corpus": {"documents": len(corpus), "read": corpus.raw_count, "rejects": len(rejects)},
+        "groups": len(groups),
+    }
+    manifest = write_output(cfg, corpus, groups, mined, rejects, info, timings)
+    timings["write"] = time.perf_counter() - t
+    return manifest
+
+
+def search(cfg, store: EmbeddingStore, loc, queries: np.ndarray, k: int, gpu: bool, key_parts: list) -> tuple:
+    """Top-k candidates of every query group, cached in the work dir (a re-run with other thresholds skips it)."""
+    h = hashlib.sha256()
+    for part in key_parts:
+        h.update(part.text_key.tobytes() if isinstance(part, Corpus) else np.asarray(part).tobytes())
+    h.update(cfg.index.encode())
+    path = os.path.join(cfg.work_dir, "search", h.hexdigest()[:24] + ".npz")
+    if os.path.exists(path):
+        with np.load(path) as z:
+            if z["idx"].shape[1] >= k:
+                log.info("search: cached top-%d reused from %s", z["idx"].shape[1], path)
+                return z["scores"][:, :k], z["idx"][:, :k]
+    chunk, row = loc
+    if cfg.index == "flat":
+        scores, idx = ix.search_sharded(queries, store.shards(chunk, row), k, gpu=gpu, total=len(chunk))
+    else:
+        rng = np.random.default_rng(0)
+
+        def sample(n: int) -> np.ndarray:
+            pick = np.sort(rng.choice(len(chunk), size=n, replace=False))
+            return store.gather(chunk[pick], row[pick])
+
+        index, ids = ix.build_ann(cfg.index, store.shards(chunk, row), sample, len(chunk), queries.shape[1], gpu)
+        scores, idx = ix.search_ann(index, ids, queries, k)
+    buf = _io.BytesIO()
+    np.savez(buf, scores=scores, idx=idx)
+    write_bytes_atomic(path, buf.getvalue())
+    return scores, idx
+
+
+def select_all(rules: Rules, groups: Groups, corpus: Corpus, store, doc_loc, queries, cand, cand_s, reranker) -> Mined:
+    """Selection over all groups in batches of `GROUP_BATCH` (bounded memory for the near-duplicate gathers)."""
+    n_groups, n = len(groups), rules.num_negatives
+    out = Mined(
+        neg_doc=np.full((n_groups, n), -1, np.int64),
+        neg_score=np.full((n_groups, n), np.nan, np.float32),
+        neg_retriever=np.full((n_groups, n), np.nan, np.float32),
+        found=np.zeros(n_groups, np.int64),
+        pos_score=np.full(len(groups.pos_docs), np.nan, np.float32),
+        pos_retriever=np.full(len(groups.pos_docs), np.nan, np.float32),
+        removed={},
+    )
+    for lo in range(0, n_groups, GROUP_BATCH):
+        gb = np.arange(lo, min(lo + GROUP_BATCH, n_groups))
+        c, cs = cand[gb], cand_s[gb]
+        keep, removed = eligible(c, padded(groups.excl_indptr, groups.excl_docs, gb), rules)
+        pos = padded(groups.pos_indptr, groups.pos_docs, gb)
+        need = np.unique(np.concatenate([pos[pos >= 0], c[keep]]))
+        emb = store.gather(doc_loc[0][need], doc_loc[1][need])  # (u, D)
+
+        def slot(d: np.ndarray, need: np.ndarray = need) -> np.ndarray:  # rows of `emb`; garbage off `keep`
+            return np.minimum(np.searchsorted(need, d), len(need) - 1)
+
+        q = queries[gb]  # (B, D)
+        pos_ret = np.where(pos >= 0, np.einsum("bd,bpd->bp", q, emb[slot(pos)]), np.nan).astype(np.float32)
+        sim = None
+        if rules.near_dup is not None:
+            sim = np.einsum("bkd,bpd->bkp", emb[slot(c)], emb[slot(pos)])  # (B, K, P)
+            sim = np.where((pos >= 0)[:, None, :], sim, -np.inf).max(axis=2)
+        score, pos_teacher = cs, pos_ret
+        if reranker is not None:
+            score, pos_teacher = rescore(reranker, groups.query.take(gb), corpus.texts, c, keep, pos)
+        sel = choose(c, score, keep, lowest_positive(pos_teacher), sim, groups.key[gb], rules)
+        for rule, count in {**removed, **sel.removed}.items():
+            out.removed[rule] = out.removed.get(rule, 0) + count
+        out.neg_doc[gb], out.neg_score[gb], out.found[gb] = sel.doc, sel.score, sel.found
+        at = np.argmax(c[:, :, None] == sel.doc[:, None, :], axis=1)  # where each chosen doc sits in the candidates
+        out.neg_retriever[gb] = np.where(sel.doc >= 0, np.take_along_axis(cs, at, axis=1), np.nan)
+        for j in range(pos.shape[1]):
+            has = pos[:, j] >= 0
+            flat = groups.pos_indptr[gb[has]] + j
+            out.pos_score[flat], out.pos_retriever[flat] = pos_teacher[has, j], pos_ret[has, j]
+    return out
+
+
+def _exact_keys(groups: Groups) -> np.ndarray:
+    from mining.corpus import hash64
+
+    return np.array([hash64(q) for q in groups.query.to_pylist()], dtype=np.uint64)

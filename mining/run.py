@@ -1,0 +1,105 @@
+"""`negminer mine`: hard negatives for tuple shards (encoder + FAISS + positive-aware filters + optional reranker).
+
+Usage: negminer mine --input shards/msmarco --output shards/msmarco-mined --model sentence-transformers/all-MiniLM-L6-v2
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from mining.config import POOLINGS, MineConfig, default_work_dir
+from mining.encode import DEVICES, DTYPES
+from mining.index import INDEX_KINDS
+from mining.select import SAMPLINGS
+
+log = logging.getLogger("negminer.mining")
+
+
+def _optional_float(value: str) -> float | None:
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {value!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a("--input", required=True, help="tuple shards to mine for (a shard dir, a glob or a .parquet file)")
+    a("--output", required=True, help="directory for the mined shards (same splits and format)")
+    a("--model", required=True, help="encoder: local dir or Hugging Face name (safetensors weights)")
+    a(
+        "--corpus",
+        nargs="+",
+        default=[],
+        help="extra candidate documents: shard dirs, BEIR corpus.jsonl, "
+        "MS MARCO collection.tsv, Parquet/JSONL with id+text (globs ok, .gz ok)",
+    )
+    a("--reranker", help="cross-encoder (AutoModelForSequenceClassification) whose scores become the teacher scores")
+    a("--num-negatives", type=int, default=7, help="negatives per row (default 7)")
+    a("--range-min", type=int, default=0, help="skip this many best non-positive candidates (default 0)")
+    a("--range-max", type=int, default=100, help="consider candidates ranked below this (default 100)")
+    a(
+        "--positive-aware",
+        default="perc:0.95",
+        help="perc:P (score < P x lowest positive score), margin:M "
+        "(score < lowest positive - M) or none (default perc:0.95)",
+    )
+    a("--max-score", type=_optional_float, default=None, help="drop candidates scoring above this")
+    a("--min-score", type=_optional_float, default=None, help="drop candidates scoring below this")
+    a(
+        "--near-dup-threshold",
+        dest="near_dup",
+        type=_optional_float,
+        default=0.98,
+        help="drop candidates whose cosine to a positive is >= this; 'none' disables (default 0.98)",
+    )
+    a("--sampling", choices=SAMPLINGS, default="top", help="top: hardest first; random: seeded draw (default top)")
+    a("--seed", type=int, default=0, help="seed of --sampling random (default 0)")
+    a("--drop-shortfall", action="store_true", help="drop rows that got fewer than --num-negatives (default: keep)")
+    a("--query-prompt", help="text prepended to every query before encoding (e.g. 'query: ')")
+    a("--doc-prompt", help="text prepended to every document before encoding (e.g. 'passage: ')")
+    a("--pooling", choices=POOLINGS, default="auto", help="auto reads the model's sentence-transformers config")
+    a("--max-length", type=int, default=512, help="encoder max tokens (default 512)")
+    a("--batch-size", type=int, default=64, help="encoder / reranker batch size (default 64)")
+    a("--device", choices=DEVICES, default="auto", help="auto: cuda when available (default auto)")
+    a("--dtype", choices=DTYPES, default="auto", help="auto: bfloat16 on cuda, float32 on cpu (default auto)")
+    a("--index", choices=INDEX_KINDS, default="flat", help="flat (exact, default), ivf or hnsw")
+    a("--work-dir", default="", help=f"embedding and search cache (default {default_work_dir()})")
+    a("--chunk-size", type=int, default=16384, help="texts per cached embedding chunk (default 16384)")
+    a("--num-shards", type=int, help="output shards per split (default: as many as the input)")
+    a("--reranker-max-length", type=int, default=512, help="reranker max tokens per pair (default 512)")
+    a("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
+
+
+def config_from_args(args: argparse.Namespace) -> MineConfig:
+    fields = MineConfig.__dataclass_fields__
+    return MineConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def main(args: argparse.Namespace, extra: list[str]) -> int:
+    if extra:
+        raise SystemExit(f"negminer mine: unrecognized arguments: {' '.join(extra)}")
+    try:
+        cfg = config_from_args(args)
+    except ValueError as e:
+        raise SystemExit(f"negminer mine: {e}") from None
+    from mining.mine import mine
+
+    t0 = time.perf_counter()
+    manifest = mine(cfg)
+    m = manifest["mining"]
+    log.info(
+        "mined %d rows (%d negatives, %d short of %d) in %.1fs; encoded %s -> %s",
+        manifest["rows"],
+        manifest["negatives"],
+        m["shortfall"]["rows"],
+        cfg.num_negatives,
+        time.perf_counter() - t0,
+        m["encoded"],
+        cfg.output,
+    )
+    return 0

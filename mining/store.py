@@ -1,0 +1,120 @@
+"""Embedding cache on local disk: float16 chunks keyed by text hash, under a directory per encoder setting.
+
+Layout: `<work_dir>/embeddings/<setting key>/meta.json` plus, per chunk, `<name>.keys.npy` (uint64 hashes of the
+exact texts) and `<name>.f16.npy` (float16 (n, D), memory-mapped on read). Both are written atomically, keys first:
+a chunk exists once its `.f16.npy` does, so a run killed at any moment leaves only whole chunks behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io as _io
+import json
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from pipelines.io import write_bytes_atomic
+
+KEYS_SUFFIX = ".keys.npy"
+EMB_SUFFIX = ".f16.npy"
+
+
+def setting_key(fields: Mapping[str, Any]) -> str:
+    """Directory name for an encoder setting (model fingerprint, pooling, max length, prompt, dtype)."""
+    blob = json.dumps(dict(fields), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = _io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+class EmbeddingStore:
+    """Content-addressed float16 embeddings for one encoder setting."""
+
+    def __init__(self, work_dir: str, fields: Mapping[str, Any]):
+        if "://" in work_dir:
+            raise ValueError(f"--work-dir must be a local directory (chunks are memory-mapped), got {work_dir!r}")
+        self.fields = dict(fields)
+        self.key = setting_key(fields)
+        self.dir = os.path.join(work_dir, "embeddings", self.key)
+        os.makedirs(self.dir, exist_ok=True)
+        meta = os.path.join(self.dir, "meta.json")
+        if not os.path.exists(meta):
+            write_bytes_atomic(meta, json.dumps(self.fields, indent=2, sort_keys=True).encode("utf-8"))
+        self._names: list[str] = []
+        self._maps: dict[int, np.ndarray] = {}
+
+    def chunk_names(self) -> list[str]:
+        """Whole chunks on disk, sorted (a chunk counts once its embeddings file exists)."""
+        names = [f[: -len(EMB_SUFFIX)] for f in os.listdir(self.dir) if f.endswith(EMB_SUFFIX)]
+        return sorted(n for n in names if os.path.exists(os.path.join(self.dir, n + KEYS_SUFFIX)))
+
+    def locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk number, row) of each text hash in the cache; -1 where it is not cached yet."""
+        self._names = self.chunk_names()
+        self._maps = {}
+        chunk = np.full(len(keys), -1, np.int32)
+        row = np.full(len(keys), -1, np.int32)
+        if not self._names or not len(keys):
+            return chunk, row
+        have = [np.load(os.path.join(self.dir, n + KEYS_SUFFIX)) for n in self._names]
+        all_keys = np.concatenate(have)
+        all_chunk = np.repeat(np.arange(len(have), dtype=np.int32), [len(h) for h in have])
+        all_row = np.concatenate([np.arange(len(h), dtype=np.int32) for h in have])
+        order = np.argsort(all_keys, kind="stable")
+        pos = np.minimum(np.searchsorted(all_keys, keys, sorter=order), len(order) - 1)
+        hit = all_keys[order[pos]] == keys
+        chunk[hit] = all_chunk[order[pos[hit]]]
+        row[hit] = all_row[order[pos[hit]]]
+        return chunk, row
+
+    def write_chunk(self, keys: np.ndarray, emb: np.ndarray) -> str:
+        """Store one chunk atomically; returns its name (a hash of its keys)."""
+        if emb.ndim != 2 or emb.shape[0] != len(keys):
+            raise ValueError(f"chunk of {len(keys)} keys got embeddings of shape {emb.shape}")
+        if not np.isfinite(emb).all():
+            raise ValueError("refusing to cache non-finite embeddings (nan/inf from the encoder)")
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        name = hashlib.sha256(keys.tobytes()).hexdigest()[:24]
+        write_bytes_atomic(os.path.join(self.dir, name + KEYS_SUFFIX), _npy_bytes(keys))
+        write_bytes_atomic(os.path.join(self.dir, name + EMB_SUFFIX), _npy_bytes(emb.astype(np.float16)))
+        return name
+
+    def chunk(self, i: int) -> np.ndarray:
+        """Memory-mapped float16 (n, D) embeddings of chunk `i` (as numbered by the last `locate`)."""
+        if i not in self._maps:
+            self._maps[i] = np.load(os.path.join(self.dir, self._names[i] + EMB_SUFFIX), mmap_mode="r")
+        return self._maps[i]
+
+    def gather(self, chunk: np.ndarray, row: np.ndarray) -> np.ndarray:
+        """float32 (n, D) embeddings at (chunk, row) positions, in the given order."""
+        if (chunk < 0).any():
+            raise ValueError(f"{int((chunk < 0).sum())} requested embeddings are not in the cache")
+        if not len(chunk):
+            return np.zeros((0, self.dim()), np.float32)
+        out = np.empty((len(chunk), self.dim()), np.float32)
+        for c in np.unique(chunk):
+            sel = np.flatnonzero(chunk == c)
+            out[sel] = self.chunk(int(c))[row[sel]]
+        return out
+
+    def shards(self, chunk: np.ndarray, row: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Per chunk: (document indices, their float32 embeddings); only one chunk is in float32 at a time."""
+        order = np.argsort(chunk, kind="stable")
+        bounds = np.flatnonzero(np.diff(chunk[order])) + 1
+        for part in np.split(order, bounds):
+            if len(part):
+                mm = np.load(os.path.join(self.dir, self._names[int(chunk[part[0]])] + EMB_SUFFIX), mmap_mode="r")
+                yield part.astype(np.int64), np.asarray(mm[row[part]], dtype=np.float32)
+                del mm  # unmapped: a pass over a large corpus does not keep every page resident
+
+    def dim(self) -> int:
+        if not self._names:
+            raise ValueError(f"no embeddings cached in {self.dir}")
+        return int(self.chunk(0).shape[1])
