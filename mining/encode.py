@@ -42,15 +42,15 @@ def resolve_dtype(spec: str, device: str) -> torch.dtype:
 class Embedder:
     """texts -> (n, D) float32 L2-normalised embeddings, with an encoder following the training/model.py contract."""
 
-    def __init__(self, encoder: Any, prompt: str | None, device: str, dtype: torch.dtype):
+    def __init__(self, encoder: Any, prompt: str | None, device: str, dtype: torch.dtype, fingerprint: str):
         self.encoder = encoder.to(device=device, dtype=dtype).eval()
-        self.prompt, self.device, self.dtype = prompt or None, device, dtype
+        self.prompt, self.device, self.dtype, self.fingerprint = prompt or None, device, dtype, fingerprint
 
     def cache_fields(self) -> dict[str, Any]:
         """What the embeddings depend on besides the text: the cache directory is keyed by it."""
         e = self.encoder
         return {
-            "fingerprint": e.fingerprint(),
+            "fingerprint": self.fingerprint,  # of the weights as loaded, before any dtype conversion
             "pooling": e.pooling,
             "max_length": int(e.max_length),
             "prompt": self.prompt or "",

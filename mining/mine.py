@@ -76,8 +76,9 @@ def mine(cfg: MineConfig, encoder: Any = None, on_chunk: Callable[[int], None] |
     timings["corpus"], t = time.perf_counter() - t, time.perf_counter()
 
     encoder = encoder if encoder is not None else load_encoder(cfg)
-    docs_e = Embedder(encoder, cfg.doc_prompt, device, dtype)
-    query_e = Embedder(encoder, cfg.query_prompt, device, dtype)
+    fingerprint = encoder.fingerprint()
+    docs_e = Embedder(encoder, cfg.doc_prompt, device, dtype, fingerprint)
+    query_e = Embedder(encoder, cfg.query_prompt, device, dtype, fingerprint)
     doc_store = EmbeddingStore(cfg.work_dir, docs_e.cache_fields())
     query_store = EmbeddingStore(cfg.work_dir, query_e.cache_fields())
     timings["load_model"], t = time.perf_counter() - t, time.perf_counter()
@@ -118,7 +119,7 @@ def mine(cfg: MineConfig, encoder: Any = None, on_chunk: Callable[[int], None] |
     timings["select"], t = time.perf_counter() - t, time.perf_counter()
     info = {
         "model": cfg.model,
-        "fingerprint": docs_e.cache_fields()["fingerprint"],
+        "fingerprint": fingerprint,
         "pooling": encoder.pooling,
         "max_length": int(encoder.max_length),
         "device": device,

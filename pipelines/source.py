@@ -48,7 +48,10 @@ def skip(reason: str, counter_ns: str = "negminer") -> beam.pvalue.TaggedOutput:
 def read_text_lines(path: str) -> Iterator[tuple[int, bytes]]:
     """(line number, raw bytes without newline) of a plain or compressed (.gz/.bz2 by extension) file."""
     with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as f:
-        for n, raw in enumerate(f, start=1):
+        n = 0
+        # readline(), not iteration: Beam's CompressedFile (.gz/.bz2) is not iterable.
+        while raw := f.readline():
+            n += 1
             yield n, raw.rstrip(b"\r\n")
 
 

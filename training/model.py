@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 POOLINGS = ("mean", "cls", "last")
+_VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version"}  # where it was loaded from is not its identity
 _ST_POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_lasttoken": "last"}
 
 
@@ -119,7 +120,8 @@ class Encoder(torch.nn.Module):
     def fingerprint(self) -> str:
         """Stable hash of the weights (values, names, shapes, dtypes) and the model config."""
         h = hashlib.blake2b(digest_size=16)
-        h.update(self.model.config.to_json_string(use_diff=False).encode())
+        config = {k: v for k, v in self.model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
+        h.update(json.dumps(config, sort_keys=True, default=str).encode())
         for name, t in sorted(self.model.state_dict().items()):
             h.update(name.encode())
             h.update(str((tuple(t.shape), t.dtype)).encode())

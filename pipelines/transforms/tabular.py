@@ -1,0 +1,161 @@
+"""Shared parsing of labelled retrieval sets: id<TAB>text files, JSON-lines documents and qrels, as keyed records."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+
+from pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, reject, skip
+from pipelines.transforms.clean import clean_text
+
+QREL_HEADER_IDS = frozenset({"query-id", "query_id", "qid", "queryid"})  # first column of a qrels header line
+_PTB = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}", "-COLON-": ":"}
+_PTB_RE = re.compile("|".join(re.escape(t) for t in _PTB))
+
+
+class Skip(NamedTuple):
+    """A parse result for valid input that is not used (counted under `skipped`, not a reject)."""
+
+    reason: str
+
+
+class Text(NamedTuple):
+    """A cleaned text with its id and where it came from (1-based line or Parquet row)."""
+
+    id: str
+    text: str
+    path: str
+    line: int
+
+
+class Qrel(NamedTuple):
+    """One relevance judgement: query `qid` judges document `doc_id` with `score`."""
+
+    qid: str
+    doc_id: str
+    score: float
+    path: str
+    line: int
+
+
+def tidy(text: str, clean: bool = True) -> str:
+    """`clean_text` (mojibake repair, NFC, whitespace) when `clean`, else the text untouched."""
+    return clean_text(text) if clean else text
+
+
+def untokenize_ptb(text: str) -> str:
+    """Penn-Treebank bracket tokens back to characters: `-LRB-film-RRB-` -> `(film)`."""
+    return _PTB_RE.sub(lambda m: _PTB[m.group(0)], text)
+
+
+def title_and_text(title: str, text: str) -> str:
+    """The positive of a titled document: `title text`, or the text alone when the title is empty."""
+    title, text = title.strip(), text.strip()
+    return f"{title} {text}" if title and text else title or text
+
+
+def parse_id_text(record: Record, clean: bool = True) -> tuple[str, Text] | str:
+    """`id<TAB>text` (MS MARCO collection/queries, TREC topics) -> (id, Text), or a reject reason."""
+    if not isinstance(record.value, str):
+        return "malformed_line"
+    parts = record.value.split("\t", 1)
+    if len(parts) != 2 or not parts[0].strip():
+        return "malformed_line"
+    doc_id, text = parts[0].strip(), tidy(parts[1], clean)
+    if not text.strip():
+        return "empty_text"
+    return doc_id, Text(doc_id, text, record.path, record.line)
+
+
+def _number(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def parse_qrel(record: Record) -> tuple[str, Qrel] | str | Skip:
+    """A qrels line keyed by query id: TREC `qid 0|Q0 docid rel` or BEIR `query-id corpus-id score`.
+
+    Tabs or spaces separate the columns. A BEIR header line (`query-id corpus-id score`) is a `Skip`.
+    """
+    if not isinstance(record.value, str):
+        return "malformed_qrel"
+    line = record.value
+    fields = [f.strip() for f in line.split("\t")] if "\t" in line else line.split()
+    if len(fields) == 4:
+        qid, doc_id, score = fields[0], fields[2], fields[3]
+    elif len(fields) == 3:
+        qid, doc_id, score = fields
+    else:
+        return "malformed_qrel"
+    value = _number(score)
+    if value is None:
+        return Skip("qrels_header") if qid.lower() in QREL_HEADER_IDS else "malformed_qrel"
+    return qid, Qrel(qid, doc_id, value, record.path, record.line)
+
+
+def parse_json_doc(record: Record, clean: bool = True, id_field: str = "_id") -> tuple[str, Text] | str:
+    """A BEIR-style JSON document (`_id`, optional `title`, `text`) -> (id, Text of title + text)."""
+    obj = parse_json_line(record)
+    if isinstance(obj, str):
+        return obj
+    doc_id, text, title = obj.get(id_field), obj.get("text"), obj.get("title") or ""
+    if doc_id is None or (isinstance(doc_id, str) and not doc_id.strip()):
+        return f"missing_field:{id_field}"
+    if not isinstance(text, str) or not isinstance(title, str):
+        return "missing_field:text" if text is None else "not_a_string:text"
+    full = tidy(title_and_text(title, text), clean)
+    if not full.strip():
+        return "empty_text"
+    return str(doc_id), Text(str(doc_id), full, record.path, record.line)
+
+
+class ParseKeyedFn(beam.DoFn):
+    """Record -> (key, value) by a pure parse function; reasons to `rejects`, `Skip`s to `skipped`."""
+
+    def __init__(self, parse: Callable[[Record], Any]):
+        self.parse = parse
+
+    def process(self, record: Record) -> Iterator[Any]:
+        out = self.parse(record)
+        if isinstance(out, Skip):
+            yield skip(out.reason)
+        elif isinstance(out, str):
+            yield reject(record, out)
+        else:
+            yield out
+
+
+class ReadKeyed(beam.PTransform):
+    """PBegin -> {'keyed': (key, value), 'rejects': reject dicts, 'skipped': reasons} from files and a parse function.
+
+    `parse` must be picklable (a module-level function or a functools.partial of one) for multi-process runners.
+    """
+
+    def __init__(self, patterns: list[str], parse: Callable[[Record], Any]):
+        super().__init__()
+        self.patterns, self.parse = list(patterns), parse
+
+    def expand(self, pbegin):
+        read = pbegin | "Read" >> ReadRecords(self.patterns)
+        parsed = read["records"] | "Parse" >> beam.ParDo(ParseKeyedFn(self.parse)).with_outputs(
+            REJECTS, SKIPPED, main="keyed"
+        )
+        rejects = (read[REJECTS], parsed[REJECTS]) | "Rejects" >> beam.Flatten()
+        return {"keyed": parsed.keyed, REJECTS: rejects, SKIPPED: parsed[SKIPPED]}
+
+
+def flatten_outputs(label: str, parts: list[dict[str, Any]], rows) -> dict[str, Any]:
+    """{'rows', 'rejects', 'skipped'} for the sink: `rows` plus every part's rejects and skipped flattened."""
+    p = rows.pipeline
+    rejects = [part[REJECTS] for part in parts if REJECTS in part] or [p | f"{label}NoRejects" >> beam.Create([])]
+    skipped = [part[SKIPPED] for part in parts if SKIPPED in part] or [p | f"{label}NoSkipped" >> beam.Create([])]
+    return {
+        "rows": rows,
+        REJECTS: tuple(rejects) | f"{label}AllRejects" >> beam.Flatten(),
+        SKIPPED: tuple(skipped) | f"{label}AllSkipped" >> beam.Flatten(),
+    }

@@ -1,0 +1,83 @@
+"""Tiny random encoders built offline, and SNLI shards built from the real excerpt."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel, BertTokenizerFast, Qwen2Config, Qwen2Model
+
+from tests.conftest import shared_file
+
+WORDS = (
+    "a the man woman dog cat is are on in at with plays runs sits eats sleeps red blue big small park street "
+    "house car ball guitar food water outside inside two three people child children happy sad not no"
+).split()
+
+
+def _vocab_file(tmp_path) -> str:
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[EOS]", *WORDS, *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]]
+    vocab += list("abcdefghijklmnopqrstuvwxyz.,!?")
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    return str(path)
+
+
+def make_tiny_bert(path, dtype=torch.float32, dropout=0.0, seed=0) -> str:
+    """A 2-layer random BERT + WordPiece tokenizer saved to `path`."""
+    path.mkdir(parents=True, exist_ok=True)
+    tok = BertTokenizerFast(vocab_file=_vocab_file(path))
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=128, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+    )
+    BertModel(cfg).to(dtype).save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def make_tiny_decoder(path, seed=0) -> str:
+    """A 2-layer random Qwen2 decoder with a tokenizer that has an EOS token, saved to `path`."""
+    path.mkdir(parents=True, exist_ok=True)
+    tok = BertTokenizerFast(vocab_file=_vocab_file(path), eos_token="[EOS]")
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(
+        vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=128, architectures=["Qwen2ForCausalLM"],
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    Qwen2Model(cfg).save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def snli_shards(tmp_path_factory) -> str:
+    """Shards built by our SNLI pipeline from the real 1000-line excerpt."""
+    from pipelines.snli import SnliConfig, build
+
+    src = shared_file("nli", "jack_1000_samples_snli_1.0_train.jsonl")
+    out = tmp_path_factory.mktemp("snli_shards")
+    build(SnliConfig(inputs=(str(src),), output=str(out)), [])
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def toy_shards(tmp_path_factory) -> str:
+    """40 rows of tiny-vocabulary text with 2 hard negatives each and teacher scores."""
+    from pipelines import io
+    from pipelines.schema import TupleRow
+
+    rng = __import__("random").Random(0)
+    rows = []
+    for i in range(40):
+        q = " ".join(rng.choices(WORDS, k=5)) + f" {i}"
+        rows.append(
+            TupleRow(
+                source="toy" if i % 2 else "toy2", pair_type="qa", query=q, positive=q + " yes",
+                negatives=(q + " no", q + " not"), positive_score=0.9, negative_scores=(0.5, 0.2),
+            ).to_dict()
+        )
+    out = tmp_path_factory.mktemp("toy_shards")
+    io.write_shards(rows, str(out), num_shards=2)
+    return str(out)

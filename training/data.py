@@ -1,0 +1,150 @@
+"""Streaming shards into training batches: shuffled, without duplicate texts, optionally one source per batch.
+
+The batch sequence is a pure function of (data, seed, batch size, ...): resuming at step N regenerates and skips the
+first N batches (reading rows is cheap next to encoding them), so a resumed run sees exactly the same data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Iterator
+
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines import io
+from pipelines import schema as S
+
+COLUMNS = [S.SOURCE, S.QUERY, S.POSITIVE, S.NEGATIVES, S.POSITIVE_SCORE, S.NEGATIVE_SCORES]
+
+
+@dataclasses.dataclass
+class Batch:
+    queries: list[str]
+    positives: list[str]
+    negatives: list[list[str]]  # per row, at most num_negatives, hardest first
+    positive_scores: list[float | None]
+    negative_scores: list[list[float] | None]
+    source: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def slice(self, start: int, stop: int) -> Batch:
+        """Rows [start, stop) — one process's share of a global batch."""
+        return Batch(
+            self.queries[start:stop],
+            self.positives[start:stop],
+            self.negatives[start:stop],
+            self.positive_scores[start:stop],
+            self.negative_scores[start:stop],
+            self.source,
+        )
+
+
+def count_rows(path: str) -> int:
+    """Rows of a shard directory, from the Parquet footers (no data read)."""
+    total = 0
+    for f in io.shard_files(path):
+        with FileSystems.open(f, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
+
+
+def _dir_rows(path: str, rng: random.Random) -> Iterator[dict]:
+    files = io.shard_files(path)
+    rng.shuffle(files)
+    for f in files:
+        for batch in io.read_shards(f, columns=COLUMNS):
+            yield from batch.to_pylist()
+
+
+def shuffled_rows(dirs: list[str], seed: int, epoch: int, buffer: int) -> Iterator[dict]:
+    """One epoch of rows: directories interleaved at random by remaining size, then a shuffle buffer."""
+    rng = random.Random(f"{seed}-{epoch}")
+    streams = [_dir_rows(d, random.Random(f"{seed}-{epoch}-{i}")) for i, d in enumerate(dirs)]
+    remaining = [count_rows(d) for d in dirs]
+    pool: list[dict] = []
+    while any(remaining):
+        i = rng.choices(range(len(dirs)), weights=remaining)[0]
+        row = next(streams[i], None)
+        if row is None:  # the footer count was stale; drop this stream
+            remaining[i] = 0
+            continue
+        remaining[i] -= 1
+        if len(pool) < buffer:
+            pool.append(row)
+            continue
+        j = rng.randrange(len(pool))
+        pool[j], row = row, pool[j]
+        yield row
+    rng.shuffle(pool)
+    yield from pool
+
+
+def _texts(row: dict, num_negatives: int) -> list[str]:
+    return [row[S.QUERY], row[S.POSITIVE], *(row[S.NEGATIVES] or [])[:num_negatives]]
+
+
+class _Bucket:
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.texts: set[str] = set()
+
+    def try_add(self, row: dict, num_negatives: int) -> bool:
+        texts = _texts(row, num_negatives)
+        if len(set(texts)) < len(texts) or self.texts.intersection(texts):
+            return False
+        self.rows.append(row)
+        self.texts.update(texts)
+        return True
+
+
+def _to_batch(rows: list[dict], num_negatives: int, source: str | None) -> Batch:
+    negs = [(r[S.NEGATIVES] or [])[:num_negatives] for r in rows]
+    neg_scores = [
+        None if r[S.NEGATIVE_SCORES] is None else list(r[S.NEGATIVE_SCORES])[:num_negatives] for r in rows
+    ]
+    return Batch(
+        [r[S.QUERY] for r in rows], [r[S.POSITIVE] for r in rows], negs, [r[S.POSITIVE_SCORE] for r in rows], neg_scores, source
+    )
+
+
+def batches(
+    dirs: list[str], batch_size: int, num_negatives: int, seed: int, shuffle_buffer: int, same_source: bool = False
+) -> Iterator[Batch]:
+    """Endless batches over epochs. A row whose texts clash with the batch (a false in-batch negative) waits for the next.
+
+    A row that repeats a text within itself (query == positive, a negative equal to the positive) can never be used
+    and is skipped.
+    """
+    epoch = 0
+    buckets: dict[str | None, _Bucket] = {}
+    waiting: list[dict] = []
+    while True:
+        produced = False
+        for row in shuffled_rows(dirs, seed, epoch, shuffle_buffer):
+            texts = _texts(row, num_negatives)
+            if len(set(texts)) < len(texts):
+                continue
+            key = row[S.SOURCE] if same_source else None
+            bucket = buckets.setdefault(key, _Bucket())
+            if not bucket.try_add(row, num_negatives):
+                waiting.append(row)
+                continue
+            if len(bucket.rows) == batch_size:
+                produced = True
+                yield _to_batch(bucket.rows, num_negatives, key)
+                buckets[key] = fresh = _Bucket()
+                still = []
+                for w in waiting:
+                    wkey = w[S.SOURCE] if same_source else None
+                    target = fresh if wkey == key else buckets.setdefault(wkey, _Bucket())
+                    if not target.try_add(w, num_negatives):
+                        still.append(w)
+                waiting = still[-batch_size * 4 :]  # bounded: very clashy rows are dropped, not hoarded
+        epoch += 1
+        if not produced and epoch > 1:
+            raise ValueError(f"cannot form a batch of {batch_size} rows without duplicate texts from {dirs}")

@@ -1,0 +1,103 @@
+"""Retrieval evaluation: MRR@10, nDCG@10 (graded, linear gains as trec_eval) and Recall@100 by exact search."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from pipelines import io
+from pipelines import schema as S
+
+
+class EvalSet:
+    """Queries, a corpus and graded qrels {qid: {docid: rel}}."""
+
+    def __init__(self, queries: dict[str, str], corpus: dict[str, str], qrels: dict[str, dict[str, int]]):
+        self.queries = {q: t for q, t in queries.items() if q in qrels}
+        self.corpus, self.qrels = corpus, qrels
+        if not self.queries:
+            raise ValueError("evaluation set has no query with relevance judgements")
+
+
+def load_eval(path: str) -> EvalSet:
+    """A BEIR-format directory (corpus.jsonl, queries.jsonl, qrels/test.tsv or dev.tsv) or a shard directory."""
+    p = Path(path)
+    if (p / "corpus.jsonl").is_file():
+        return _load_beir(p)
+    return _load_shards(path)
+
+
+def _load_beir(p: Path) -> EvalSet:
+    qrels_file = next((p / "qrels" / n for n in ("test.tsv", "dev.tsv") if (p / "qrels" / n).is_file()), None)
+    if qrels_file is None:
+        raise FileNotFoundError(f"{p}: no qrels/test.tsv or qrels/dev.tsv")
+
+    def jsonl(f: Path) -> list[dict]:
+        return [json.loads(line) for line in f.open(encoding="utf-8") if line.strip()]
+
+    corpus = {str(d["_id"]): " ".join(x for x in (d.get("title"), d.get("text")) if x) for d in jsonl(p / "corpus.jsonl")}
+    queries = {str(d["_id"]): d["text"] for d in jsonl(p / "queries.jsonl")}
+    qrels: dict[str, dict[str, int]] = {}
+    with qrels_file.open(encoding="utf-8") as f:
+        for rec in csv.DictReader(f, delimiter="\t"):
+            qrels.setdefault(rec["query-id"], {})[rec["corpus-id"]] = int(float(rec["score"]))
+    return EvalSet(queries, corpus, qrels)
+
+
+def _load_shards(path: str) -> EvalSet:
+    queries: dict[str, str] = {}
+    corpus: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    ids: dict[str, str] = {}  # text -> doc id, so a text is one document
+
+    def doc_id(text: str) -> str:
+        return ids.setdefault(text, f"d{len(ids)}")
+
+    for row in io.iter_rows(path, columns=[S.QUERY, S.POSITIVE, S.NEGATIVES]):
+        qid = queries.setdefault(row[S.QUERY], f"q{len(queries)}")
+        pid = doc_id(row[S.POSITIVE])
+        corpus[pid] = row[S.POSITIVE]
+        qrels.setdefault(qid, {})[pid] = 1
+        for n in row[S.NEGATIVES] or []:
+            corpus[doc_id(n)] = n
+    return EvalSet({v: k for k, v in queries.items()}, corpus, qrels)
+
+
+def metrics_from_rankings(rankings: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """Mean MRR@10, nDCG@10 and Recall@100 of ranked doc ids per query (a pure function)."""
+    mrr, ndcg, recall = [], [], []
+    for qid, ranked in rankings.items():
+        rels = qrels.get(qid, {})
+        relevant = {d for d, r in rels.items() if r > 0}
+        rr = 0.0
+        for rank, d in enumerate(ranked[:10], start=1):
+            if d in relevant:
+                rr = 1.0 / rank
+                break
+        mrr.append(rr)
+        dcg = sum(rels.get(d, 0) / math.log2(rank + 1) for rank, d in enumerate(ranked[:10], start=1) if rels.get(d, 0) > 0)
+        ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:10]
+        idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+        ndcg.append(dcg / idcg if idcg > 0 else 0.0)
+        recall.append(len(relevant.intersection(ranked[:100])) / len(relevant) if relevant else 0.0)
+    return {"ndcg@10": float(np.mean(ndcg)), "mrr@10": float(np.mean(mrr)), "recall@100": float(np.mean(recall))}
+
+
+def evaluate(embed: Callable[[list[str], bool], np.ndarray], data: EvalSet, k: int = 100) -> dict[str, float]:
+    """Encode with `embed(texts, is_query)` -> (n, D) float32, rank the corpus by dot product, score the rankings."""
+    qids, doc_ids = list(data.queries), list(data.corpus)
+    q = embed([data.queries[i] for i in qids], True)  # (Q, D)
+    d = embed([data.corpus[i] for i in doc_ids], False)  # (N, D)
+    scores = q @ d.T  # (Q, N)
+    k = min(k, len(doc_ids))
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    rankings = {}
+    for row, qid in enumerate(qids):
+        order = top[row][np.argsort(-scores[row, top[row]], kind="stable")]
+        rankings[qid] = [doc_ids[j] for j in order]
+    return metrics_from_rankings(rankings, data.qrels)

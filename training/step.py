@@ -1,0 +1,155 @@
+"""One optimisation step's forward and backward: encode (directly or with GradCache), gather, loss, backward.
+
+Global document layout (the same on one process or many): the B positives in row order, then every row's hard
+negatives in row order. With torchrun each process encodes a contiguous slice of rows, so gathering its positives and
+its negatives separately in rank order reproduces exactly that layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable
+
+import torch
+
+from training import distributed
+from training.config import TrainConfig
+from training.data import Batch
+from training.loss import distill_kl, infonce, infonce_bidirectional, row_scores
+from training.model import Encoder
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    chunk: int | None = None  # GradCache chunk (texts per forward); None = one forward with grad
+    autocast_dtype: torch.dtype | None = None  # bf16 / fp16 autocast, None = fp32
+    query_prompt: str | None = None
+    doc_prompt: str | None = None
+
+
+def distill_targets(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, doc_index (R, K), teacher (R, K)) for rows that carry teacher scores; padding is -1 / -inf."""
+    B = len(batch)
+    offsets, total = [], B
+    for negs in batch.negatives:
+        offsets.append(total)
+        total += len(negs)
+    rows, index, teacher = [], [], []
+    for i in range(B):
+        pos, negs = batch.positive_scores[i], batch.negative_scores[i]
+        if pos is None or negs is None or len(negs) != len(batch.negatives[i]):
+            continue
+        rows.append(i)
+        index.append([i, *range(offsets[i], offsets[i] + len(negs))])
+        teacher.append([pos, *negs])
+    K = max((len(x) for x in index), default=1)
+    idx = torch.full((len(rows), K), -1, dtype=torch.long)
+    tea = torch.full((len(rows), K), float("-inf"), dtype=torch.float32)
+    for r, (ix, t) in enumerate(zip(index, teacher)):
+        idx[r, : len(ix)] = torch.tensor(ix)
+        tea[r, : len(t)] = torch.tensor(t, dtype=torch.float32)
+    return torch.tensor(rows, dtype=torch.long), idx, tea
+
+
+def objective(q: torch.Tensor, d: torch.Tensor, batch: Batch, cfg: TrainConfig) -> torch.Tensor:
+    """The training loss of a global batch from its embeddings q (B, D) and d (B + negatives, D)."""
+    q, d = q.float(), d.float()
+    contrastive = infonce_bidirectional if cfg.loss == "infonce-bidirectional" else infonce
+    loss = contrastive(q, d, cfg.temperature)
+    if cfg.distill:
+        rows, idx, teacher = distill_targets(batch)
+        if len(rows):
+            student = row_scores(q[rows.to(q.device)], d, idx.to(q.device))
+            loss = loss + cfg.distill_weight * distill_kl(
+                student, teacher.to(q.device), cfg.temperature, cfg.teacher_temperature
+            )
+    return loss
+
+
+def local_texts(batch: Batch, ctx: distributed.Dist) -> tuple[list[str], list[str], list[int], list[int]]:
+    """This process's queries, documents (its positives then its negatives), and every process's negative counts."""
+    start, stop = ctx.share(len(batch))
+    mine = batch.slice(start, stop)
+    neg_sizes = []
+    for r in range(ctx.world):
+        s, e = distributed.Dist(r, ctx.world).share(len(batch))
+        neg_sizes.append(sum(len(n) for n in batch.negatives[s:e]))
+    docs = mine.positives + [t for negs in mine.negatives for t in negs]
+    return mine.queries, docs, [stop - start] * ctx.world, neg_sizes
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _rng_state(device: torch.device) -> tuple:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _encode(encoder: Encoder, texts: list[str], prompt: str | None, device: torch.device) -> torch.Tensor:
+    enc = encoder.tokenize(texts, prompt=prompt).to(device)
+    return encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])  # (n, D)
+
+
+def forward_backward(
+    encoder: Encoder, batch: Batch, loss_fn: Callable[[torch.Tensor, torch.Tensor, Batch], torch.Tensor],
+    ctx: distributed.Dist, settings: StepSettings, scale: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+) -> float:
+    """Accumulate the gradient of loss_fn(q_global, d_global, batch) into encoder's parameters; return the loss.
+
+    With settings.chunk, GradCache (Gao et al. 2021): embed every chunk without a graph, take the loss and its
+    gradient with respect to the embeddings, then re-run each chunk with a graph (same RNG state, so dropout
+    replays) and back-propagate the cached embedding gradient. Memory is that of one chunk; the result equals
+    the full-batch gradient.
+    """
+    device = next(encoder.parameters()).device
+    queries, docs, q_sizes, n_sizes = local_texts(batch, ctx)
+    b = len(queries)
+    groups = [(queries, settings.query_prompt), (docs, settings.doc_prompt)]
+
+    def global_loss(q_local: torch.Tensor, d_local: torch.Tensor) -> torch.Tensor:
+        q = distributed.gather(q_local, q_sizes, ctx)
+        p = distributed.gather(d_local[:b], q_sizes, ctx)
+        n = distributed.gather(d_local[b:], n_sizes, ctx)
+        return loss_fn(q, torch.cat([p, n]), batch)
+
+    if settings.chunk is None:
+        with _autocast(device, settings.autocast_dtype):
+            q_local, d_local = (_encode(encoder, texts, prompt, device) for texts, prompt in groups)
+        loss = global_loss(q_local.float(), d_local.float())
+        scale(loss).backward()
+        return float(loss.detach())
+
+    chunks = [(texts[i : i + settings.chunk], prompt) for texts, prompt in groups
+              for i in range(0, len(texts), settings.chunk)]
+    states, embs = [], []
+    with torch.no_grad(), _autocast(device, settings.autocast_dtype):
+        for texts, prompt in chunks:
+            states.append(_rng_state(device))
+            embs.append(_encode(encoder, texts, prompt, device).float())
+    n_q = -(-len(queries) // settings.chunk)
+    q_local = torch.cat(embs[:n_q]).requires_grad_()
+    d_local = torch.cat(embs[n_q:]).requires_grad_()
+    loss = global_loss(q_local, d_local)
+    scale(loss).backward()
+    cached = list(torch.split(q_local.grad, settings.chunk)) + list(torch.split(d_local.grad, settings.chunk))
+    after = _rng_state(device)
+    for (texts, prompt), state, grad in zip(chunks, states, cached):
+        _set_rng_state(state, device)
+        with _autocast(device, settings.autocast_dtype):
+            emb = _encode(encoder, texts, prompt, device)
+        emb.backward(grad.to(emb.dtype))
+    _set_rng_state(after, device)
+    return float(loss.detach())
