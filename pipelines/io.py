@@ -65,17 +65,20 @@ def sort_and_dedup(rows: Iterable[Mapping[str, Any]]) -> tuple[list[dict], int]:
     Returns the rows and how many duplicates were dropped. The tie-break makes the survivor
     independent of arrival order, which is what byte-identical reruns need.
     """
-    best: dict[str, tuple[str, dict]] = {}
+    best: dict[str, dict] = {}
     dropped = 0
     for r in rows:
-        key = json.dumps(r, sort_keys=True, ensure_ascii=False)
         rid = r[S.ID]
-        if rid in best:
+        if rid in best:  # the JSON tie-break key only when ids collide: computing it for every row was costly
             dropped += 1
-            if key >= best[rid][0]:
+            if _dedup_key(r) >= _dedup_key(best[rid]):
                 continue
-        best[rid] = (key, dict(r))
-    return [best[k][1] for k in sorted(best)], dropped
+        best[rid] = dict(r)
+    return [best[k] for k in sorted(best)], dropped
+
+
+def _dedup_key(row: Mapping[str, Any]) -> str:
+    return json.dumps(row, sort_keys=True, ensure_ascii=False)
 
 
 def write_shard(rows: Iterable[Mapping[str, Any]], path: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineRunner
 
 import negminer
 from pipelines import io
@@ -32,6 +33,24 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     runner = opts.view_as(StandardOptions).runner or DEFAULT_RUNNER
     log.info("Beam runner: %s", runner)
     return opts
+
+
+def local_runner(options: PipelineOptions) -> PipelineRunner | None:
+    """For the DirectRunner: Beam's FnApiRunner, which the DirectRunner runs batch pipelines on, built directly.
+
+    Beam's DirectRunner first tries the Prism runner, which downloads a binary from GitHub: offline that fails
+    (after a DNS lookup), online it silently switches runner. None for any other runner (Beam picks it by name).
+    Options are handed over as the DirectRunner does, so --direct_running_mode / --direct_num_workers work.
+    """
+    if (options.view_as(StandardOptions).runner or DEFAULT_RUNNER) != DEFAULT_RUNNER:
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return fn_runner.FnApiRunner(provision_info=info)
 
 
 def clear_output(out_dir: str, split: str) -> None:
@@ -73,7 +92,8 @@ def run_build(
     base = manifest_base(command, config, inputs)
     clear_output(out_dir, split)
     t0 = time.perf_counter()
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+    options = pipeline_options(beam_args)
+    with beam.Pipeline(runner=local_runner(options), options=options) as p:
         outputs = build(p)
         _ = outputs | "WriteShardDir" >> WriteShardDir(out_dir, base, split=split, num_shards=num_shards)
     try:

@@ -120,8 +120,8 @@ class TupleRow:
 
     def to_dict(self) -> dict[str, Any]:
         """The row as a plain dict keyed by column name (lists, not tuples), in schema order."""
-        d = dataclasses.asdict(self)
-        out = {c: d[c] for c in COLUMNS}
+        # Field by field, not dataclasses.asdict: its recursive deep copy was the main per-row cost of a build.
+        out = {c: getattr(self, c) for c in COLUMNS}
         out[NEGATIVES] = list(self.negatives)
         out[NEGATIVE_IDS] = list(self.negative_ids)
         out[NEGATIVE_SCORES] = None if self.negative_scores is None else list(self.negative_scores)
@@ -166,7 +166,8 @@ def rows_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     columns = {c: [r.get(c) for r in rows] for c in COLUMNS}
     columns[NEGATIVES] = [list(v or []) for v in columns[NEGATIVES]]
     columns[NEGATIVE_IDS] = [
-        list(ids) if ids is not None else [None] * len(n) for ids, n in zip(columns[NEGATIVE_IDS], columns[NEGATIVES])
+        list(ids) if ids is not None else [None] * len(n)
+        for ids, n in zip(columns[NEGATIVE_IDS], columns[NEGATIVES], strict=True)
     ]
     return pa.Table.from_pydict(columns, schema=SCHEMA)
 

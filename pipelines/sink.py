@@ -41,7 +41,9 @@ def manifest_from_stats(base: dict[str, Any], split: str, stats: dict, rejects: 
     return {
         **base,
         "format_version": S.FORMAT_VERSION,
-        "splits": {split: {"rows": stats.get("rows", 0), "shards": len(files), "files": [f.rsplit("/", 1)[-1] for f in files]}},
+        "splits": {
+            split: {"rows": stats.get("rows", 0), "shards": len(files), "files": [f.rsplit("/", 1)[-1] for f in files]}
+        },
         "counts": {
             "split": {split: stats.get("rows", 0)},
             "source": dict(sorted(stats.get("source", {}).items())),

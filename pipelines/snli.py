@@ -62,7 +62,7 @@ def parse_nli(obj: dict[str, Any], path: str = "", line: int = 0) -> NliExample 
         if isinstance(label, bool) or not isinstance(label, (int, type(None))):
             return "unknown_label"
         label = "-" if label == -1 else HF_LABELS.get(label, label)
-    for name, value in zip(fields, (premise, hypothesis, label)):
+    for name, value in zip(fields, (premise, hypothesis, label), strict=True):
         if value is None:
             return f"missing_field:{name}"
         if not isinstance(value, str):
@@ -115,6 +115,10 @@ def rows_for_premise(
             count(f"duplicate_{ex.label}")
         else:
             bucket.setdefault(ex.hypothesis, ex)
+    # A hypothesis labelled both ways would be its own row's negative: use it as neither.
+    for hyp in sorted(entailed.keys() & contradicted.keys()):
+        del entailed[hyp], contradicted[hyp]
+        count("conflicting_labels", 2)
     if not entailed:
         count("contradiction_without_entailment", len(contradicted))
         return [], unused
@@ -140,7 +144,7 @@ def rows_for_premise(
 
 
 class ParseNliFn(beam.DoFn):
-    """Record -> (premise, NliExample); unusable records to `rejects` with their reason."""
+    """Record -> (premise, NliExample as a plain tuple); unusable records to `rejects` with their reason."""
 
     def process(self, record: Record) -> Iterator[Any]:
         obj = parse_json_line(record)
@@ -151,17 +155,17 @@ class ParseNliFn(beam.DoFn):
         if isinstance(ex, str):
             yield reject(record, ex)
             return
-        yield ex.premise, ex
+        yield ex.premise, tuple(ex)  # a plain tuple: Beam encodes it natively, a NamedTuple only by pickling
 
 
 class PremiseRowsFn(beam.DoFn):
-    """(premise, examples) -> tuple rows; unused hypotheses to `skipped` with their reason."""
+    """(premise, NliExample tuples) -> tuple rows; unused hypotheses to `skipped` with their reason."""
 
     def __init__(self, source: str, drop_without_negatives: bool):
         self.source, self.drop = source, drop_without_negatives
 
-    def process(self, element: tuple[str, Iterable[NliExample]]) -> Iterator[Any]:
-        rows, unused = rows_for_premise(element[1], self.source, self.drop)
+    def process(self, element: tuple[str, Iterable[tuple]]) -> Iterator[Any]:
+        rows, unused = rows_for_premise(map(NliExample._make, element[1]), self.source, self.drop)
         yield from rows
         for reason, n in unused.items():
             for _ in range(n):
@@ -187,12 +191,27 @@ class BuildNliTuples(beam.PTransform):
         return {"rows": built.rows, "rejects": rejects, "skipped": built[SKIPPED]}
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1, so a bad value fails with a usage error naming it."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", nargs="+", required=True, action="extend", help="files or globs (.jsonl[.gz], .parquet)")
+    parser.add_argument(
+        "--input", nargs="+", required=True, action="extend", help="files or globs (.jsonl[.gz], .parquet)"
+    )
     parser.add_argument("--output", required=True, help="output shard directory (local or gs://)")
     parser.add_argument("--source", default="snli", choices=SOURCES, help="value of the `source` column")
-    parser.add_argument("--drop-without-negatives", action="store_true", help="drop rows whose premise has no contradiction")
-    parser.add_argument("--num-shards", type=int, default=1, help="number of output shard files (default 1)")
+    parser.add_argument(
+        "--drop-without-negatives", action="store_true", help="drop rows whose premise has no contradiction"
+    )
+    parser.add_argument("--num-shards", type=_positive_int, default=1, help="number of output shard files (default 1)")
     parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
 
 

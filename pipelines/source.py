@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import posixpath
+import zlib
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -55,33 +57,51 @@ def read_text_lines(path: str) -> Iterator[tuple[int, bytes]]:
             yield n, raw.rstrip(b"\r\n")
 
 
+# A file that cannot be read on (not gzip despite its name, corrupt Parquet, ...): one reject, the rest goes on.
+UNREADABLE_FILE_ERRORS = (OSError, EOFError, zlib.error, pa.ArrowException)
+
+
+def parquet_records(path: str) -> Iterator[Record]:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        n = 0
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                n += 1
+                yield Record(path, n, row)
+
+
+def text_records(path: str) -> Iterator[Any]:
+    """Record per non-blank line (decoded UTF-8); undecodable lines as rejects. Blank lines are not records."""
+    for n, raw in read_text_lines(path):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield reject(Record(path, n, raw.decode("utf-8", "replace")), f"undecodable_bytes:{e.reason}")
+            continue
+        if text.strip():
+            yield Record(path, n, text)
+
+
 class ReadRecordsFn(beam.DoFn):
-    """path -> Record per line (decoded UTF-8) or per Parquet row; undecodable lines go to rejects."""
+    """path -> Record per line (decoded UTF-8) or per Parquet row; undecodable lines and unreadable files to rejects."""
 
     def process(self, path: str) -> Iterator[Any]:
-        if is_parquet(path):
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                n = 0
-                for batch in pq.ParquetFile(f).iter_batches(batch_size=4096):
-                    for row in batch.to_pylist():
-                        n += 1
-                        yield Record(path, n, row)
-            return
-        for n, raw in read_text_lines(path):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield reject(Record(path, n, raw.decode("utf-8", "replace")), f"undecodable_bytes:{e.reason}")
-                continue
-            if text.strip():
-                yield Record(path, n, text)
+        line = 0
+        try:
+            for item in parquet_records(path) if is_parquet(path) else text_records(path):
+                line = item.line if isinstance(item, Record) else line + 1
+                yield item
+        except UNREADABLE_FILE_ERRORS as e:
+            yield reject(Record(path, line + 1, f"{type(e).__name__}: {e}"), "unreadable_file")
 
 
 class ReadRecords(beam.PTransform):
     """PBegin -> PCollection[Record] (main) and reject dicts (tag `rejects`), from files matching `patterns`.
 
-    Files are listed when the pipeline is built (an empty match fails at once); each file is read by one
-    worker and the records are reshuffled so parsing spreads over all workers.
+    Files are listed when the pipeline is built (an empty match fails at once) and spread over the workers;
+    each file is read by one worker, and its records go straight on to the caller's parse step (fused, no
+    per-record reshuffle: that held every raw line in memory and took more time than the whole parse). Work
+    spreads again at the caller's GroupByKey; to parallelise one huge file, split it into several.
     """
 
     def __init__(self, patterns: list[str]):
@@ -95,8 +115,7 @@ class ReadRecords(beam.PTransform):
             | "ReshuffleFiles" >> beam.Reshuffle()
             | "ReadFiles" >> beam.ParDo(ReadRecordsFn()).with_outputs(REJECTS, main="records")
         )
-        records = read.records | "SpreadRecords" >> beam.Reshuffle()
-        return {"records": records, REJECTS: read[REJECTS]}
+        return {"records": read.records, REJECTS: read[REJECTS]}
 
 
 def parse_json_line(record: Record) -> dict | str:

@@ -73,8 +73,13 @@ class TrainConfig:
         need(0 <= self.weight_decay, f"--weight-decay must be >= 0, got {self.weight_decay}")
         need(self.max_grad_norm >= 0, f"--max-grad-norm must be >= 0 (0 = no clipping), got {self.max_grad_norm}")
         need(self.shuffle_buffer >= 1, f"--shuffle-buffer must be >= 1, got {self.shuffle_buffer}")
-        need(self.distill_weight >= 0 and self.teacher_temperature > 0, "--distill-weight >= 0, --teacher-temperature > 0")
-        need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), f"bad --device {self.device!r}")
+        need(
+            self.distill_weight >= 0 and self.teacher_temperature > 0,
+            "--distill-weight >= 0, --teacher-temperature > 0",
+        )
+        need(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), f"bad --device {self.device!r}"
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainConfig:
@@ -89,7 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--data", action="append", required=True, help="shard directory (repeatable)")
     a("--model", required=True, help="Hugging Face model name or local path (safetensors)")
     a("--output", required=True, help="output directory: model, train_log.jsonl, metrics.json, checkpoint/")
-    a("--pooling", default="auto", choices=("auto", *POOLINGS), help="auto: from the model's sentence-transformers config")
+    a(
+        "--pooling",
+        default="auto",
+        choices=("auto", *POOLINGS),
+        help="auto: from the model's sentence-transformers config",
+    )
     a("--batch-size", type=int, default=128, help="global batch size (rows)")
     a("--num-negatives", type=int, default=7, help="hard negatives per row taken from the shards (hardest first)")
     a("--temperature", type=float, default=0.05, help="InfoNCE temperature τ")
@@ -114,7 +124,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--eval-every", type=int, default=None)
     a("--save-every", type=int, default=None, help="checkpoint every N steps (for --resume)")
     a("--log-every", type=int, default=1, help="write a train_log.jsonl line every N steps")
-    a("--stop-after", type=int, default=None, help="leave after N steps of this run with a checkpoint (time-sliced jobs)")
+    a(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="leave after N steps of this run with a checkpoint (time-sliced jobs)",
+    )
     a("--resume", action="store_true", help="continue from OUTPUT/checkpoint exactly")
     a("--seed", type=int, default=0)
     a("--device", default="auto", help="auto|cpu|cuda[:N]")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections import Counter
 from collections.abc import Iterator
 
 import pyarrow.parquet as pq
@@ -104,22 +105,33 @@ class _Bucket:
 
 def _to_batch(rows: list[dict], num_negatives: int, source: str | None) -> Batch:
     negs = [(r[S.NEGATIVES] or [])[:num_negatives] for r in rows]
-    neg_scores = [
-        None if r[S.NEGATIVE_SCORES] is None else list(r[S.NEGATIVE_SCORES])[:num_negatives] for r in rows
-    ]
+    neg_scores = [None if r[S.NEGATIVE_SCORES] is None else list(r[S.NEGATIVE_SCORES])[:num_negatives] for r in rows]
     return Batch(
-        [r[S.QUERY] for r in rows], [r[S.POSITIVE] for r in rows], negs, [r[S.POSITIVE_SCORE] for r in rows], neg_scores, source
+        [r[S.QUERY] for r in rows],
+        [r[S.POSITIVE] for r in rows],
+        negs,
+        [r[S.POSITIVE_SCORE] for r in rows],
+        neg_scores,
+        source,
     )
 
 
 def batches(
-    dirs: list[str], batch_size: int, num_negatives: int, seed: int, shuffle_buffer: int, same_source: bool = False
+    dirs: list[str],
+    batch_size: int,
+    num_negatives: int,
+    seed: int,
+    shuffle_buffer: int,
+    same_source: bool = False,
+    stats: Counter | None = None,
 ) -> Iterator[Batch]:
     """Endless batches over epochs. A row whose texts clash with the batch (a false in-batch negative) waits for the next.
 
-    A row that repeats a text within itself (query == positive, a negative equal to the positive) can never be used
-    and is skipped.
+    A row that repeats a text within itself (query == positive, a negative equal to the positive) can never be used:
+    it is skipped and counted in `stats["skipped_repeated_text"]`; waiting rows beyond a bound (4 batches) are
+    dropped for this epoch and counted in `stats["dropped_clashing"]`.
     """
+    stats = Counter() if stats is None else stats
     epoch = 0
     buckets: dict[str | None, _Bucket] = {}
     waiting: list[dict] = []
@@ -128,23 +140,27 @@ def batches(
         for row in shuffled_rows(dirs, seed, epoch, shuffle_buffer):
             texts = _texts(row, num_negatives)
             if len(set(texts)) < len(texts):
+                stats["skipped_repeated_text"] += 1
                 continue
             key = row[S.SOURCE] if same_source else None
             bucket = buckets.setdefault(key, _Bucket())
             if not bucket.try_add(row, num_negatives):
                 waiting.append(row)
-                continue
-            if len(bucket.rows) == batch_size:
+            while len(bucket.rows) == batch_size:
                 produced = True
+                stats["rows"] += batch_size
                 yield _to_batch(bucket.rows, num_negatives, key)
-                buckets[key] = fresh = _Bucket()
+                bucket = buckets[key] = _Bucket()
                 still = []
-                for w in waiting:
-                    wkey = w[S.SOURCE] if same_source else None
-                    target = fresh if wkey == key else buckets.setdefault(wkey, _Bucket())
-                    if not target.try_add(w, num_negatives):
+                for w in waiting:  # rows that clashed with the batch just emitted get the next chance
+                    same_key = (w[S.SOURCE] if same_source else None) == key
+                    if not (same_key and len(bucket.rows) < batch_size and bucket.try_add(w, num_negatives)):
                         still.append(w)
-                waiting = still[-batch_size * 4 :]  # bounded: very clashy rows are dropped, not hoarded
+                waiting = still
+            if len(waiting) > 4 * batch_size:  # bounded: very clashy rows are dropped, not hoarded
+                stats["dropped_clashing"] += len(waiting) - 4 * batch_size
+                waiting = waiting[-4 * batch_size :]
         epoch += 1
+        stats["epochs"] = epoch
         if not produced and epoch > 1:
             raise ValueError(f"cannot form a batch of {batch_size} rows without duplicate texts from {dirs}")

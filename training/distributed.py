@@ -64,7 +64,7 @@ def gather(x: torch.Tensor, sizes: list[int], ctx: Dist) -> torch.Tensor:
     padded = F.pad(x.detach(), (0, 0, 0, m - x.shape[0])).contiguous()  # (m, D)
     parts = [torch.empty_like(padded) for _ in range(ctx.world)]
     dist.all_gather(parts, padded)
-    trimmed = [p[:n] for p, n in zip(parts, sizes)]
+    trimmed = [p[:n] for p, n in zip(parts, sizes, strict=True)]
     trimmed[ctx.rank] = x
     return torch.cat(trimmed)
 

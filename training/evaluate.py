@@ -40,7 +40,9 @@ def _load_beir(p: Path) -> EvalSet:
     def jsonl(f: Path) -> list[dict]:
         return [json.loads(line) for line in f.open(encoding="utf-8") if line.strip()]
 
-    corpus = {str(d["_id"]): " ".join(x for x in (d.get("title"), d.get("text")) if x) for d in jsonl(p / "corpus.jsonl")}
+    corpus = {
+        str(d["_id"]): " ".join(x for x in (d.get("title"), d.get("text")) if x) for d in jsonl(p / "corpus.jsonl")
+    }
     queries = {str(d["_id"]): d["text"] for d in jsonl(p / "queries.jsonl")}
     qrels: dict[str, dict[str, int]] = {}
     with qrels_file.open(encoding="utf-8") as f:
@@ -80,7 +82,9 @@ def metrics_from_rankings(rankings: dict[str, list[str]], qrels: dict[str, dict[
                 rr = 1.0 / rank
                 break
         mrr.append(rr)
-        dcg = sum(rels.get(d, 0) / math.log2(rank + 1) for rank, d in enumerate(ranked[:10], start=1) if rels.get(d, 0) > 0)
+        dcg = sum(
+            rels.get(d, 0) / math.log2(rank + 1) for rank, d in enumerate(ranked[:10], start=1) if rels.get(d, 0) > 0
+        )
         ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:10]
         idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
         ndcg.append(dcg / idcg if idcg > 0 else 0.0)

@@ -13,7 +13,11 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, BatchEncoding, Pr
 
 POOLINGS = ("mean", "cls", "last")
 _VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version"}  # where it was loaded from is not its identity
-_ST_POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_lasttoken": "last"}
+_ST_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_lasttoken": "last",
+}
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -53,6 +57,15 @@ def resolve_pooling(name_or_path: str, pooling: str = "auto") -> str:
 
 
 def _is_decoder(config) -> bool:
+    """Decoder-only LMs: a causal-LM type that has no masked-LM head (BERT has both, Qwen2/Llama/GPT-2 only one)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", "")
+    if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return True
     archs = getattr(config, "architectures", None) or []
     return bool(getattr(config, "is_decoder", False)) or any(a.endswith("ForCausalLM") for a in archs)
 
@@ -139,7 +152,9 @@ class Encoder(torch.nn.Module):
             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
         ]
         if self.normalize:
-            modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+            modules.append(
+                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+            )
             (out / "2_Normalize").mkdir(exist_ok=True)
         pooling_cfg = {
             "word_embedding_dimension": self.dim,

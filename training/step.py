@@ -48,17 +48,25 @@ def distill_targets(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     K = max((len(x) for x in index), default=1)
     idx = torch.full((len(rows), K), -1, dtype=torch.long)
     tea = torch.full((len(rows), K), float("-inf"), dtype=torch.float32)
-    for r, (ix, t) in enumerate(zip(index, teacher)):
+    for r, (ix, t) in enumerate(zip(index, teacher, strict=True)):
         idx[r, : len(ix)] = torch.tensor(ix)
         tea[r, : len(t)] = torch.tensor(t, dtype=torch.float32)
     return torch.tensor(rows, dtype=torch.long), idx, tea
 
 
+def doc_owner(batch: Batch) -> torch.Tensor:
+    """(N,) the row each document of the global layout belongs to: positives 0..B-1, then each row's negatives."""
+    owners = list(range(len(batch))) + [i for i, negs in enumerate(batch.negatives) for _ in negs]
+    return torch.tensor(owners, dtype=torch.long)
+
+
 def objective(q: torch.Tensor, d: torch.Tensor, batch: Batch, cfg: TrainConfig) -> torch.Tensor:
     """The training loss of a global batch from its embeddings q (B, D) and d (B + negatives, D)."""
     q, d = q.float(), d.float()
-    contrastive = infonce_bidirectional if cfg.loss == "infonce-bidirectional" else infonce
-    loss = contrastive(q, d, cfg.temperature)
+    if cfg.loss == "infonce-bidirectional":
+        loss = infonce_bidirectional(q, d, cfg.temperature, doc_owner(batch).to(q.device))
+    else:
+        loss = infonce(q, d, cfg.temperature)
     if cfg.distill:
         rows, idx, teacher = distill_targets(batch)
         if len(rows):
@@ -104,8 +112,12 @@ def _encode(encoder: Encoder, texts: list[str], prompt: str | None, device: torc
 
 
 def forward_backward(
-    encoder: Encoder, batch: Batch, loss_fn: Callable[[torch.Tensor, torch.Tensor, Batch], torch.Tensor],
-    ctx: distributed.Dist, settings: StepSettings, scale: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    encoder: Encoder,
+    batch: Batch,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, Batch], torch.Tensor],
+    ctx: distributed.Dist,
+    settings: StepSettings,
+    scale: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
 ) -> float:
     """Accumulate the gradient of loss_fn(q_global, d_global, batch) into encoder's parameters; return the loss.
 
@@ -132,8 +144,11 @@ def forward_backward(
         scale(loss).backward()
         return float(loss.detach())
 
-    chunks = [(texts[i : i + settings.chunk], prompt) for texts, prompt in groups
-              for i in range(0, len(texts), settings.chunk)]
+    chunks = [
+        (texts[i : i + settings.chunk], prompt)
+        for texts, prompt in groups
+        for i in range(0, len(texts), settings.chunk)
+    ]
     states, embs = [], []
     with torch.no_grad(), _autocast(device, settings.autocast_dtype):
         for texts, prompt in chunks:
@@ -146,7 +161,7 @@ def forward_backward(
     scale(loss).backward()
     cached = list(torch.split(q_local.grad, settings.chunk)) + list(torch.split(d_local.grad, settings.chunk))
     after = _rng_state(device)
-    for (texts, prompt), state, grad in zip(chunks, states, cached):
+    for (texts, prompt), state, grad in zip(chunks, states, cached, strict=True):
         _set_rng_state(state, device)
         with _autocast(device, settings.autocast_dtype):
             emb = _encode(encoder, texts, prompt, device)

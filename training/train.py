@@ -12,6 +12,7 @@ import math
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,9 @@ class Logger:
             return
         kept = []
         if start and path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= start]
+            kept = [
+                line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= start
+            ]
         path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, **record: Any) -> None:
@@ -160,8 +163,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     if start == 0:
         run_eval(0, "before")
-    stream = batches(list(cfg.data), cfg.batch_size, cfg.num_negatives, cfg.seed, cfg.shuffle_buffer,
-                     cfg.same_source_batches)
+    data_stats: Counter = Counter()
+    stream = batches(
+        list(cfg.data),
+        cfg.batch_size,
+        cfg.num_negatives,
+        cfg.seed,
+        cfg.shuffle_buffer,
+        cfg.same_source_batches,
+        data_stats,
+    )
     for _ in range(start):  # the batch sequence is deterministic: skipping re-creates the data position
         next(stream)
     if cfg.resume:
@@ -175,17 +186,24 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     def save_checkpoint(step: int) -> None:
         if ctx.is_main:
-            trainer = {"step": step, "total_steps": steps, "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                       "metrics": json.dumps(metrics), "config": json.dumps(_jsonable(cfg))}
+            trainer = {
+                "step": step,
+                "total_steps": steps,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "metrics": json.dumps(metrics),
+                "config": json.dumps(_jsonable(cfg)),
+            }
             checkpoint.save(out / "checkpoint", encoder.model, trainer)
         distributed.barrier(ctx)
 
     losses: list[float] = []
     last = start + min(steps - start, cfg.stop_after or steps)
     bar = tqdm(total=steps, initial=start, disable=not ctx.is_main, desc="train", dynamic_ncols=True)
-    tick, seen = time.perf_counter(), 0
+    busy, seen = 0.0, 0  # seconds spent in data + forward/backward + update (not eval / checkpoints), rows
     for step in range(start + 1, last + 1):
+        tick = time.perf_counter()
         batch = next(stream)
         optimizer.zero_grad(set_to_none=True)
         loss = forward_backward(encoder, batch, loss_fn, ctx, settings, scale=scaler.scale)
@@ -198,19 +216,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         losses.append(loss)
-        seen += len(batch)
+        busy, seen = busy + time.perf_counter() - tick, seen + len(batch)
         if step % cfg.log_every == 0 or step == last:
-            now = time.perf_counter()
-            rate = seen / (now - tick)
+            rate = seen / busy
             logger.write(step=step, loss=loss, lr=lr, samples_per_s=rate)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", samples_per_s=f"{rate:.1f}")
-            tick, seen = now, 0
+            busy, seen = 0.0, 0
         bar.update(1)
         if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
             run_eval(step, None)
         if (cfg.save_every and step % cfg.save_every == 0) or (step == last < steps):
             save_checkpoint(step)
     bar.close()
+    logger.write(step=last, data=dict(data_stats))  # rows used / skipped with reasons, epochs begun
 
     if last == steps:
         run_eval(steps, "after")

@@ -13,7 +13,8 @@ from pipelines.transforms.clean import clean_text
 
 QREL_HEADER_IDS = frozenset({"query-id", "query_id", "qid", "queryid"})  # first column of a qrels header line
 _PTB = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}", "-COLON-": ":"}
-_PTB_RE = re.compile("|".join(re.escape(t) for t in _PTB))
+# an opening token eats the spaces after it, a closing one the spaces before it: `-LRB- film -RRB-` -> `(film)`
+_PTB_RE = re.compile(r"-L[RSC]B-\s*|\s*-R[RSC]B-|-COLON-")
 
 
 class Skip(NamedTuple):
@@ -48,7 +49,7 @@ def tidy(text: str, clean: bool = True) -> str:
 
 def untokenize_ptb(text: str) -> str:
     """Penn-Treebank bracket tokens back to characters: `-LRB-film-RRB-` -> `(film)`."""
-    return _PTB_RE.sub(lambda m: _PTB[m.group(0)], text)
+    return _PTB_RE.sub(lambda m: _PTB[m.group(0).strip()], text)
 
 
 def title_and_text(title: str, text: str) -> str:
@@ -115,14 +116,16 @@ def parse_json_doc(record: Record, clean: bool = True, id_field: str = "_id") ->
 
 
 class ParseKeyedFn(beam.DoFn):
-    """Record -> (key, value) by a pure parse function; reasons to `rejects`, `Skip`s to `skipped`."""
+    """Record -> (key, value) (or a list of them) by a pure parse function; reasons to rejects, `Skip`s to skipped."""
 
     def __init__(self, parse: Callable[[Record], Any]):
         self.parse = parse
 
     def process(self, record: Record) -> Iterator[Any]:
         out = self.parse(record)
-        if isinstance(out, Skip):
+        if isinstance(out, list):  # a record that stands for several keyed values
+            yield from out
+        elif isinstance(out, Skip):
             yield skip(out.reason)
         elif isinstance(out, str):
             yield reject(record, out)
@@ -152,6 +155,9 @@ class ReadKeyed(beam.PTransform):
 def flatten_outputs(label: str, parts: list[dict[str, Any]], rows) -> dict[str, Any]:
     """{'rows', 'rejects', 'skipped'} for the sink: `rows` plus every part's rejects and skipped flattened."""
     p = rows.pipeline
+    for part in parts:
+        if not isinstance(part, dict):  # a DoOutputsTuple answers `in` by its PCollections, not its tags
+            raise TypeError(f"flatten_outputs takes dicts of PCollections, got {type(part).__name__}")
     rejects = [part[REJECTS] for part in parts if REJECTS in part] or [p | f"{label}NoRejects" >> beam.Create([])]
     skipped = [part[SKIPPED] for part in parts if SKIPPED in part] or [p | f"{label}NoSkipped" >> beam.Create([])]
     return {

@@ -34,10 +34,10 @@ def make_vocab(path: Path) -> Path:
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A tiny random BERT (hidden 32, 2 layers) saved as safetensors with a WordPiece tokenizer."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizer
 
     d = tmp_path_factory.mktemp("tiny-bert")
-    tok = BertTokenizerFast(vocab_file=str(make_vocab(d / "vocab.txt")), do_lower_case=True)
+    tok = BertTokenizer(vocab=str(make_vocab(d / "vocab.txt")), do_lower_case=True)
     torch.manual_seed(0)
     cfg = BertConfig(
         vocab_size=tok.vocab_size,
@@ -56,10 +56,10 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 def tiny_cross_encoder_dir(tmp_path_factory) -> Path:
     """A tiny random BertForSequenceClassification (1 label) built in-process."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
     d = tmp_path_factory.mktemp("tiny-ce")
-    tok = BertTokenizerFast(vocab_file=str(make_vocab(d / "vocab.txt")), do_lower_case=True)
+    tok = BertTokenizer(vocab=str(make_vocab(d / "vocab.txt")), do_lower_case=True)
     torch.manual_seed(1)
     cfg = BertConfig(
         vocab_size=tok.vocab_size,

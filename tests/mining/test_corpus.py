@@ -58,7 +58,9 @@ def test_formats(tmp_path):
     tsv.write_text("1\tfirst passage\n2\tsecond\tpassage\n3\t\n4\tfourth passage\n")
     pqf = tmp_path / "docs.parquet"
     pq.write_table(pa.table({"doc_id": ["p1", "p2"], "text": ["parquet one", None], "title": [None, "T"]}), pqf)
-    shards = write_rows(tmp_path / "shards", [dict(source="t", pair_type="qa", query="q", positive="pos", negatives=["n1"])])
+    shards = write_rows(
+        tmp_path / "shards", [dict(source="t", pair_type="qa", query="q", positive="pos", negatives=["n1"])]
+    )
     assert [detect_format(str(p)) for p in (jl, tsv, pqf, shards)] == ["jsonl", "tsv", "parquet", "shards"]
     rejects: list[dict] = []
     got = []
@@ -77,7 +79,11 @@ def test_formats(tmp_path):
     ]
     reasons = sorted(r["reason"] for r in rejects)
     assert reasons == sorted(
-        ["jsonl: invalid JSON (Expecting value)", "tsv: expected 2 tab-separated fields (id, text), got 3", "tsv: empty text"]
+        [
+            "jsonl: invalid JSON (Expecting value)",
+            "tsv: expected 2 tab-separated fields (id, text), got 3",
+            "tsv: empty text",
+        ]
     )
     b, c = build(*corpus_documents(str(pqf), []))
     assert c.texts.to_pylist() == ["parquet one"] and b.skipped_empty == 1  # a null text is no document

@@ -19,10 +19,14 @@ from tests.mining.conftest import write_rows
 
 BASE = ["red fish", "blue fish", "one two", "Paris", "rome", "a b c", "deep sea", "sun"]
 variant = st.tuples(st.sampled_from(BASE), st.sampled_from(["", "upper", "spaces", "title"])).map(
-    lambda t: {"": t[0], "upper": t[0].upper(), "spaces": f"  {t[0]}  ".replace(" ", "  "), "title": t[0].title()}[t[1]]
+    lambda t: {"": t[0], "upper": t[0].upper(), "spaces": f"  {t[0]}  ".replace(" ", "  "), "title": t[0].title()}[
+        t[1]
+    ]
 )
 ident = st.one_of(st.none(), st.sampled_from(["i1", "i2", "i3", "i4"]))
-row = st.fixed_dictionaries({"query": st.sampled_from(["q1", "Q1", "q2", "q3"]), "positive": variant, "positive_id": ident})
+row = st.fixed_dictionaries(
+    {"query": st.sampled_from(["q1", "Q1", "q2", "q3"]), "positive": variant, "positive_id": ident}
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

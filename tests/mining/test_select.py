@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mining.select import Ceiling, Rules, ceiling_threshold, choose, eligible, lowest_positive, positive_mask, window_mask
+from mining.select import (
+    Ceiling,
+    Rules,
+    ceiling_threshold,
+    choose,
+    eligible,
+    lowest_positive,
+    positive_mask,
+    window_mask,
+)
 
 NAN = np.nan
 

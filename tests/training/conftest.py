@@ -15,8 +15,17 @@ WORDS = (
 
 
 def _vocab_file(tmp_path) -> str:
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[EOS]", *WORDS, *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]]
-    vocab += list("abcdefghijklmnopqrstuvwxyz.,!?")
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "[EOS]",
+        *WORDS,
+        *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"],
+    ]
+    vocab += list("abcdefghijklmnopqrstuvwxyz0123456789.,!?") + [f"##{c}" for c in "0123456789"]
     path = tmp_path / "vocab.txt"
     path.write_text("\n".join(dict.fromkeys(vocab)) + "\n")
     return str(path)
@@ -25,11 +34,17 @@ def _vocab_file(tmp_path) -> str:
 def make_tiny_bert(path, dtype=torch.float32, dropout=0.0, seed=0) -> str:
     """A 2-layer random BERT + WordPiece tokenizer saved to `path`."""
     path.mkdir(parents=True, exist_ok=True)
-    tok = BertTokenizerFast(vocab_file=_vocab_file(path))
+    tok = BertTokenizerFast(vocab=_vocab_file(path))
     torch.manual_seed(seed)
     cfg = BertConfig(
-        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=128, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     BertModel(cfg).to(dtype).save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
@@ -39,12 +54,19 @@ def make_tiny_bert(path, dtype=torch.float32, dropout=0.0, seed=0) -> str:
 def make_tiny_decoder(path, seed=0) -> str:
     """A 2-layer random Qwen2 decoder with a tokenizer that has an EOS token, saved to `path`."""
     path.mkdir(parents=True, exist_ok=True)
-    tok = BertTokenizerFast(vocab_file=_vocab_file(path), eos_token="[EOS]")
+    tok = BertTokenizerFast(vocab=_vocab_file(path), eos_token="[EOS]")
     torch.manual_seed(seed)
     cfg = Qwen2Config(
-        vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=128, architectures=["Qwen2ForCausalLM"],
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+        architectures=["Qwen2ForCausalLM"],
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
     )
     Qwen2Model(cfg).save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
@@ -74,10 +96,24 @@ def toy_shards(tmp_path_factory) -> str:
         q = " ".join(rng.choices(WORDS, k=5)) + f" {i}"
         rows.append(
             TupleRow(
-                source="toy" if i % 2 else "toy2", pair_type="qa", query=q, positive=q + " yes",
-                negatives=(q + " no", q + " not"), positive_score=0.9, negative_scores=(0.5, 0.2),
+                source="toy" if i % 2 else "toy2",
+                pair_type="qa",
+                query=q,
+                positive=q + " yes",
+                negatives=(q + " no", q + " not"),
+                positive_score=0.9,
+                negative_scores=(0.5, 0.2),
             ).to_dict()
         )
     out = tmp_path_factory.mktemp("toy_shards")
     io.write_shards(rows, str(out), num_shards=2)
     return str(out)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Our tiny models gain nothing from intra-op threads, and on a shared 2-core runner they thrash; restore after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

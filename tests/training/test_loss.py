@@ -88,7 +88,7 @@ def test_distill_kl_by_hand_with_padding():
     want = 0.0
     for s_row, t_row in (([0.9, 0.1], [2.0, 1.0]), ([0.5, 0.4, 0.3], [1.0, 1.0, 0.0])):
         p, r = softmax(t_row, tt), softmax(s_row, ts)
-        want += sum(a * math.log(a / b) for a, b in zip(p, r))
+        want += sum(a * math.log(a / b) for a, b in zip(p, r, strict=True))
     assert distill_kl(student, teacher, ts, tt).item() == pytest.approx(want / 2, rel=1e-9)
     assert distill_kl(teacher, teacher, 1.0, 1.0).item() == pytest.approx(0.0, abs=1e-12)
 

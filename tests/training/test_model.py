@@ -9,7 +9,12 @@ import torch
 
 from training.model import POOLINGS, Encoder, pool, resolve_pooling
 
-TEXTS = ["A man is playing a guitar.", "Two dogs run on the beach", "x", "The quick brown fox jumps over the lazy dog."]
+TEXTS = [
+    "A man is playing a guitar.",
+    "Two dogs run on the beach",
+    "x",
+    "The quick brown fox jumps over the lazy dog.",
+]
 
 
 def test_pool_modes_by_hand():

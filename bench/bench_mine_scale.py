@@ -1,0 +1,128 @@
+"""Peak memory of `negminer mine` on a synthetic corpus with a tiny encoder, and its growth from 250k to 1M docs.
+
+Usage: .venv/bin/python bench/bench_mine_scale.py [--sizes 250000 1000000] [--queries 10000] [--index flat]
+
+Each size runs in a fresh subprocess (its own peak RSS, ru_maxrss) on a Parquet corpus of random sentences over a
+synthetic 2,000-word vocabulary, with a random 2-layer, 64-wide BERT. Prints peak RSS per size, the growth ratio,
+and the bytes added per extra document, next to the raw size of the corpus text (the floor for in-memory text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+VOCAB = [f"w{i}" for i in range(2000)]
+
+
+def make_model(out: Path) -> None:
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *VOCAB]) + "\n")
+    tok = BertTokenizer(vocab=str(out / "vocab.txt"))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=128, max_position_embeddings=64)  # fmt: skip
+    BertModel(cfg).save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+def make_data(out: Path, n_docs: int, n_queries: int, seed: int = 0) -> tuple[int, Path, Path]:
+    """A Parquet corpus of n_docs sentences and input shards of n_queries (query, positive) rows."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines import io
+    from pipelines import schema as S
+
+    rng = np.random.default_rng(seed)
+    words = np.array(VOCAB)
+    out.mkdir(parents=True, exist_ok=True)
+    corpus, text_bytes, writer = out / "corpus.parquet", 0, None
+    for lo in range(0, n_docs, 100_000):
+        n = min(100_000, n_docs - lo)
+        lens = rng.integers(8, 25, n)
+        idx = rng.integers(0, len(words), lens.sum())
+        texts = [" ".join(part) for part in np.split(words[idx], np.cumsum(lens)[:-1])]
+        text_bytes += sum(map(len, texts))
+        table = pa.table({"id": [f"d{i}" for i in range(lo, lo + n)], "text": texts})
+        writer = writer or pq.ParquetWriter(corpus, table.schema)
+        writer.write_table(table)
+        if lo == 0:
+            first = texts
+    writer.close()
+    rows = [
+        S.TupleRow(source="synthetic", pair_type="qa", query=" ".join(rng.choice(words, 6)), positive=first[i % len(first)])
+        .to_dict()
+        for i in range(n_queries)
+    ]  # fmt: skip
+    io.write_shards(rows, str(out / "in"), num_shards=4)
+    return text_bytes, corpus, out / "in"
+
+
+def child(args) -> None:
+    from mining.config import MineConfig
+    from mining.mine import mine
+
+    t = time.perf_counter()
+    cfg = MineConfig(
+        input=args.input, output=args.output, model=args.model, corpus=(args.corpus,), work_dir=args.work_dir,
+        device="cpu", max_length=32, batch_size=512, index=args.index, num_negatives=7, range_max=50,
+    )  # fmt: skip
+    m = mine(cfg)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"peak_rss": peak, "secs": time.perf_counter() - t, "timings": m["mining"]["timings_s"],
+                      "docs": m["mining"]["corpus"]["documents"], "rows": m["rows"]}))  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[250_000, 1_000_000])
+    ap.add_argument("--queries", type=int, default=10_000)
+    ap.add_argument("--index", default="flat", choices=["flat", "ivf", "hnsw"])
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    for name in ("input", "output", "model", "corpus", "work-dir"):
+        ap.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        make_model(Path(tmp) / "model")
+        for n in args.sizes:
+            text_bytes, corpus, inp = make_data(Path(tmp) / f"data{n}", n, args.queries)
+            cmd = [sys.executable, __file__, "--child", "--index", args.index, "--input", str(inp),
+                   "--output", f"{tmp}/out{n}", "--model", f"{tmp}/model", "--corpus", str(corpus),
+                   "--work-dir", f"{tmp}/work{n}"]  # fmt: skip
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if res.returncode:
+                sys.exit(f"size {n} failed:\n{res.stderr[-4000:]}")
+            results[n] = json.loads(res.stdout.strip().splitlines()[-1]) | {"text_bytes": text_bytes}
+            r = results[n]
+            print(f"{n:>9,} docs: peak RSS {r['peak_rss'] / 2**20:8.1f} MiB | corpus text {text_bytes / 2**20:6.1f} MiB"
+                  f" | {r['secs']:6.1f}s {r['timings']}")  # fmt: skip
+    lo, hi = min(results), max(results)
+    grow = results[hi]["peak_rss"] / results[lo]["peak_rss"]
+    per_doc = (results[hi]["peak_rss"] - results[lo]["peak_rss"]) / (hi - lo)
+    text_per_doc = (results[hi]["text_bytes"] - results[lo]["text_bytes"]) / (hi - lo)
+    print(f"peak RSS growth {lo:,} -> {hi:,} docs ({hi / lo:.0f}x docs): {grow:.2f}x; "
+          f"{per_doc:.0f} bytes per extra document (its text alone: {text_per_doc:.0f} bytes)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Benchmark `negminer build msmarco` (Beam DirectRunner) against a pyarrow-only join of the same synthetic files.
+
+Usage: .venv/bin/python bench/bench_msmarco.py [--passages 1000000 --queries 500000 --qrels 530000] [--out bench/out/msmarco]
+
+Writes a synthetic MS MARCO-format set (collection.tsv, queries.tsv, qrels.tsv; ~2% of passages with real-style
+mojibake), runs both in child processes, samples the resident memory of each process tree (children included) and
+prints rows/s, peak RSS, the ratios, and a linear extrapolation to the full set (8.8M passages, 809k queries, 533k qrels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+FULL = {"passages": 8_841_823, "queries": 808_731, "qrels": 532_761}  # MS MARCO passage v1, train
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_set(out: Path, passages: int, queries: int, qrels: int, seed: int = 0) -> None:
+    """collection.tsv / queries.tsv / qrels.tsv with random words; every qrel points at a real query and passage."""
+    rng = np.random.default_rng(seed)
+    vocab = np.array([f"w{i:05d}" for i in range(30_000)] + ["donât", "itâs", "cafÃ©"])
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "collection.tsv", "w", encoding="utf-8") as f:
+        for start in range(0, passages, 100_000):
+            n = min(100_000, passages - start)
+            words = rng.integers(0, 30_000, size=(n, 50))
+            moji = rng.random(n) < 0.02
+            words[moji, 3] = 30_000 + rng.integers(0, 3, size=int(moji.sum()))
+            f.writelines(f"{start + i}\t{' '.join(vocab[row])}.\n" for i, row in enumerate(words))
+    with open(out / "queries.tsv", "w", encoding="utf-8") as f:
+        words = rng.integers(0, 30_000, size=(queries, 6))
+        f.writelines(f"{i}\twhat is {' '.join(vocab[row])}\n" for i, row in enumerate(words))
+    qids = np.concatenate(
+        [rng.permutation(queries)[: min(qrels, queries)], rng.integers(0, queries, max(0, qrels - queries))]
+    )
+    pids = rng.integers(0, passages, size=qrels)
+    with open(out / "qrels.tsv", "w") as f:
+        f.writelines(f"{q}\t0\t{p}\t1\n" for q, p in zip(qids, pids, strict=True))
+
+
+def pyarrow_join(data: Path, out: Path) -> int:
+    """The baseline: read the three TSVs with pyarrow.csv, two hash joins, one Parquet file. Returns rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pv
+    import pyarrow.parquet as pq
+
+    def read(name: str, names: list[str], types: dict) -> pa.Table:
+        return pv.read_csv(
+            data / name,
+            read_options=pv.ReadOptions(column_names=names),
+            parse_options=pv.ParseOptions(delimiter="\t", quote_char=False),
+            convert_options=pv.ConvertOptions(column_types=types),
+        )
+
+    coll = read("collection.tsv", ["pid", "passage"], {"pid": pa.string(), "passage": pa.string()})
+    queries = read("queries.tsv", ["qid", "query"], {"qid": pa.string(), "query": pa.string()})
+    qrels = read(
+        "qrels.tsv", ["qid", "iter", "pid", "rel"], {"qid": pa.string(), "pid": pa.string(), "rel": pa.int32()}
+    )
+    joined = qrels.filter(pc.greater_equal(qrels["rel"], 1)).join(queries, "qid").join(coll, "pid")
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(joined.select(["qid", "query", "pid", "passage"]), out / "joined.parquet", compression="zstd")
+    return joined.num_rows
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants, from /proc."""
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    stack.extend(int(c) for c in f.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def measure(cmd: list[str]) -> dict:
+    """Run `cmd`; wall seconds, CPU seconds (children included) and the peak RSS of its process tree."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss(proc.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output = proc.communicate()[0]
+    secs = time.perf_counter() - t0
+    sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{output[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"secs": secs, "cpu": cpu, "peak_rss": peak[0], "output": output}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--passages", type=int, default=1_000_000)
+    ap.add_argument("--queries", type=int, default=500_000)
+    ap.add_argument("--qrels", type=int, default=530_000)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "msmarco"))
+    ap.add_argument("--beam-arg", action="append", default=[], help="extra Beam flag for the build (repeatable)")
+    ap.add_argument("--keep", action="store_true", help="keep the synthetic set and outputs")
+    ap.add_argument("--_pyarrow", nargs=2, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._pyarrow:
+        print("rows", pyarrow_join(Path(args._pyarrow[0]), Path(args._pyarrow[1])))
+        return
+    out = Path(args.out)
+    data = out / "data"
+    t0 = time.perf_counter()
+    write_set(data, args.passages, args.queries, args.qrels)
+    print(
+        f"synthetic set: {args.passages} passages, {args.queries} queries, {args.qrels} qrels in {time.perf_counter() - t0:.0f}s"
+    )
+    py = sys.executable
+    base = measure([py, __file__, "--_pyarrow", str(data), str(out / "pyarrow")])
+    rows_base = int(base["output"].split("rows")[-1].split()[0])
+    build = [py, "-m", "negminer", "build", "msmarco", "--output", str(out / "beam")]
+    build += [
+        "--collection",
+        str(data / "collection.tsv"),
+        "--queries",
+        str(data / "queries.tsv"),
+        "--qrels",
+        str(data / "qrels.tsv"),
+    ]
+    beam = measure(build + args.beam_arg)
+    sys.path.insert(0, str(ROOT))
+    from pipelines import io
+
+    rows_beam = io.read_manifest(str(out / "beam"))["rows"]
+    lines = args.passages + args.queries + args.qrels
+    full_lines = sum(FULL.values())
+    gib = 1 << 30
+    print(f"{'':18}{'rows':>10}{'wall s':>9}{'cpu s':>9}{'rows/s':>10}{'lines/s':>10}{'peak RSS GiB':>14}")
+    for name, m, rows in (("pyarrow join", base, rows_base), ("negminer (Beam)", beam, rows_beam)):
+        print(
+            f"{name:18}{rows:>10}{m['secs']:>9.1f}{m['cpu']:>9.1f}{rows / m['secs']:>10.0f}"
+            f"{lines / m['secs']:>10.0f}{m['peak_rss'] / gib:>14.2f}"
+        )
+    print(
+        f"ratio Beam/pyarrow: time x{beam['secs'] / base['secs']:.1f}, peak memory x{beam['peak_rss'] / base['peak_rss']:.1f}"
+    )
+    scale = full_lines / lines
+    print(
+        f"full set ({FULL['passages']:,} passages, {full_lines:,} input lines), linear in input lines: "
+        f"Beam DirectRunner ~{beam['secs'] * scale / 60:.0f} min and ~{beam['peak_rss'] * scale / gib:.0f} GiB peak RSS; "
+        f"pyarrow ~{base['secs'] * scale / 60:.1f} min, ~{base['peak_rss'] * scale / gib:.0f} GiB. "
+        f"Beam CPU per input line: {beam['cpu'] / lines * 1e6:.0f} us -> ~{beam['cpu'] * scale / 3600:.1f} vCPU-hours"
+    )
+    if not args.keep:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Any BEIR-format retrieval set -> retrieval tuples: one row per (query, document with score > 0).
+
+Usage: negminer build beir --corpus corpus.jsonl --queries queries.jsonl --qrels qrels/train.tsv --name scifact \
+    --output out/scifact
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import re
+from typing import Any
+
+import apache_beam as beam
+
+from pipelines import io, runner
+from pipelines import schema as S
+from pipelines.transforms.join import DOCS, PAIRS, QRELS, QUERIES, JoinQrels, Pair
+from pipelines.transforms.tabular import ReadKeyed, flatten_outputs, parse_json_doc, parse_qrel
+
+PAIR_TYPE = "qa"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class BeirConfig:
+    corpus: tuple[str, ...]
+    queries: tuple[str, ...]
+    qrels: tuple[str, ...]
+    name: str
+    output: str
+    clean: bool = True
+    num_shards: int = 1
+    split: str = "train"
+
+    def __post_init__(self) -> None:
+        if not (self.corpus and self.queries and self.qrels):
+            raise ValueError("--corpus, --queries and --qrels are all required")
+        if not _NAME.match(self.name):
+            raise ValueError(
+                f"--name must be letters, digits, '.', '_' or '-' (it becomes beir/<name>), got {self.name!r}"
+            )
+        if self.num_shards < 1:
+            raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+
+    @property
+    def source(self) -> str:
+        return f"beir/{self.name}"
+
+
+def pair_row(pair: Pair, source: str) -> dict[str, Any]:
+    """The tuple row of a joined (query, document) pair; the document text is title + text."""
+    q, d, rel = pair.query, pair.doc, pair.qrel
+    row = S.TupleRow(
+        source=source,
+        pair_type=PAIR_TYPE,
+        query=q.text,
+        query_id=q.id,
+        positive=d.text,
+        positive_id=d.id,
+        provenance=S.provenance_json(qrels=rel.path, line=rel.line, score=rel.score),
+    )
+    return row.to_dict()
+
+
+class BuildBeirTuples(beam.PTransform):
+    """PBegin -> {'rows': row dicts, 'rejects': reject dicts, 'skipped': reason strings} from BEIR files."""
+
+    def __init__(self, config: BeirConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, pbegin):
+        c = self.config
+        queries = pbegin | "ReadQueries" >> ReadKeyed(
+            list(c.queries), functools.partial(parse_json_doc, clean=c.clean)
+        )
+        docs = pbegin | "ReadCorpus" >> ReadKeyed(list(c.corpus), functools.partial(parse_json_doc, clean=c.clean))
+        qrels = pbegin | "ReadQrels" >> ReadKeyed(list(c.qrels), parse_qrel)
+        joined = {QUERIES: queries["keyed"], DOCS: docs["keyed"], QRELS: qrels["keyed"]} | "Join" >> JoinQrels(
+            threshold=0.0, strict=True, below_reason="non_positive_score", unknown_doc_reason="unknown_document"
+        )
+        rows = joined[PAIRS] | "Rows" >> beam.Map(pair_row, c.source)
+        return flatten_outputs("Beir", [queries, docs, qrels, joined], rows)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    many = {"nargs": "+", "action": "extend", "required": True}
+    parser.add_argument("--corpus", **many, help="corpus.jsonl (_id, title, text) files or globs, or Parquet")
+    parser.add_argument("--queries", **many, help="queries.jsonl (_id, text) files or globs, or Parquet")
+    parser.add_argument("--qrels", **many, help="qrels TSV (header `query-id corpus-id score`)")
+    parser.add_argument("--name", required=True, help="dataset name; rows get source `beir/<name>`")
+    parser.add_argument("--output", required=True, help="output shard directory (local or gs://)")
+    parser.add_argument(
+        "--no-clean", action="store_true", help="keep text as is (no mojibake repair / NFC / whitespace)"
+    )
+    parser.add_argument("--num-shards", type=int, default=1, help="number of output shard files (default 1)")
+    parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
+
+
+def build(config: BeirConfig, beam_args: list[str]) -> dict[str, Any]:
+    """Run the pipeline; return the manifest."""
+    inputs = io.expand_patterns([*config.corpus, *config.queries, *config.qrels])
+    return runner.run_build(
+        "build beir",
+        config,
+        inputs,
+        config.output,
+        lambda p: p | "BuildBeirTuples" >> BuildBeirTuples(config),
+        beam_args,
+        split=config.split,
+        num_shards=config.num_shards,
+    )
+
+
+def main(args: argparse.Namespace, beam_args: list[str]) -> int:
+    config = BeirConfig(
+        corpus=tuple(args.corpus),
+        queries=tuple(args.queries),
+        qrels=tuple(args.qrels),
+        name=args.name,
+        output=args.output,
+        clean=not args.no_clean,
+        num_shards=args.num_shards,
+        split=args.split,
+    )
+    manifest = build(config, beam_args)
+    print(f"wrote {manifest.get('rows', 0)} rows ({manifest.get('rejects_total', 0)} rejects) to {config.output}")
+    return 0

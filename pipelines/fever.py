@@ -1,0 +1,258 @@
+"""FEVER claims + wiki pages -> fact tuples: (claim, evidence sentence or page), one row per distinct evidence.
+
+Usage: negminer build fever --claims train.jsonl --wiki-pages wiki-pages/ --output out/fever [--positive sentence|page]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import unicodedata
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+
+from pipelines import io, runner
+from pipelines import schema as S
+from pipelines.source import REJECTS, Record, parse_json_line, reject
+from pipelines.transforms.tabular import ReadKeyed, Skip, flatten_outputs, tidy, title_and_text, untokenize_ptb
+
+SOURCE, PAIR_TYPE = "fever", "fact"
+SUPPORTS, REFUTES, NEI = "SUPPORTS", "REFUTES", "NOT ENOUGH INFO"
+POSITIVES = ("sentence", "page")
+CLAIMS, PAGES = "claims", "pages"
+
+
+class Evidence(NamedTuple):
+    """One distinct piece of evidence of one claim (line is None in page mode)."""
+
+    claim_id: str
+    claim: str
+    label: str
+    page: str
+    line: int | None
+    path: str
+    record_line: int
+
+
+class Page(NamedTuple):
+    """A wiki page: its readable title, its text (page mode) and its numbered sentences (sentence mode)."""
+
+    id: str
+    title: str
+    text: str
+    sentences: dict[int, str]
+    path: str
+    line: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FeverConfig:
+    claims: tuple[str, ...]
+    wiki_pages: tuple[str, ...]
+    output: str
+    positive: str = "sentence"
+    clean: bool = True
+    num_shards: int = 1
+    split: str = "train"
+
+    def __post_init__(self) -> None:
+        if not self.claims or not self.wiki_pages:
+            raise ValueError("both --claims and --wiki-pages are required")
+        if self.positive not in POSITIVES:
+            raise ValueError(f"--positive must be one of {POSITIVES}, got {self.positive!r}")
+        if self.num_shards < 1:
+            raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+
+
+def page_key(page_id: str) -> str:
+    """Join key of a page id: NFC, since FEVER dumps mix NFC and NFD spellings of the same title."""
+    return unicodedata.normalize("NFC", page_id)
+
+
+def page_title(page_id: str) -> str:
+    """`Soul_Food_-LRB-film-RRB-` -> `Soul Food (film)`."""
+    return untokenize_ptb(page_id.replace("_", " ")).strip()
+
+
+def parse_wiki_lines(lines: str) -> dict[int, str]:
+    """The `lines` field (`n<TAB>sentence<TAB>anchor...` per line) -> {n: sentence}, empty sentences left out.
+
+    Pieces that do not start with a line number continue the previous line's anchors (a newline inside an
+    anchor, as in the real dump) and are ignored.
+    """
+    out: dict[int, str] = {}
+    for piece in lines.split("\n"):
+        head, _, rest = piece.partition("\t")
+        if not head.isdigit():
+            continue
+        sentence = rest.split("\t", 1)[0]
+        if sentence.strip():
+            out[int(head)] = sentence
+    return out
+
+
+def parse_claim(
+    record: Record, positive: str = "sentence", clean: bool = True
+) -> list[tuple[str, Evidence]] | str | Skip:
+    """An official FEVER claim -> (page key, Evidence) per distinct evidence; NEI claims are a `Skip`."""
+    obj = parse_json_line(record)
+    if isinstance(obj, str):
+        return obj
+    label, claim, evidence = obj.get("label"), obj.get("claim"), obj.get("evidence")
+    if label == NEI:
+        return Skip("not_enough_info")
+    if label not in (SUPPORTS, REFUTES):
+        return "unknown_label"
+    if not isinstance(claim, str):
+        return "missing_field:claim"
+    claim = tidy(claim, clean)
+    if not claim.strip():
+        return "empty_text"
+    if not isinstance(evidence, list) or not all(isinstance(s, list) for s in evidence):
+        return "malformed_evidence"
+    found: dict[tuple[str, int | None], None] = {}
+    for entry in (e for s in evidence for e in s):
+        if not isinstance(entry, list) or len(entry) != 4:
+            return "malformed_evidence"
+        page, line = entry[2], entry[3]
+        if not isinstance(page, str) or not page or isinstance(line, bool) or not isinstance(line, int):
+            return "malformed_evidence"
+        found[(page, line if positive == "sentence" else None)] = None
+    if not found:
+        return "no_evidence"
+    cid = str(obj.get("id"))
+    return [(page_key(p), Evidence(cid, claim, label, p, n, record.path, record.line)) for p, n in found]
+
+
+def parse_page(record: Record, positive: str = "sentence", clean: bool = True) -> tuple[str, Page] | str | Skip:
+    """A `wiki-*.jsonl` line -> (page key, Page); a page without text is a `Skip`, one without id a reject."""
+    obj = parse_json_line(record)
+    if isinstance(obj, str):
+        return obj
+    page_id, text, lines = obj.get("id"), obj.get("text") or "", obj.get("lines") or ""
+    if not isinstance(page_id, str) or not page_id.strip():
+        return "empty_page_id"
+    if not isinstance(text, str) or not isinstance(lines, str):
+        return "not_a_string:text"
+    sentences = parse_wiki_lines(lines)
+    if not text.strip() and not sentences:
+        return Skip("empty_page")
+    title = page_title(page_id)
+    if positive == "page":
+        body = text if text.strip() else " ".join(sentences[k] for k in sorted(sentences))
+        full = tidy(title_and_text(title, untokenize_ptb(body)), clean)
+        return page_key(page_id), Page(page_id, title, full, {}, record.path, record.line)
+    sentences = {k: tidy(untokenize_ptb(v), clean) for k, v in sentences.items()}
+    return page_key(page_id), Page(page_id, title, "", sentences, record.path, record.line)
+
+
+def evidence_record(ev: Evidence) -> Record:
+    raw = json.dumps({"id": ev.claim_id, "claim": ev.claim, "page": ev.page, "line": ev.line}, ensure_ascii=False)
+    return Record(ev.path, ev.record_line, raw)
+
+
+def evidence_row(ev: Evidence, page: Page) -> dict[str, Any] | str:
+    """The row of one evidence on its page, or the reject reason when the page lacks that line."""
+    if ev.line is None:
+        positive, positive_id = page.text, page.id
+    else:
+        positive, positive_id = page.sentences.get(ev.line, ""), f"{page.id}:{ev.line}"
+    if not positive.strip():
+        return "missing_line"
+    row = S.TupleRow(
+        source=SOURCE,
+        pair_type=PAIR_TYPE,
+        query=ev.claim,
+        query_id=ev.claim_id,
+        positive=positive,
+        positive_id=positive_id,
+        provenance=S.provenance_json(
+            file=ev.path, line=ev.record_line, page=page.id, sentence=ev.line, label=ev.label
+        ),
+    )
+    return row.to_dict()
+
+
+class EvidenceRowsFn(beam.DoFn):
+    """(page key, {claims, pages}) -> rows; evidence on a missing page or line to rejects."""
+
+    def process(self, element: tuple[str, dict[str, Iterable]]) -> Iterator[Any]:
+        _, groups = element
+        pages = sorted(groups[PAGES], key=lambda pg: (pg.path, pg.line))
+        for dup in pages[1:]:
+            yield reject(Record(dup.path, dup.line, dup.id), "duplicate_page_id")
+        for ev in sorted(groups[CLAIMS], key=lambda e: (e.path, e.record_line, e.line or 0)):
+            row = evidence_row(ev, pages[0]) if pages else "missing_page"
+            yield reject(evidence_record(ev), row) if isinstance(row, str) else row
+
+
+class BuildFeverTuples(beam.PTransform):
+    """PBegin -> {'rows': row dicts, 'rejects': reject dicts, 'skipped': reason strings} from FEVER files."""
+
+    def __init__(self, config: FeverConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, pbegin):
+        c = self.config
+        claims = pbegin | "ReadClaims" >> ReadKeyed(
+            list(c.claims), functools.partial(parse_claim, positive=c.positive, clean=c.clean)
+        )
+        pages = pbegin | "ReadPages" >> ReadKeyed(
+            list(c.wiki_pages), functools.partial(parse_page, positive=c.positive, clean=c.clean)
+        )
+        built = (
+            {CLAIMS: claims["keyed"], PAGES: pages["keyed"]}
+            | "GroupByPage" >> beam.CoGroupByKey()
+            | "Rows" >> beam.ParDo(EvidenceRowsFn()).with_outputs(REJECTS, main="rows")
+        )
+        return flatten_outputs("Fever", [claims, pages, {REJECTS: built[REJECTS]}], built.rows)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    many = {"nargs": "+", "action": "extend", "required": True}
+    parser.add_argument("--claims", **many, help="FEVER claims JSON lines (id, label, claim, evidence)")
+    parser.add_argument("--wiki-pages", **many, help="wiki-pages directory, glob or files (wiki-*.jsonl)")
+    parser.add_argument("--output", required=True, help="output shard directory (local or gs://)")
+    parser.add_argument(
+        "--positive", default="sentence", choices=POSITIVES, help="evidence sentence (default) or page"
+    )
+    parser.add_argument(
+        "--no-clean", action="store_true", help="keep text as is (no mojibake repair / NFC / whitespace)"
+    )
+    parser.add_argument("--num-shards", type=int, default=1, help="number of output shard files (default 1)")
+    parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
+
+
+def build(config: FeverConfig, beam_args: list[str]) -> dict[str, Any]:
+    """Run the pipeline; return the manifest."""
+    inputs = io.expand_patterns([*config.claims, *config.wiki_pages])
+    return runner.run_build(
+        "build fever",
+        config,
+        inputs,
+        config.output,
+        lambda p: p | "BuildFeverTuples" >> BuildFeverTuples(config),
+        beam_args,
+        split=config.split,
+        num_shards=config.num_shards,
+    )
+
+
+def main(args: argparse.Namespace, beam_args: list[str]) -> int:
+    config = FeverConfig(
+        claims=tuple(args.claims),
+        wiki_pages=tuple(args.wiki_pages),
+        output=args.output,
+        positive=args.positive,
+        clean=not args.no_clean,
+        num_shards=args.num_shards,
+        split=args.split,
+    )
+    manifest = build(config, beam_args)
+    print(f"wrote {manifest.get('rows', 0)} rows ({manifest.get('rejects_total', 0)} rejects) to {config.output}")
+    return 0

@@ -1,0 +1,117 @@
+"""Web pages to sections: HTTP payload decoding (FastWARC), charset detection and main-content text (Resiliparse)."""
+
+from __future__ import annotations
+
+import codecs
+from typing import NamedTuple
+
+from fastwarc.warc import WarcRecord
+from resiliparse.extract.html2text import extract_plain_text
+from resiliparse.parse.encoding import bytes_to_str, detect_encoding, map_encoding_to_html5
+from resiliparse.parse.html import HTMLTree
+
+from pipelines.docpairs import Section
+from pipelines.transforms.clean import clean_text
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+_BULLET = "•"  # resiliparse's list bullet: list items are navigation or enumerations, not paragraphs
+_HEADINGS = "h1, h2, h3, h4, h5, h6"
+
+
+class HttpPayload(NamedTuple):
+    status: int | None
+    content_type: str | None
+    charset: str | None
+    body: bytes
+
+
+def parse_http(block: bytes) -> HttpPayload:
+    """An HTTP response block (status line, headers, body) with chunked transfer and gzip/deflate/br undone.
+
+    Raises ValueError (with the reason) when the block is not a parsable HTTP response.
+    """
+    rec = WarcRecord()
+    rec.init_headers(content_length=len(block))
+    rec.set_bytes_content(block)
+    rec.is_http = True
+    rec.parse_http(auto_decode="all")  # does not raise on garbage: it leaves the status line unset
+    if not rec.is_http_parsed or rec.http_headers.status_code is None:
+        raise ValueError("malformed_http:no_status_line")
+    content_type = (rec.http_content_type or "").lower() or None
+    return HttpPayload(rec.http_headers.status_code, content_type, rec.http_charset, rec.reader.read())
+
+
+def _known(encoding: str | None) -> str | None:
+    if not encoding:
+        return None
+    mapped = map_encoding_to_html5(encoding, fallback_utf8=False) or encoding
+    try:
+        return codecs.lookup(mapped).name
+    except LookupError:
+        return None
+
+
+def decode_html(body: bytes, http_charset: str | None = None) -> tuple[str, str]:
+    """(text, encoding used) of an HTML payload.
+
+    Order: valid UTF-8 wins (detectors mislabel short UTF-8 pages as legacy code pages); then the charset
+    of the HTTP header, then the page's <meta charset>, then uchardet's guess; undecodable bytes dropped.
+    """
+    try:
+        return body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    for enc in (_known(http_charset), _known(detect_encoding(body, from_html_meta=True))):
+        if enc and enc != "utf-8":
+            try:
+                return body.decode(enc), enc
+            except UnicodeDecodeError:
+                continue
+    enc = _known(detect_encoding(body)) or "cp1252"
+    return bytes_to_str(body, enc, errors="ignore"), enc
+
+
+def _lines_to_sections(lines: list[str], headings: set[str]) -> tuple[Section, ...]:
+    sections: list[Section] = []
+    path: tuple[str, ...] = ()
+    paras: list[str] = []
+    for raw in lines:
+        line = clean_text(raw)
+        if not line:
+            continue
+        if raw.lstrip().startswith(_BULLET) or "\t" in raw:
+            # A list or table ends the run of paragraphs; what follows is no longer "after the heading".
+            sections.append(Section(path, tuple(paras)))
+            path, paras = (), []
+            continue
+        if line in headings:
+            sections.append(Section(path, tuple(paras)))
+            path, paras = (line,), []
+            continue
+        paras.append(line)
+    sections.append(Section(path, tuple(paras)))
+    return tuple(s for s in sections if s.paragraphs)
+
+
+def html_sections(html: str) -> tuple[str, tuple[Section, ...]]:
+    """(title, sections) of a page: main content by Resiliparse; a line that is an <h1>-<h6> text starts a section.
+
+    Paragraphs are the lines of the extracted text; list items and table rows are dropped and break
+    adjacency (the paragraphs after them form a section without a heading).
+    """
+    tree = HTMLTree.parse(html)
+    title = clean_text(tree.title or "")
+    headings: set[str] = set()
+    if tree.body is not None:
+        headings = {clean_text(h.text) for h in tree.body.query_selector_all(_HEADINGS)} - {""}
+    text = extract_plain_text(tree, main_content=True, alt_texts=False, comments=False, form_fields=False)
+    return title, _lines_to_sections(text.split("\n"), headings)
+
+
+def wet_sections(text: str) -> tuple[str, tuple[Section, ...]]:
+    """(title, sections) of a WET conversion record: Common Crawl writes the page title as its first line."""
+    lines = [clean_text(x) for x in text.split("\n")]
+    lines = [x for x in lines if x]
+    if not lines:
+        return "", ()
+    return lines[0], (Section((), tuple(lines[1:])),) if len(lines) > 1 else ()

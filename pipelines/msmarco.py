@@ -1,0 +1,271 @@
+"""MS MARCO passage ranking -> QA tuples: one row per (query, relevant passage), BM25 negatives from the triples.
+
+Usage: negminer build msmarco --collection collection.tsv --queries queries.train.tsv --qrels qrels.train.tsv \
+    [--triples triples.train.small.tsv] [--min-relevance 1] --output out/msmarco
+   or: negminer build msmarco --hf 'ms_marco/v2.1/train-*.parquet' --output out/msmarco
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+
+from pipelines import io, runner
+from pipelines import schema as S
+from pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, reject, skip
+from pipelines.transforms.clean import normalize_for_match
+from pipelines.transforms.join import DOCS, PAIRS, QRELS, QUERIES, JoinQrels, Pair
+from pipelines.transforms.tabular import ReadKeyed, flatten_outputs, parse_id_text, parse_qrel, tidy
+
+SOURCE, PAIR_TYPE = "msmarco", "qa"
+TRIPLES = "triples"
+_SEP = "\x1f"  # between query and positive in a text-match key
+
+
+class Triple(NamedTuple):
+    negative: str
+    path: str
+    line: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MsMarcoConfig:
+    output: str
+    collection: tuple[str, ...] = ()
+    queries: tuple[str, ...] = ()
+    qrels: tuple[str, ...] = ()
+    triples: tuple[str, ...] = ()
+    hf: tuple[str, ...] = ()
+    min_relevance: float = 1.0
+    clean: bool = True
+    num_shards: int = 1
+    split: str = "train"
+
+    def __post_init__(self) -> None:
+        official = {"--collection": self.collection, "--queries": self.queries, "--qrels": self.qrels}
+        given = [k for k, v in official.items() if v]
+        if self.hf and (given or self.triples):
+            raise ValueError(f"--hf cannot be combined with {given + (['--triples'] if self.triples else [])}")
+        if not self.hf and len(given) != 3:
+            missing = [k for k, v in official.items() if not v]
+            raise ValueError(f"give --hf, or all of --collection --queries --qrels (missing {missing})")
+        if self.num_shards < 1:
+            raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+
+    def inputs(self) -> list[str]:
+        return [*self.collection, *self.queries, *self.qrels, *self.triples, *self.hf]
+
+
+def match_key(query: str, positive: str) -> str:
+    """Key that joins a (query, positive) pair with the triples that share its text (case/space-insensitive)."""
+    return normalize_for_match(query) + _SEP + normalize_for_match(positive)
+
+
+def parse_triple(record: Record, clean: bool = True) -> tuple[str, Triple] | str:
+    """`query<TAB>positive<TAB>negative` -> (match key, Triple), or a reject reason."""
+    if not isinstance(record.value, str):
+        return "malformed_line"
+    parts = record.value.split("\t")
+    if len(parts) != 3:
+        return "malformed_line"
+    query, positive, negative = (tidy(p, clean) for p in parts)
+    if not (query.strip() and positive.strip() and negative.strip()):
+        return "empty_text"
+    return match_key(query, positive), Triple(negative, record.path, record.line)
+
+
+def pair_row(pair: Pair, negatives: list[str]) -> dict[str, Any]:
+    """The tuple row of a joined (query, passage) pair."""
+    q, d, rel = pair.query, pair.doc, pair.qrel
+    negatives = [n for n in dict.fromkeys(negatives) if n != d.text]
+    row = S.TupleRow(
+        source=SOURCE,
+        pair_type=PAIR_TYPE,
+        query=q.text,
+        query_id=q.id,
+        positive=d.text,
+        positive_id=d.id,
+        negatives=tuple(negatives),
+        provenance=S.provenance_json(qrels=rel.path, line=rel.line, relevance=rel.score),
+    )
+    return row.to_dict()
+
+
+def _passages(obj: dict[str, Any]) -> list[tuple[int, str, str | None]] | str:
+    """(is_selected, passage_text, url) of a Hugging Face row: `passages` as a dict of lists or a list of dicts."""
+    ps = obj.get("passages")
+    if isinstance(ps, dict):
+        texts, sel, urls = ps.get("passage_text"), ps.get("is_selected"), ps.get("url") or []
+        if not isinstance(texts, list) or not isinstance(sel, list) or len(texts) != len(sel):
+            return "malformed_passages"
+        urls = (list(urls) + [None] * len(texts))[: len(texts)]
+        return list(zip(sel, texts, urls, strict=True))
+    if isinstance(ps, list) and all(isinstance(p, dict) for p in ps):
+        return [(p.get("is_selected"), p.get("passage_text"), p.get("url")) for p in ps]
+    return "missing_field:passages" if ps is None else "malformed_passages"
+
+
+def parse_hf_row(obj: dict[str, Any], path: str = "", line: int = 0, clean: bool = True) -> list[dict] | str:
+    """A `microsoft/ms_marco` row -> one row per selected passage, the unselected ones as negatives."""
+    query, qid = obj.get("query"), obj.get("query_id")
+    if not isinstance(query, str):
+        return "missing_field:query"
+    query = tidy(query, clean)
+    if not query.strip():
+        return "empty_text"
+    passages = _passages(obj)
+    if isinstance(passages, str):
+        return passages
+    if any(not isinstance(t, str) for _, t, _ in passages):
+        return "malformed_passages"
+    cleaned = [(bool(s), tidy(t, clean), u) for s, t, u in passages if t.strip()]
+    negatives = [t for s, t, _ in cleaned if not s and t.strip()]
+    rows = []
+    for selected, text, url in cleaned:
+        if not selected or not text.strip():
+            continue
+        row = S.TupleRow(
+            source=SOURCE,
+            pair_type=PAIR_TYPE,
+            query=query,
+            query_id=None if qid is None else str(qid),
+            positive=text,
+            negatives=tuple(n for n in dict.fromkeys(negatives) if n != text),
+            provenance=S.provenance_json(file=path, line=line, url=url),
+        )
+        rows.append(row.to_dict())
+    return rows
+
+
+class ParseHfFn(beam.DoFn):
+    """Record of the Hugging Face layout -> rows; malformed rows to rejects, rows without a selection skipped."""
+
+    def __init__(self, clean: bool):
+        self.clean = clean
+
+    def process(self, record: Record) -> Iterator[Any]:
+        obj = parse_json_line(record)
+        rows = obj if isinstance(obj, str) else parse_hf_row(obj, record.path, record.line, self.clean)
+        if isinstance(rows, str):
+            yield reject(record, rows)
+        elif not rows:
+            yield skip("no_selected_passage")
+        else:
+            yield from rows
+
+
+class KeyByTextFn(beam.DoFn):
+    """Pair -> (match key, Pair), to meet the triples that carry its text."""
+
+    def process(self, pair: Pair) -> Iterator[tuple[str, Pair]]:
+        yield match_key(pair.query.text, pair.doc.text), pair
+
+
+class AttachNegativesFn(beam.DoFn):
+    """(match key, {pairs, triples}) -> rows with the triples' negatives; triples matching no pair are skipped."""
+
+    def process(self, element: tuple[str, dict[str, Iterable]]) -> Iterator[Any]:
+        _, groups = element
+        triples = sorted(groups[TRIPLES], key=lambda t: (t.path, t.line))
+        pairs = list(groups[PAIRS])
+        if not pairs:
+            for _ in triples:
+                yield skip("triple_without_pair")
+            return
+        negatives = [t.negative for t in triples]
+        for pair in pairs:
+            yield pair_row(pair, negatives)
+
+
+class BuildMsMarcoTuples(beam.PTransform):
+    """PBegin -> {'rows': row dicts, 'rejects': reject dicts, 'skipped': reason strings} from MS MARCO files."""
+
+    def __init__(self, config: MsMarcoConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, pbegin):
+        c = self.config
+        if c.hf:
+            read = pbegin | "ReadHf" >> ReadRecords(list(c.hf))
+            built = read["records"] | "ParseHf" >> beam.ParDo(ParseHfFn(c.clean)).with_outputs(
+                REJECTS, SKIPPED, main="rows"
+            )
+            return flatten_outputs("MsMarco", [read, {REJECTS: built[REJECTS], SKIPPED: built[SKIPPED]}], built.rows)
+        text = functools.partial(parse_id_text, clean=c.clean)
+        queries = pbegin | "ReadQueries" >> ReadKeyed(list(c.queries), text)
+        docs = pbegin | "ReadCollection" >> ReadKeyed(list(c.collection), text)
+        qrels = pbegin | "ReadQrels" >> ReadKeyed(list(c.qrels), parse_qrel)
+        joined = {QUERIES: queries["keyed"], DOCS: docs["keyed"], QRELS: qrels["keyed"]} | "Join" >> JoinQrels(
+            threshold=c.min_relevance
+        )
+        parts = [queries, docs, qrels, joined]
+        if not c.triples:
+            rows = joined[PAIRS] | "Rows" >> beam.Map(pair_row, [])
+            return flatten_outputs("MsMarco", parts, rows)
+        triples = pbegin | "ReadTriples" >> ReadKeyed(list(c.triples), functools.partial(parse_triple, clean=c.clean))
+        keyed_pairs = joined[PAIRS] | "KeyByText" >> beam.ParDo(KeyByTextFn())
+        built = (
+            {PAIRS: keyed_pairs, TRIPLES: triples["keyed"]}
+            | "GroupByText" >> beam.CoGroupByKey()
+            | "AttachNegatives" >> beam.ParDo(AttachNegativesFn()).with_outputs(SKIPPED, main="rows")
+        )
+        return flatten_outputs("MsMarco", [*parts, triples, {SKIPPED: built[SKIPPED]}], built.rows)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    many = {"nargs": "+", "action": "extend", "default": []}
+    parser.add_argument("--collection", **many, help="passages: pid<TAB>passage TSV files or globs (.gz/.bz2 ok)")
+    parser.add_argument("--queries", **many, help="queries: qid<TAB>query TSV files or globs")
+    parser.add_argument("--qrels", **many, help="qrels in TREC form `qid 0|Q0 pid rel` (tabs or spaces)")
+    parser.add_argument(
+        "--triples", **many, help="optional query<TAB>positive<TAB>negative text triples (BM25 negatives)"
+    )
+    parser.add_argument("--hf", **many, help="instead of the TSVs: microsoft/ms_marco rows (.parquet or .jsonl)")
+    parser.add_argument(
+        "--min-relevance", type=float, default=1.0, help="qrels below this are not positives (default 1)"
+    )
+    parser.add_argument(
+        "--no-clean", action="store_true", help="keep text as is (no mojibake repair / NFC / whitespace)"
+    )
+    parser.add_argument("--output", required=True, help="output shard directory (local or gs://)")
+    parser.add_argument("--num-shards", type=int, default=1, help="number of output shard files (default 1)")
+    parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
+
+
+def build(config: MsMarcoConfig, beam_args: list[str]) -> dict[str, Any]:
+    """Run the pipeline; return the manifest."""
+    inputs = io.expand_patterns(config.inputs())
+    return runner.run_build(
+        "build msmarco",
+        config,
+        inputs,
+        config.output,
+        lambda p: p | "BuildMsMarcoTuples" >> BuildMsMarcoTuples(config),
+        beam_args,
+        split=config.split,
+        num_shards=config.num_shards,
+    )
+
+
+def main(args: argparse.Namespace, beam_args: list[str]) -> int:
+    config = MsMarcoConfig(
+        output=args.output,
+        collection=tuple(args.collection),
+        queries=tuple(args.queries),
+        qrels=tuple(args.qrels),
+        triples=tuple(args.triples),
+        hf=tuple(args.hf),
+        min_relevance=args.min_relevance,
+        clean=not args.no_clean,
+        num_shards=args.num_shards,
+        split=args.split,
+    )
+    manifest = build(config, beam_args)
+    print(f"wrote {manifest.get('rows', 0)} rows ({manifest.get('rejects_total', 0)} rejects) to {config.output}")
+    return 0

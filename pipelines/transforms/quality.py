@@ -1,0 +1,270 @@
+"""Quality filters for pre-training pairs: length, language, Gopher-style heuristics, boilerplate, query in positive."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import apache_beam as beam
+
+from pipelines import schema as S
+from pipelines.source import SKIPPED, skip
+from pipelines.transforms.clean import normalize_for_match
+
+# Gopher (Rae et al. 2021, appendix A) "stop word" check: real English prose uses at least two of these.
+STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
+# Phrases of navigation, legal and cookie boilerplate (C4 / Gopher style); matched case-insensitively.
+BOILERPLATE = (
+    "lorem ipsum",
+    "javascript",
+    "cookie policy",
+    "use cookies",
+    "privacy policy",
+    "terms of use",
+    "terms of service",
+    "all rights reserved",
+    "click here",
+    "sign up for",
+    "log in to",
+    "enable cookies",
+    "skip to content",
+)
+_SYMBOLS = ("#", "...", "…")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityConfig:
+    """Thresholds of every filter; a filter whose bound is None is off. Defaults follow Gopher where it applies."""
+
+    min_query_chars: int = 3
+    max_query_chars: int = 2_000
+    min_positive_chars: int = 40
+    max_positive_chars: int = 4_000
+    min_positive_words: int = 5
+    languages: tuple[str, ...] = ("en",)  # empty: keep every language
+    max_symbol_ratio: float | None = 0.1  # '#' and ellipses per word
+    max_digit_ratio: float | None = 0.2  # digits per character
+    min_mean_word_length: float | None = 3.0
+    max_mean_word_length: float | None = 10.0
+    min_alpha_word_ratio: float | None = 0.8  # words holding a letter
+    require_stop_words: bool = True  # English only: >= 2 of the Gopher stop words
+    max_repeated_line_ratio: float | None = 0.3  # per document: lines that repeat an earlier line
+    boilerplate: bool = True
+    query_in_positive: bool = True
+    min_contained_query_words: int = 8  # shorter queries (titles, headings) naturally occur in their positive
+
+    def __post_init__(self) -> None:
+        for name in ("min_query_chars", "max_query_chars", "min_positive_chars", "max_positive_chars"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_query_chars > self.max_query_chars or self.min_positive_chars > self.max_positive_chars:
+            raise ValueError(f"min length above max length in {self}")
+        for name in ("max_symbol_ratio", "max_digit_ratio", "min_alpha_word_ratio", "max_repeated_line_ratio"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1] or None, got {v}")
+        object.__setattr__(self, "languages", tuple(sorted(set(self.languages))))
+
+    @classmethod
+    def off(cls) -> QualityConfig:
+        """Every filter disabled except non-empty text (for counting what the parsers produce)."""
+        return cls(
+            min_query_chars=1,
+            min_positive_chars=1,
+            max_query_chars=10**9,
+            max_positive_chars=10**9,
+            min_positive_words=0,
+            languages=(),
+            max_symbol_ratio=None,
+            max_digit_ratio=None,
+            min_mean_word_length=None,
+            max_mean_word_length=None,
+            min_alpha_word_ratio=None,
+            require_stop_words=False,
+            max_repeated_line_ratio=None,
+            boilerplate=False,
+            query_in_positive=False,
+        )
+
+
+def detect_language(text: str) -> str:
+    """ISO 639-1 code of `text` by py3langid (offline model shipped in the package)."""
+    import py3langid  # imported here: its model loads on first use, not on module import
+
+    return py3langid.classify(text[:2000])[0]
+
+
+def repeated_line_ratio(lines: Sequence[str]) -> float:
+    """Fraction of non-empty lines that repeat an earlier line (Gopher's duplicate-line fraction)."""
+    seen: set[str] = set()
+    total = dup = 0
+    for line in lines:
+        key = line.strip()
+        if not key:
+            continue
+        total += 1
+        dup += key in seen
+        seen.add(key)
+    return dup / total if total else 0.0
+
+
+def document_problem(lines: Sequence[str], cfg: QualityConfig) -> str | None:
+    """The first document-level filter that `lines` (a page's paragraphs and headings) fails, or None."""
+    if cfg.max_repeated_line_ratio is not None and repeated_line_ratio(lines) > cfg.max_repeated_line_ratio:
+        return "repeated_lines"
+    if cfg.languages:
+        sample = " ".join(lines)[:2000]
+        if sample.strip() and detect_language(sample) not in cfg.languages:
+            return "language"
+    return None
+
+
+def text_problem(text: str, cfg: QualityConfig) -> str | None:
+    """The first Gopher-style heuristic that a positive text fails, or None."""
+    words = text.split()
+    if len(words) < cfg.min_positive_words:
+        return "too_few_words"
+    if not words:
+        return None
+    if cfg.max_symbol_ratio is not None:
+        symbols = sum(text.count(s) for s in _SYMBOLS)
+        if symbols / len(words) > cfg.max_symbol_ratio:
+            return "symbol_ratio"
+    if cfg.max_digit_ratio is not None and sum(c.isdigit() for c in text) / len(text) > cfg.max_digit_ratio:
+        return "digit_ratio"
+    mean_len = sum(len(w) for w in words) / len(words)
+    if cfg.min_mean_word_length is not None and mean_len < cfg.min_mean_word_length:
+        return "mean_word_length"
+    if cfg.max_mean_word_length is not None and mean_len > cfg.max_mean_word_length:
+        return "mean_word_length"
+    if cfg.min_alpha_word_ratio is not None:
+        alpha = sum(any(c.isalpha() for c in w) for w in words)
+        if alpha / len(words) < cfg.min_alpha_word_ratio:
+            return "alpha_words"
+    if cfg.require_stop_words and "en" in cfg.languages:
+        lowered = {w.casefold() for w in _WORD.findall(text)}
+        if len(lowered & STOP_WORDS) < 2:
+            return "stop_words"
+    if cfg.boilerplate:
+        folded = text.casefold()
+        if any(p in folded for p in BOILERPLATE) or "{" in text:
+            return "boilerplate"
+    return None
+
+
+def pair_problem(query: str, positive: str, cfg: QualityConfig) -> str | None:
+    """The first pair-level filter a (query, positive) fails, or None: lengths, query in positive, heuristics.
+
+    A query inside its positive is a leak only when the query is a passage (>= `min_contained_query_words`
+    words): a title or heading inside its paragraph is how those pairs look.
+    """
+    if not cfg.min_query_chars <= len(query) <= cfg.max_query_chars:
+        return "query_length"
+    if not cfg.min_positive_chars <= len(positive) <= cfg.max_positive_chars:
+        return "positive_length"
+    if cfg.query_in_positive:
+        q, p = normalize_for_match(query), normalize_for_match(positive)
+        if q == p:
+            return "query_equals_positive"
+        if q in p and len(q.split()) >= cfg.min_contained_query_words:
+            return "query_in_positive"
+    return text_problem(positive, cfg)
+
+
+def filter_reason(name: str, pair_type: str) -> str:
+    """The `skipped` reason of a filtered pair: `filter:<name>:<pair_type>` (keep-rates per filter and type)."""
+    return f"filter:{name}:{pair_type}"
+
+
+def keep_rates(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per pair type: candidate pairs, rows kept, keep-rate and drops per filter/dedup step, from a manifest.
+
+    Candidates are rows plus every `filter:` and `dedup:` skip of that pair type (parse-level skips such as
+    redirects are per page, not per pair, and are left out).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for pt, n in manifest.get("counts", {}).get(S.PAIR_TYPE, {}).items():
+        out.setdefault(pt, {"rows": 0, "dropped": {}})["rows"] = n
+    for reason, n in manifest.get("skipped", {}).items():
+        kind, _, rest = reason.partition(":")
+        if kind not in ("filter", "dedup") or ":" not in rest:
+            continue
+        name, _, pt = rest.rpartition(":")
+        entry = out.setdefault(pt, {"rows": 0, "dropped": {}})
+        entry["dropped"][f"{kind}:{name}"] = entry["dropped"].get(f"{kind}:{name}", 0) + n
+    for entry in out.values():
+        entry["candidates"] = entry["rows"] + sum(entry["dropped"].values())
+        entry["keep_rate"] = entry["rows"] / entry["candidates"] if entry["candidates"] else None
+    return dict(sorted(out.items()))
+
+
+class FilterPairsFn(beam.DoFn):
+    """row dict -> the row if it passes every pair-level filter, else a `filter:<name>:<pair_type>` skip."""
+
+    def __init__(self, cfg: QualityConfig):
+        self.cfg = cfg
+
+    def process(self, row: dict) -> Iterator[Any]:
+        problem = pair_problem(row[S.QUERY], row[S.POSITIVE], self.cfg)
+        if problem is None:
+            yield row
+        else:
+            yield skip(filter_reason(problem, row[S.PAIR_TYPE]))
+
+
+class FilterPairs(beam.PTransform):
+    """PCollection[row dict] -> {'rows': kept rows, 'skipped': reason strings}."""
+
+    def __init__(self, cfg: QualityConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, rows):
+        out = rows | "Filter" >> beam.ParDo(FilterPairsFn(self.cfg)).with_outputs(SKIPPED, main="rows")
+        return {"rows": out.rows, "skipped": out[SKIPPED]}
+
+
+def skip_all(rows: Iterable[Mapping[str, Any]], name: str) -> Iterator[beam.pvalue.TaggedOutput]:
+    """A `filter:<name>:<pair_type>` skip for every row of a document that failed a document-level filter."""
+    for r in rows:
+        yield skip(filter_reason(name, r[S.PAIR_TYPE]))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The quality-filter flags shared by the pre-training pipelines (defaults from `QualityConfig`)."""
+    d = QualityConfig()
+    g = parser.add_argument_group("quality filters")
+    g.add_argument(
+        "--languages",
+        default=",".join(d.languages),
+        help="keep these languages (py3langid codes, comma-separated; empty keeps all)",
+    )
+    g.add_argument("--min-positive-chars", type=int, default=d.min_positive_chars)
+    g.add_argument("--max-positive-chars", type=int, default=d.max_positive_chars)
+    g.add_argument("--min-positive-words", type=int, default=d.min_positive_words)
+    g.add_argument("--min-query-chars", type=int, default=d.min_query_chars)
+    g.add_argument("--max-query-chars", type=int, default=d.max_query_chars)
+    g.add_argument("--max-symbol-ratio", type=float, default=d.max_symbol_ratio)
+    g.add_argument("--max-digit-ratio", type=float, default=d.max_digit_ratio)
+    g.add_argument("--max-repeated-line-ratio", type=float, default=d.max_repeated_line_ratio)
+    g.add_argument("--no-quality-filters", action="store_true", help="turn every filter off (lengths >= 1 char only)")
+
+
+def config_from_args(args: argparse.Namespace) -> QualityConfig:
+    if args.no_quality_filters:
+        return QualityConfig.off()
+    return QualityConfig(
+        languages=tuple(x.strip() for x in args.languages.split(",") if x.strip()),
+        min_positive_chars=args.min_positive_chars,
+        max_positive_chars=args.max_positive_chars,
+        min_positive_words=args.min_positive_words,
+        min_query_chars=args.min_query_chars,
+        max_query_chars=args.max_query_chars,
+        max_symbol_ratio=args.max_symbol_ratio,
+        max_digit_ratio=args.max_digit_ratio,
+        max_repeated_line_ratio=args.max_repeated_line_ratio,
+    )

@@ -1,0 +1,194 @@
+"""Common Crawl WARC (HTML responses) and WET (text conversions) -> filtered, deduplicated pre-training pairs.
+
+Usage: negminer build webcrawl --input 'crawl/*.warc.gz' --output out/web [--pair-types title-body,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
+
+from pipelines import docpairs, html, io, runner
+from pipelines.docpairs import Doc, DocsToPairs, reject_at
+from pipelines.source import REJECTS, SKIPPED, skip
+from pipelines.transforms import dedup, quality
+
+SOURCE = "webcrawl"
+PAIR_TYPES = (docpairs.TITLE_BODY, docpairs.HEADING_PARAGRAPH, docpairs.ADJACENT_PARAGRAPH)
+LEAD_MIN_WORDS = 10  # the body lead is the first paragraph of >= 10 words: shorter lines are bylines, menus
+_USED = WarcRecordType.response | WarcRecordType.conversion
+
+
+@dataclasses.dataclass(frozen=True)
+class WebcrawlConfig:
+    inputs: tuple[str, ...]
+    output: str
+    pair_types: tuple[str, ...] = PAIR_TYPES
+    quality: quality.QualityConfig = dataclasses.field(default_factory=quality.QualityConfig)
+    dedup: dedup.DedupConfig = dataclasses.field(default_factory=dedup.DedupConfig)
+    num_shards: int = 1
+    split: str = "train"
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ValueError("at least one --input is required")
+        object.__setattr__(self, "pair_types", docpairs.parse_pair_types(self.pair_types, PAIR_TYPES))
+        if self.num_shards < 1:
+            raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+
+
+def _target_uri(rec: WarcRecord) -> str | None:
+    uri = rec.headers.get("WARC-Target-URI")
+    return uri.strip().strip("<>") if uri else None  # wget writes <https://...>
+
+
+def record_doc(rec: WarcRecord, block: bytes, path: str) -> Doc | str:
+    """A read WARC record (its whole block) to a Doc, or the reason: `record:<why>` skips, others rejects."""
+    if len(block) < rec.content_length:
+        return "truncated_record"
+    if rec.headers.get("WARC-Truncated"):
+        return f"warc_truncated:{rec.headers.get('WARC-Truncated')}"
+    prov = {
+        "file": path,
+        "offset": rec.stream_pos,
+        "url": _target_uri(rec),
+        "record_id": rec.record_id,
+        "crawl_date": rec.headers.get("WARC-Date"),
+    }
+    if rec.record_type == WarcRecordType.conversion:
+        try:
+            title, sections = html.wet_sections(block.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            return f"undecodable_bytes:{e.reason}"
+    else:
+        try:
+            payload = html.parse_http(block)
+        except ValueError as e:
+            return str(e)
+        if payload.status != 200:
+            return f"record:http_status_{payload.status}"
+        if (payload.content_type or "").split(";")[0].strip() not in html.HTML_TYPES:
+            return "record:not_html"
+        text, prov["charset"] = html.decode_html(payload.body, payload.charset)
+        title, sections = html.html_sections(text)
+    if not sections:
+        return "record:no_text"
+    return Doc(SOURCE, rec.record_id or f"{path}@{rec.stream_pos}", title, sections, prov)
+
+
+def iter_warc(path: str) -> Iterator[tuple[int, Doc | str, str]]:
+    """(offset, Doc or reason, raw head) for every record of a WARC/WET file (.gz/.zst/plain), streamed.
+
+    A record whose WARC header cannot be parsed ends the file (the reader cannot find the next record):
+    it is reported as `malformed_warc_header` at the offset of the last good record.
+    """
+    last_good = 0
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        records = ArchiveIterator(f, parse_http=False)
+        while True:
+            try:
+                rec = next(records)
+            except StopIteration:
+                return
+            except OSError as e:
+                yield last_good, "malformed_warc_header", f"after the record at byte {last_good}: {e}"
+                return
+            if not rec.record_type & _USED:
+                last_good = rec.stream_pos
+                yield rec.stream_pos, f"record:{rec.record_type}", ""
+                continue
+            block = rec.reader.read()
+            last_good = rec.stream_pos
+            yield rec.stream_pos, record_doc(rec, block, path), block[:2000].decode("utf-8", "replace")
+
+
+class WarcDocsFn(beam.DoFn):
+    """WARC/WET path -> Doc per usable record; other record types and non-HTML skipped, broken records rejected."""
+
+    def process(self, path: str) -> Iterator[Any]:
+        for offset, doc, raw in iter_warc(path):
+            if isinstance(doc, Doc):
+                yield doc
+            elif doc.startswith("record:"):
+                yield skip(doc)
+            else:
+                yield reject_at(path, doc, raw, offset=offset)
+
+
+class BuildWebcrawlPairs(beam.PTransform):
+    """PBegin -> {'rows': row dicts, 'rejects': reject dicts, 'skipped': reason strings} from WARC/WET files.
+
+    Each file is read by one worker (a crawl has many files); documents are reshuffled before pairing.
+    """
+
+    def __init__(self, inputs: list[str], config: WebcrawlConfig):
+        super().__init__()
+        self.inputs, self.config = inputs, config
+
+    def expand(self, pbegin):
+        cfg = self.config
+        docs = (
+            pbegin
+            | "ListFiles" >> beam.Create(self.inputs)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadWarc" >> beam.ParDo(WarcDocsFn()).with_outputs(REJECTS, SKIPPED, main="docs")
+        )
+        pairs = (
+            docs.docs
+            | "SpreadDocs" >> beam.Reshuffle()
+            | "DocsToPairs" >> DocsToPairs(cfg.pair_types, cfg.quality, cfg.dedup, LEAD_MIN_WORDS)
+        )
+        return {
+            "rows": pairs["rows"],
+            "rejects": docs[REJECTS],
+            "skipped": (docs[SKIPPED], pairs["skipped"]) | "AllSkipped" >> beam.Flatten(),
+        }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", nargs="+", required=True, action="extend", help="WARC/WET files, globs or dirs")
+    parser.add_argument("--output", required=True, help="output shard directory (local or gs://)")
+    parser.add_argument(
+        "--pair-types", default=",".join(PAIR_TYPES), help="comma-separated subset of " + ",".join(PAIR_TYPES)
+    )
+    parser.add_argument("--num-shards", type=int, default=1, help="number of output shard files (default 1)")
+    parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
+    quality.add_arguments(parser)
+    dedup.add_arguments(parser)
+
+
+def build(config: WebcrawlConfig, beam_args: list[str]) -> dict[str, Any]:
+    """Run the pipeline; return the manifest."""
+    inputs = io.expand_patterns(config.inputs)
+    return runner.run_build(
+        "build webcrawl",
+        config,
+        inputs,
+        config.output,
+        lambda p: p | "BuildWebcrawlPairs" >> BuildWebcrawlPairs(inputs, config),
+        beam_args,
+        split=config.split,
+        num_shards=config.num_shards,
+    )
+
+
+def main(args: argparse.Namespace, beam_args: list[str]) -> int:
+    config = WebcrawlConfig(
+        inputs=tuple(args.input),
+        output=args.output,
+        pair_types=docpairs.parse_pair_types(args.pair_types, PAIR_TYPES),
+        quality=quality.config_from_args(args),
+        dedup=dedup.config_from_args(args),
+        num_shards=args.num_shards,
+        split=args.split,
+    )
+    manifest = build(config, beam_args)
+    print(f"wrote {manifest.get('rows', 0)} rows ({manifest.get('rejects_total', 0)} rejects) to {config.output}")
+    return 0

