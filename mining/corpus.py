@@ -121,12 +121,11 @@ class CorpusBuilder:
         norm = np.concatenate(self._norm)
         _, first = np.unique(norm, return_index=True)
         first = np.sort(first)  # keep first-occurrence order: stable document indices
-        ids = pa.chunked_array(self._ids).combine_chunks()
-        texts = pa.chunked_array(self._texts).combine_chunks()
-        keep = pa.array(first)
-        own_ids = ids.take(keep)
-        doc_ids = _fill_missing_ids(own_ids, norm[first])
-        table = pa.table({DOC_ID: doc_ids, TEXT: texts.take(keep)})
+        keep = pa.array(first)  # take straight from the batches: no combined copy of every text read
+        own_ids = pa.chunked_array(self._ids, pa.string()).take(keep).combine_chunks()
+        texts = pa.chunked_array(self._texts, pa.string()).take(keep).combine_chunks()
+        self._ids, self._texts = [], []
+        table = pa.table({DOC_ID: _fill_missing_ids(own_ids, norm[first]), TEXT: texts})
         # every (source id -> document) pair, duplicates of a text included, for the by-id positive check
         sorter = np.argsort(norm[first])
         doc_of_raw = sorter[np.searchsorted(norm[first], norm, sorter=sorter)]

@@ -48,7 +48,7 @@ class EmbeddingStore:
         if not os.path.exists(meta):
             write_bytes_atomic(meta, json.dumps(self.fields, indent=2, sort_keys=True).encode("utf-8"))
         self._names: list[str] = []
-        self._maps: dict[int, np.ndarray] = {}
+        self._dim: int | None = None
 
     def chunk_names(self) -> list[str]:
         """Whole chunks on disk, sorted (a chunk counts once its embeddings file exists)."""
@@ -58,7 +58,6 @@ class EmbeddingStore:
     def locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(chunk number, row) of each text hash in the cache; -1 where it is not cached yet."""
         self._names = self.chunk_names()
-        self._maps = {}
         chunk = np.full(len(keys), -1, np.int32)
         row = np.full(len(keys), -1, np.int32)
         if not self._names or not len(keys):
@@ -87,10 +86,11 @@ class EmbeddingStore:
         return name
 
     def chunk(self, i: int) -> np.ndarray:
-        """Memory-mapped float16 (n, D) embeddings of chunk `i` (as numbered by the last `locate`)."""
-        if i not in self._maps:
-            self._maps[i] = np.load(os.path.join(self.dir, self._names[i] + EMB_SUFFIX), mmap_mode="r")
-        return self._maps[i]
+        """Memory-mapped float16 (n, D) embeddings of chunk `i` (as numbered by the last `locate`).
+
+        Not kept open: pages read through a mapping count as resident while it lives, so callers drop it.
+        """
+        return np.load(os.path.join(self.dir, self._names[i] + EMB_SUFFIX), mmap_mode="r")
 
     def gather(self, chunk: np.ndarray, row: np.ndarray) -> np.ndarray:
         """float32 (n, D) embeddings at (chunk, row) positions, in the given order."""
@@ -99,9 +99,12 @@ class EmbeddingStore:
         if not len(chunk):
             return np.zeros((0, self.dim()), np.float32)
         out = np.empty((len(chunk), self.dim()), np.float32)
-        for c in np.unique(chunk):
-            sel = np.flatnonzero(chunk == c)
-            out[sel] = self.chunk(int(c))[row[sel]]
+        order = np.argsort(chunk, kind="stable")
+        bounds = np.flatnonzero(np.diff(chunk[order])) + 1
+        for sel in np.split(order, bounds):
+            mm = self.chunk(int(chunk[sel[0]]))
+            out[sel] = mm[row[sel]]
+            del mm
         return out
 
     def shards(self, chunk: np.ndarray, row: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -110,11 +113,14 @@ class EmbeddingStore:
         bounds = np.flatnonzero(np.diff(chunk[order])) + 1
         for part in np.split(order, bounds):
             if len(part):
-                mm = np.load(os.path.join(self.dir, self._names[int(chunk[part[0]])] + EMB_SUFFIX), mmap_mode="r")
-                yield part.astype(np.int64), np.asarray(mm[row[part]], dtype=np.float32)
+                mm = self.chunk(int(chunk[part[0]]))
+                vecs = np.asarray(mm[row[part]], dtype=np.float32)
                 del mm  # unmapped: a pass over a large corpus does not keep every page resident
+                yield part.astype(np.int64), vecs
 
     def dim(self) -> int:
         if not self._names:
             raise ValueError(f"no embeddings cached in {self.dir}")
-        return int(self.chunk(0).shape[1])
+        if self._dim is None:
+            self._dim = int(self.chunk(0).shape[1])
+        return self._dim

@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -25,7 +24,9 @@ from pipelines import schema as S
 
 DATA = resources.files("negminer") / "data"
 SNLI_SAMPLE = "snli_sample.jsonl"
-EVAL_SET = "nli_eval"
+# The held-out BEIR set ships flat (package data holds no sub-folders); `eval_set` lays it out as BEIR wants.
+EVAL_FILES = {"corpus.jsonl": "nli_eval_corpus.jsonl", "queries.jsonl": "nli_eval_queries.jsonl",
+              "qrels/test.tsv": "nli_eval_qrels_test.tsv"}  # fmt: skip
 CHAIN_MODULES = {"mine": "mining.run", "train": "training.train"}
 
 
@@ -52,6 +53,14 @@ def bundled(name: str) -> str:
     if not path.is_file() and not path.is_dir():
         raise FileNotFoundError(f"bundled demo data missing: {path} (is the package installed with its data?)")
     return str(path)
+
+
+def eval_set(out_dir: str) -> str:
+    """Write the bundled held-out set as a BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/test.tsv)."""
+    for name, packaged in EVAL_FILES.items():
+        with open(bundled(packaged), "rb") as f:
+            io.write_bytes_atomic(os.path.join(out_dir, name), f.read())
+    return out_dir
 
 
 def default_model() -> str | None:
@@ -132,7 +141,7 @@ def run_chain(cfg: DemoConfig, runner: Runner, built: str, model: str) -> dict[s
         out["histogram"] = png
     train = ["train", "--data", mined, "--model", model, "--output", model_out, "--max-steps", str(cfg.train_steps)]
     train += ["--batch-size", str(cfg.batch_size), "--num-negatives", "3", "--max-length", "64", "--lr", "3e-5"]
-    train += ["--eval", bundled(EVAL_SET), "--log-every", "1"]
+    train += ["--eval", eval_set(cfg.path("eval")), "--log-every", "1"]
     if runner.run(f"train {cfg.train_steps} steps, evaluated before and after on the held-out set", train):
         out["model"] = model_out
     return out
@@ -197,11 +206,11 @@ def render(s: dict[str, Any], steps: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def demo(cfg: DemoConfig, unavailable: Callable[[str | None], str | None] = chain_unavailable) -> int:
+def demo(cfg: DemoConfig) -> int:
     """Run the demo; 0 when every step that could run succeeded."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never downloads anything
     model = cfg.model or default_model()
-    why = unavailable(model)
+    why = chain_unavailable(model)
     runner = Runner(total=2 + (3 if why is None else 2) + len(FORMATS))
     built = cfg.path("shards", "snli")
     if not runner.run("build tuples from the bundled SNLI-format sample", ["build", "snli", "--input",

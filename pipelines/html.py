@@ -26,7 +26,7 @@ class HttpPayload(NamedTuple):
 
 
 def parse_http(block: bytes) -> HttpPayload:
-    """An HTTP response block (status line, headers, body) with chunked transfer and gzip/deflate/br undone.
+    """An HTTP response block (status line, headers, body) with chunked transfer and content encoding undone.
 
     Raises ValueError (with the reason) when the block is not a parsable HTTP response.
     """

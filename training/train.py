@@ -7,6 +7,7 @@ Usage: negminer train --data shards/snli --model sentence-transformers/all-MiniL
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -241,8 +242,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _jsonable(cfg: TrainConfig) -> dict[str, Any]:
-    import dataclasses
-
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 

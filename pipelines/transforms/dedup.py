@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -57,11 +58,20 @@ def shingles(text: str, n: int) -> list[bytes]:
     return sorted({" ".join(words[i : i + n]).encode("utf-8") for i in range(len(words) - n + 1)})
 
 
+@functools.lru_cache(maxsize=8)
+def _template(num_perm: int, seed: int) -> Any:
+    """A MinHash whose permutations are reused: drawing them costs more than hashing a paragraph."""
+    from datasketch import MinHash
+
+    return MinHash(num_perm=num_perm, seed=seed)
+
+
 def signature(text: str, cfg: DedupConfig) -> np.ndarray:
     """MinHash signature (datasketch) of the text's word shingles; the same text always gives the same array."""
     from datasketch import MinHash
 
-    m = MinHash(num_perm=cfg.num_perm, seed=cfg.seed)
+    t = _template(cfg.num_perm, cfg.seed)
+    m = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, permutations=t.permutations, scheme=t.scheme)
     m.update_batch(shingles(text, cfg.shingle_words))
     return np.asarray(m.hashvalues)
 

@@ -34,6 +34,8 @@ BOILERPLATE = (
 )
 _SYMBOLS = ("#", "...", "…")
 _WORD = re.compile(r"\w+", re.UNICODE)
+_DIGIT = re.compile(r"\d")
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +136,7 @@ def text_problem(text: str, cfg: QualityConfig) -> str | None:
         symbols = sum(text.count(s) for s in _SYMBOLS)
         if symbols / len(words) > cfg.max_symbol_ratio:
             return "symbol_ratio"
-    if cfg.max_digit_ratio is not None and sum(c.isdigit() for c in text) / len(text) > cfg.max_digit_ratio:
+    if cfg.max_digit_ratio is not None and len(_DIGIT.findall(text)) / len(text) > cfg.max_digit_ratio:
         return "digit_ratio"
     mean_len = sum(len(w) for w in words) / len(words)
     if cfg.min_mean_word_length is not None and mean_len < cfg.min_mean_word_length:
@@ -142,7 +144,7 @@ def text_problem(text: str, cfg: QualityConfig) -> str | None:
     if cfg.max_mean_word_length is not None and mean_len > cfg.max_mean_word_length:
         return "mean_word_length"
     if cfg.min_alpha_word_ratio is not None:
-        alpha = sum(any(c.isalpha() for c in w) for w in words)
+        alpha = sum(1 for w in words if _LETTER.search(w))
         if alpha / len(words) < cfg.min_alpha_word_ratio:
             return "alpha_words"
     if cfg.require_stop_words and "en" in cfg.languages:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from mining.config import MineConfig
 from pipelines import io
 from pipelines import schema as S
 
@@ -73,3 +75,39 @@ def tiny_cross_encoder_dir(tmp_path_factory) -> Path:
     BertForSequenceClassification(cfg).save_pretrained(d, safe_serialization=True)
     tok.save_pretrained(d)
     return d
+
+
+N_DOCS = 60
+
+
+def sentence(rng, n=None):
+    return " ".join(rng.choice(WORDS, size=n or rng.integers(3, 12)))
+
+
+@pytest.fixture(scope="module")
+def mine_data(tmp_path_factory):
+    """Input shards (two splits, one query with two positives) and a TSV corpus of random sentences."""
+    rng = np.random.default_rng(0)
+    d = tmp_path_factory.mktemp("mine")
+    docs = [sentence(rng) for _ in range(N_DOCS)]
+    (d / "collection.tsv").write_text("".join(f"c{i}\t{t}\n" for i, t in enumerate(docs)) + "bad line\n")
+    rows = [
+        dict(
+            source="t", pair_type="qa", query=sentence(rng, 4), positive=docs[i], positive_id=f"c{i}", query_id=f"q{i}"
+        )
+        for i in range(0, 16, 2)
+    ]
+    rows.append(dict(rows[0], positive=docs[1], positive_id="c1"))  # the same query, a second positive
+    rows[2]["positive"] = rows[2]["positive"].upper()  # matched to c4 by normalised text and by id
+    train = write_rows(d / "in", rows[:6])
+    write_rows(d / "in", rows[6:], split="dev")
+    return {"dir": d, "input": str(train), "corpus": str(d / "collection.tsv"), "docs": docs, "rows": rows}
+
+
+def mine_config(data, tmp_path, tiny_bert_dir, **kw) -> MineConfig:
+    base = dict(
+        input=data["input"], output=str(tmp_path / "out"), model=str(tiny_bert_dir), corpus=(data["corpus"],),
+        work_dir=str(tmp_path / "work"), num_negatives=5, range_max=30, positive_aware="none", near_dup=None,
+        device="cpu", max_length=64, batch_size=8, chunk_size=16,
+    )  # fmt: skip
+    return MineConfig(**{**base, **kw})

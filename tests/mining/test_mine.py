@@ -16,42 +16,7 @@ from negminer import cli
 from pipelines import io
 from pipelines import schema as S
 from pipelines.transforms.clean import normalize_for_match
-from tests.mining.conftest import WORDS, write_rows
-
-N_DOCS = 60
-
-
-def sentence(rng, n=None):
-    return " ".join(rng.choice(WORDS, size=n or rng.integers(3, 12)))
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """Input shards (two splits, one query with two positives) and a TSV corpus of random sentences."""
-    rng = np.random.default_rng(0)
-    d = tmp_path_factory.mktemp("mine")
-    docs = [sentence(rng) for _ in range(N_DOCS)]
-    (d / "collection.tsv").write_text("".join(f"c{i}\t{t}\n" for i, t in enumerate(docs)) + "bad line\n")
-    rows = [
-        dict(
-            source="t", pair_type="qa", query=sentence(rng, 4), positive=docs[i], positive_id=f"c{i}", query_id=f"q{i}"
-        )
-        for i in range(0, 16, 2)
-    ]
-    rows.append(dict(rows[0], positive=docs[1], positive_id="c1"))  # the same query, a second positive
-    rows[2]["positive"] = rows[2]["positive"].upper()  # matched to c4 by normalised text and by id
-    train = write_rows(d / "in", rows[:6])
-    write_rows(d / "in", rows[6:], split="dev")
-    return {"dir": d, "input": str(train), "corpus": str(d / "collection.tsv"), "docs": docs, "rows": rows}
-
-
-def config(data, tmp_path, tiny_bert_dir, **kw) -> MineConfig:
-    base = dict(
-        input=data["input"], output=str(tmp_path / "out"), model=str(tiny_bert_dir), corpus=(data["corpus"],),
-        work_dir=str(tmp_path / "work"), num_negatives=5, range_max=30, positive_aware="none", near_dup=None,
-        device="cpu", max_length=64, batch_size=8, chunk_size=16,
-    )  # fmt: skip
-    return MineConfig(**{**base, **kw})
+from tests.mining.conftest import N_DOCS, mine_config
 
 
 def reference_embed(model_dir, texts):
@@ -67,17 +32,19 @@ def reference_embed(model_dir, texts):
     return torch.nn.functional.normalize(e, dim=-1).numpy()
 
 
-def test_mined_rows_match_a_brute_force_reference(data, tmp_path, tiny_bert_dir):
-    manifest = mine(config(data, tmp_path, tiny_bert_dir, range_max=N_DOCS))  # k covers the corpus
+def test_mined_rows_match_a_brute_force_reference(mine_data, tmp_path, tiny_bert_dir):
+    manifest = mine(mine_config(mine_data, tmp_path, tiny_bert_dir, range_max=N_DOCS))  # k covers the corpus
     out = list(io.iter_rows(str(tmp_path / "out")))
-    assert sorted(r[S.ID] for r in out) == sorted(S.TupleRow(**r).id for r in data["rows"])
+    assert sorted(r[S.ID] for r in out) == sorted(S.TupleRow(**r).id for r in mine_data["rows"])
     assert set(manifest["splits"]) == {"train", "dev"} and manifest["splits"]["dev"]["rows"] == 3
     # every distinct normalised text once (the tokenizer lower-cases, so any spelling embeds the same)
-    corpus = list({normalize_for_match(t): t for t in data["docs"] + [r["positive"] for r in data["rows"]]}.values())
+    corpus = list(
+        {normalize_for_match(t): t for t in mine_data["docs"] + [r["positive"] for r in mine_data["rows"]]}.values()
+    )
     where = {normalize_for_match(t): i for i, t in enumerate(corpus)}
     emb = reference_embed(tiny_bert_dir, corpus)
     positives: dict[str, set] = {}
-    for r in data["rows"]:
+    for r in mine_data["rows"]:
         positives.setdefault(normalize_for_match(r["query"]), set()).add(normalize_for_match(r["positive"]))
     for r in out:
         scores = emb @ reference_embed(tiny_bert_dir, [r[S.QUERY]])[0]
@@ -109,9 +76,9 @@ class Killed(RuntimeError):
     pass
 
 
-def test_killed_run_resumes_encoding_only_what_is_missing(data, tmp_path, tiny_bert_dir):
-    n_unique = len({normalize_for_match(t) for t in data["docs"] + [r["positive"] for r in data["rows"]]})
-    cfg = config(data, tmp_path, tiny_bert_dir)
+def test_killed_run_resumes_encoding_only_what_is_missing(mine_data, tmp_path, tiny_bert_dir):
+    n_unique = len({normalize_for_match(t) for t in mine_data["docs"] + [r["positive"] for r in mine_data["rows"]]})
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir)
 
     def kill_after_two(chunk):
         if chunk == 1:
@@ -131,8 +98,8 @@ def test_killed_run_resumes_encoding_only_what_is_missing(data, tmp_path, tiny_b
     assert fourth["mining"]["encoded"]["documents"] == n_unique
 
 
-def test_shortfall_rows_kept_or_dropped(data, tmp_path, tiny_bert_dir):
-    cfg = config(data, tmp_path, tiny_bert_dir, min_score=0.9999, num_negatives=3)
+def test_shortfall_rows_kept_or_dropped(mine_data, tmp_path, tiny_bert_dir):
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, min_score=0.9999, num_negatives=3)
     kept = mine(cfg)
     short = sum(len(r[S.NEGATIVES]) < 3 for r in io.iter_rows(cfg.output))
     assert kept["mining"]["shortfall"]["rows"] == short == kept["rows"] > 0
@@ -140,10 +107,12 @@ def test_shortfall_rows_kept_or_dropped(data, tmp_path, tiny_bert_dir):
     assert dropped["rows"] == 0 and dropped["mining"]["shortfall"]["rows_dropped"] == short
 
 
-def test_reranker_scores_equal_a_direct_call(data, tmp_path, tiny_bert_dir, tiny_cross_encoder_dir):
+def test_reranker_scores_equal_a_direct_call(mine_data, tmp_path, tiny_bert_dir, tiny_cross_encoder_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    cfg = config(data, tmp_path, tiny_bert_dir, reranker=str(tiny_cross_encoder_dir), positive_aware="perc:0.99")
+    cfg = mine_config(
+        mine_data, tmp_path, tiny_bert_dir, reranker=str(tiny_cross_encoder_dir), positive_aware="perc:0.99"
+    )
     manifest = mine(cfg)
     tok = AutoTokenizer.from_pretrained(tiny_cross_encoder_dir)
     ce = AutoModelForSequenceClassification.from_pretrained(tiny_cross_encoder_dir).eval()

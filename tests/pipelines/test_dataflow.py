@@ -1,75 +1,90 @@
-"""The converters build a Dataflow job graph offline (DataflowRunner --dry_run=True), package staged by setup.py.
-
-Beam validates the flags before the dry run: the project id must look like one (`p` is refused) and the temp
-bucket name must be valid (`gs://b/...` is refused, and Beam then tries to create a default bucket over the
-network), so the test uses well-formed made-up names. Input paths are listed when the graph is built: they are local.
-"""
+"""The converters build a Dataflow job graph offline (DataflowRunner dry run), with the package staged via setup.py."""
 
 from __future__ import annotations
 
 import json
+import tarfile
 
+import apache_beam as beam
 import pytest
+from apache_beam.portability.api import beam_runner_api_pb2 as pb
 
-pytest.importorskip("google.cloud.storage", reason="needs the `gcp` extra (apache-beam[gcp])")
-pytest.importorskip("apache_beam.runners.dataflow.dataflow_runner", reason="needs the `gcp` extra (apache-beam[gcp])")
+from negminer import cli
+from pipelines import runner
+from pipelines.msmarco import BuildMsMarcoTuples, MsMarcoConfig
+from pipelines.sink import WriteShardDir
+from tests.conftest import PROJECT_ROOT
 
-import apache_beam as beam  # noqa: E402
+pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient", reason="needs the gcp extra (apache-beam[gcp])")
 
-from pipelines import beir, fever, runner  # noqa: E402
-from pipelines.msmarco import BuildMsMarcoTuples, MsMarcoConfig  # noqa: E402
-from pipelines.sink import WriteShardDir  # noqa: E402
-from tests.conftest import PROJECT_ROOT, shared_file  # noqa: E402
-
+# Dataflow validates these offline: a project id needs 6+ chars, a bucket 3+ (else Beam looks one up on GCS).
 DATAFLOW = [
     "--runner=DataflowRunner",
     "--dry_run=True",
     "--no_auth",
     "--project=negminer-test",
-    "--region=europe-west1",
-    "--temp_location=gs://negminer-test-bucket/tmp",
+    "--region=us-central1",
+    "--temp_location=gs://negminer-test/tmp",
+    "--experiments=disable_logging_submission_environment",  # skips a `pip freeze` (seconds) per job
 ]
-GBK = "beam:transform:group_by_key:v1"
 
 
-def test_msmarco_job_graph_with_setup_file(tmp_path):
-    ms = "msmarco"
+@pytest.fixture
+def msmarco_files(tmp_path):
+    (tmp_path / "collection.tsv").write_text("1\tParis is the capital of France.\n")
+    (tmp_path / "queries.tsv").write_text("10\tcapital of france\n")
+    (tmp_path / "qrels.tsv").write_text("10 0 1 1\n")
+    (tmp_path / "triples.tsv").write_text("capital of france\tParis is the capital of France.\tLyon is a city.\n")
+    return tmp_path
+
+
+def test_msmarco_job_graph_with_setup_file(msmarco_files, tmp_path):
+    d = msmarco_files
     config = MsMarcoConfig(
         output=str(tmp_path / "out"),
-        collection=(str(shared_file(ms, "nos-irv3_dl19-judged_collection.tsv")),),
-        queries=(str(shared_file(ms, "anserini-tools_topics.dl19-passage.txt")),),
-        qrels=(str(shared_file(ms, "anserini-tools_qrels.dl19-passage.txt")),),
-        triples=(str(shared_file(ms, "splade-toy_triples.train.small.head100.tsv")),),
+        collection=(str(d / "collection.tsv"),),
+        queries=(str(d / "queries.tsv"),),
+        qrels=(str(d / "qrels.tsv"),),
+        triples=(str(d / "triples.tsv"),),
     )
     options = runner.pipeline_options([*DATAFLOW, f"--setup_file={PROJECT_ROOT / 'setup.py'}"])
     p = beam.Pipeline(options=options)
-    outputs = p | "BuildMsMarcoTuples" >> BuildMsMarcoTuples(config)
-    _ = outputs | "WriteShardDir" >> WriteShardDir(config.output, {})
-    job = p.run().job
-    transforms = job.proto_pipeline.components.transforms.values()
-    shuffles = {t.unique_name.split("/CoGroupByKeyImpl")[0] for t in transforms if t.spec.urn == GBK}
-    # the joins are shuffles on Dataflow, not side inputs or in-memory dicts
-    assert {"BuildMsMarcoTuples/Join/GroupByQuery", "BuildMsMarcoTuples/Join/GroupByDoc"} <= shuffles
-    assert "BuildMsMarcoTuples/GroupByText" in shuffles
-    staged = [d.role_payload for env in job.proto_pipeline.components.environments.values() for d in env.dependencies]
-    assert any(b"workflow.tar.gz" in payload for payload in staged)  # the sdist built from setup.py
-    assert not (tmp_path / "out").exists()  # a dry run writes nothing
+    _ = p | BuildMsMarcoTuples(config) | WriteShardDir(config.output, {}, "train", 2)
+    result = p.run()
+    assert result.state == "DONE" and not (tmp_path / "out").exists()  # built, not submitted, nothing written
+    graph = p.runner.proto_pipeline
+    names = {t.unique_name for t in graph.components.transforms.values()}
+    for join in ("Join/GroupByQuery", "Join/GroupByDoc", "GroupByText"):  # the three joins are shuffles
+        assert f"BuildMsMarcoTuples/{join}/CoGroupByKeyImpl/GroupByKey" in names
+    (env,) = graph.components.environments.values()
+    staged = {
+        pb.ArtifactStagingToRolePayload.FromString(dep.role_payload).staged_name: pb.ArtifactFilePayload.FromString(
+            dep.type_payload
+        ).path
+        for dep in env.dependencies
+    }
+    path = staged["workflow.tar.gz"]  # the sdist Beam built from setup.py, installed on every worker
+    with tarfile.open(path) as tar:
+        members = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
+    assert {"pipelines/msmarco.py", "pipelines/transforms/join.py", "negminer/cli.py"} <= members
 
 
-def test_fever_and_beir_build_dry_run(tmp_path):
-    claims = shared_file("fever", "paper_dev.jsonl")
-    segment = shared_file("fever", "anserini_fever_wiki-pages_segment1.jsonl")
-    config = fever.FeverConfig(claims=(str(claims),), wiki_pages=(str(segment),), output=str(tmp_path / "fever"))
-    assert fever.build(config, DATAFLOW) == {}
-    (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d", "title": "t", "text": "x"}) + "\n")
-    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q", "text": "y"}) + "\n")
-    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq\td\t1\n")
-    config = beir.BeirConfig(
-        corpus=(str(tmp_path / "corpus.jsonl"),),
-        queries=(str(tmp_path / "queries.jsonl"),),
-        qrels=(str(tmp_path / "qrels.tsv"),),
-        name="t",
-        output=str(tmp_path / "beir"),
+@pytest.mark.parametrize("command", ["msmarco", "fever", "beir"])
+def test_cli_dry_run_builds_each_converter(command, msmarco_files, tmp_path):
+    d = msmarco_files
+    (d / "claims.jsonl").write_text(
+        json.dumps({"id": 1, "label": "SUPPORTS", "claim": "c", "evidence": [[[0, 0, "P", 0]]]}) + "\n"
     )
-    assert beir.build(config, DATAFLOW) == {}
-    assert not list(tmp_path.glob("*/train-*.parquet"))
+    (d / "wiki.jsonl").write_text(json.dumps({"id": "P", "text": "s .", "lines": "0\ts ."}) + "\n")
+    (d / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "T", "text": "x"}) + "\n")
+    (d / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "q"}) + "\n")
+    (d / "qrels_beir.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    inputs = {
+        "msmarco": ["--collection", d / "collection.tsv", "--queries", d / "queries.tsv", "--qrels", d / "qrels.tsv"],
+        "fever": ["--claims", d / "claims.jsonl", "--wiki-pages", d / "wiki.jsonl"],
+        "beir": ["--corpus", d / "corpus.jsonl", "--queries", d / "queries.jsonl", "--qrels", d / "qrels_beir.tsv"],
+    }[command]
+    extra = ["--name", "tiny"] if command == "beir" else []
+    args = ["build", command, *map(str, inputs), *extra, "--output", str(tmp_path / "out"), *DATAFLOW]
+    assert cli.main(args) == 0
+    assert not (tmp_path / "out").exists()

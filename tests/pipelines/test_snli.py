@@ -13,6 +13,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # aliased: pytest collects Test*
 from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
@@ -216,12 +217,16 @@ def test_build_nli_tuples_transform(tmp_path):
             provenance=S.provenance_json(file=f, line=4),
         ).to_dict(),
     ]
-    with BeamTestPipeline() as p:
-        out = p | snli.BuildNliTuples([f])
-        assert_that(out["rows"], equal_to(expected_rows), label="Rows")
-        reasons = out["rejects"] | beam.Map(lambda r: (r[S.REJECT_LINE], r[S.REJECT_REASON], r[S.REJECT_SOURCE_FILE]))
-        assert_that(reasons, equal_to([(5, "no_gold_label", f), (6, "malformed_json", f)]), label="Rejects")
-        assert_that(out["skipped"], equal_to(["neutral_hypothesis"]), label="Skipped")
+    p = BeamTestPipeline()
+    out = p | snli.BuildNliTuples([f])
+    assert_that(out["rows"], equal_to(expected_rows), label="Rows")
+    reasons = out["rejects"] | beam.Map(lambda r: (r[S.REJECT_LINE], r[S.REJECT_REASON], r[S.REJECT_SOURCE_FILE]))
+    assert_that(reasons, equal_to([(5, "no_gold_label", f), (6, "malformed_json", f)]), label="Rejects")
+    assert_that(out["skipped"], equal_to(["neutral_hypothesis"]), label="Skipped")
+    result = p.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter())["counters"]}
+    assert counters == {"rejected_no_gold_label": 1, "rejected_malformed_json": 1, "skipped_neutral_hypothesis": 1}
 
 
 # ------------------------------------------------------------------ end to end on the real SNLI excerpt

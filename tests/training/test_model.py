@@ -69,3 +69,37 @@ def test_resolve_pooling_explicit_and_bad(tmp_path):
     assert resolve_pooling(str(tmp_path), "cls") == "cls"
     with pytest.raises(ValueError, match="pooling"):
         resolve_pooling(str(tmp_path), "max")
+
+
+def test_tiny_modernbert_pools_like_a_hand_mean(tmp_path):
+    from transformers import AutoModel, BertTokenizerFast, ModernBertConfig, ModernBertModel
+
+    from tests.training.conftest import _vocab_file
+
+    tok = BertTokenizerFast(vocab=_vocab_file(tmp_path))
+    cfg = ModernBertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        pad_token_id=tok.pad_token_id,
+        cls_token_id=tok.cls_token_id,
+        sep_token_id=tok.sep_token_id,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+        global_attn_every_n_layers=1,
+    )
+    torch.manual_seed(0)
+    ModernBertModel(cfg).save_pretrained(tmp_path, safe_serialization=True)
+    tok.save_pretrained(tmp_path)
+    texts = ["a man plays the guitar", "two dogs"]
+    enc = Encoder.from_pretrained(str(tmp_path)).eval()
+    assert enc.pooling == "mean"  # an encoder: not a decoder, and no sentence-transformers config
+    batch = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        got = enc(**enc.tokenize(texts))
+        hidden = AutoModel.from_pretrained(str(tmp_path)).eval()(**batch).last_hidden_state
+    m = batch["attention_mask"]
+    want = torch.stack([hidden[i, : int(m[i].sum())].mean(0) for i in range(2)])
+    torch.testing.assert_close(got, torch.nn.functional.normalize(want, dim=-1), atol=1e-5, rtol=1e-4)

@@ -127,3 +127,22 @@ def test_minilm_on_real_snli_shards(tmp_path, snli_shards):
     logs = [r for r in _log(out) if "loss" in r]
     assert [r["step"] for r in logs] == [1, 2, 3]
     assert all(r["samples_per_s"] > 0 and r["lr"] > 0 for r in logs)
+
+
+def test_bf16_autocast_on_cpu(tmp_path, toy_shards):
+    model = make_tiny_bert(tmp_path / "m")
+    result = train(_cfg(toy_shards, model, tmp_path / "out", max_steps=2, precision="bf16", grad_cache_chunk=5))
+    assert all(torch.isfinite(torch.tensor(result["losses"])))
+    assert load_file(str(tmp_path / "out" / "model.safetensors"))["embeddings.word_embeddings.weight"].dtype == (
+        torch.float32
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_cuda(tmp_path, toy_shards, precision):
+    model = make_tiny_bert(tmp_path / "m")
+    out = tmp_path / "out"
+    result = train(_cfg(toy_shards, model, out, max_steps=3, precision=precision, device="cuda", grad_cache_chunk=5))
+    assert all(torch.isfinite(torch.tensor(result["losses"])))
+    assert Encoder.from_pretrained(str(out)).pooling == "mean"
