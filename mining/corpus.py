@@ -45,6 +45,7 @@ class Corpus:
     alias_key: np.ndarray  # (A,) uint64 sorted: hash of a source id ...
     alias_doc: np.ndarray  # (A,) int64: ... and the document that carried it
     raw_count: int  # documents read before deduplication
+    empty_skipped: int = 0  # documents without text, skipped
     _sorter: np.ndarray | None = dataclasses.field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:
@@ -137,7 +138,15 @@ class CorpusBuilder:
         uniq = np.ones(len(alias_key), bool)
         uniq[1:] = (alias_key[1:] != alias_key[:-1]) | (alias_doc[1:] != alias_doc[:-1])
         exact = np.concatenate(self._exact)[first]
-        return Corpus(table, norm[first], exact, alias_key[uniq], alias_doc[uniq], raw_count=len(norm))
+        return Corpus(
+            table,
+            norm[first],
+            exact,
+            alias_key[uniq],
+            alias_doc[uniq],
+            raw_count=len(norm),
+            empty_skipped=self.skipped_empty,
+        )
 
 
 def _fill_missing_ids(ids: pa.Array, norm: np.ndarray) -> pa.Array:

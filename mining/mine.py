@@ -131,7 +131,12 @@ def mine(cfg: MineConfig, encoder: Any = None, on_chunk: Callable[[int], None] |
         "work_dir": cfg.work_dir,
         "cache": {"documents": doc_store.key, "queries": query_store.key},
         "encoded": encoded,
-        "corpus": {"documents": len(corpus), "read": corpus.raw_count, "rejects": len(rejects)},
+        "corpus": {
+            "documents": len(corpus),
+            "read": corpus.raw_count,
+            "rejects": len(rejects),
+            "empty_skipped": corpus.empty_skipped,
+        },
         "groups": len(groups),
     }
     manifest = write_output(cfg, corpus, groups, mined, rejects, info, timings)
@@ -186,7 +191,9 @@ def select_all(rules: Rules, groups: Groups, corpus: Corpus, store, doc_loc, que
         c, cs = cand[gb], cand_s[gb]
         keep, removed = eligible(c, padded(groups.excl_indptr, groups.excl_docs, gb), rules)
         pos = padded(groups.pos_indptr, groups.pos_docs, gb)
-        need = np.unique(np.concatenate([pos[pos >= 0], c[keep]]))
+        need = np.unique(
+            np.concatenate([pos[pos >= 0], c[keep] if rules.near_dup is not None else np.zeros(0, np.int64)])
+        )
         emb = store.gather(doc_loc[0][need], doc_loc[1][need])  # (u, D)
 
         def slot(d: np.ndarray, need: np.ndarray = need) -> np.ndarray:  # rows of `emb`; garbage off `keep`

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import logging
 import os
 import sys
 import time
@@ -27,6 +28,7 @@ SNLI_SAMPLE = "snli_sample.jsonl"
 # The held-out BEIR set ships flat (package data holds no sub-folders); `eval_set` lays it out as BEIR wants.
 EVAL_FILES = {"corpus.jsonl": "nli_eval_corpus.jsonl", "queries.jsonl": "nli_eval_queries.jsonl",
               "qrels/test.tsv": "nli_eval_qrels_test.tsv"}  # fmt: skip
+log = logging.getLogger("negminer.demo")
 CHAIN_MODULES = {"mine": "mining.run", "train": "training.train"}
 
 
@@ -112,8 +114,8 @@ class Runner:
         t0 = time.perf_counter()
         try:
             rc = cli.main(argv)
-        except Exception as e:  # a failed step must not hide what the others did: report it and go on
-            print(f"  {type(e).__name__}: {e}", file=sys.stderr)
+        except Exception:  # a failed step must not hide what the others did: report it and go on
+            log.error("step failed: negminer %s", " ".join(argv), exc_info=True)
             rc = 1
         except SystemExit as e:  # argparse errors of a sub-command
             rc = e.code if isinstance(e.code, int) else 2
@@ -134,7 +136,8 @@ def run_chain(cfg: DemoConfig, runner: Runner, built: str, model: str) -> dict[s
     out: dict[str, Any] = {}
     mine = ["mine", "--input", built, "--output", mined, "--model", model, "--num-negatives", "3"]
     mine += ["--range-max", "30", "--max-length", "128", "--batch-size", "32", "--work-dir", cfg.path("cache")]
-    if not runner.run("mine hard negatives (all-MiniLM-L6-v2, exact FAISS search)", mine):
+    encoder = "all-MiniLM-L6-v2" if cfg.model is None else cfg.model
+    if not runner.run(f"mine hard negatives ({encoder}, exact FAISS search)", mine):
         return out
     out["mined"] = mined
     if runner.run("score histogram of the mined shards", ["inspect", mined, "--samples", "1", "--plot", png]):
@@ -240,7 +243,7 @@ def demo(cfg: DemoConfig) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="demo-output", help="where every output goes (default demo-output)")
-    parser.add_argument("--quick", action="store_true", help="fewer training steps and a smaller batch")
+    parser.add_argument("--quick", action="store_true", help="3 training steps instead of 16")
     parser.add_argument("--model", help="encoder for mine/train (default: the offline all-MiniLM-L6-v2)")
 
 

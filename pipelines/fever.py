@@ -171,7 +171,7 @@ def evidence_row(ev: Evidence, page: Page) -> dict[str, Any] | str:
         positive=positive,
         positive_id=positive_id,
         provenance=S.provenance_json(
-            file=ev.path, line=ev.record_line, page=page.id, sentence=ev.line, label=ev.label
+            file=ev.path, line=ev.record_line, page=page.id, title=page.title, sentence=ev.line, label=ev.label
         ),
     )
     return row.to_dict()

@@ -83,6 +83,26 @@ def test_demo_builds_and_inspects_and_skips_the_chain_clearly(tmp_path, monkeypa
         assert _export_rows(out, fmt) == exp["rows"] == summary["exports"][fmt]["rows"]
 
 
+def test_a_failing_step_is_reported_and_the_rest_still_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "chain_unavailable", lambda model: None)
+    real_main = cli.main
+
+    def main(argv):
+        if argv[0] == "mine":
+            raise RuntimeError("the miner broke (test)")
+        return real_main(argv)
+
+    monkeypatch.setattr(demo.cli, "main", main)
+    out = tmp_path / "demo"
+    assert real_main(["demo", "--output", str(out), "--quick", "--model", "unused"]) == 1
+    printed = capsys.readouterr().out
+    assert "FAILED (exit 1)" in printed and "FAILED: mine hard negatives" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert "mined" not in summary and "model" not in summary  # train needs mined shards: not attempted
+    assert [s["step"] for s in summary["steps"] if s["step"].startswith("train")] == []
+    assert all(summary["exports"][fmt]["rows"] == summary["built"]["rows"] for fmt in FORMATS)
+
+
 @pytest.mark.slow
 def test_demo_whole_chain_end_to_end(tmp_path, capsys):
     model = demo.default_model()

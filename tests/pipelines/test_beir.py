@@ -12,7 +12,7 @@ import pytest
 from negminer import cli
 from pipelines import io
 from pipelines import schema as S
-from pipelines.beir import BeirConfig
+from pipelines.beir import BeirConfig, build
 from pipelines.source import Record
 from pipelines.transforms.tabular import parse_json_doc, title_and_text
 
@@ -90,3 +90,30 @@ def test_beir_fixture_rows_rejects_and_skips(tmp_path):
         }
     )
     assert io.read_manifest(str(out))["skipped"] == {"non_positive_score": 1, "qrels_header": 1}
+
+
+def test_duplicate_ids_and_undecodable_bytes(tmp_path):
+    (tmp_path / "corpus.jsonl").write_bytes(
+        b'{"_id": "d1", "title": "", "text": "First."}\n'
+        b'{"_id": "d1", "title": "", "text": "Same id."}\n'
+        b'{"_id": "d2", "title": "T", "text": 5}\n'
+        b'{"_id": "d3", "title": "", "text": "bad \xc3\x28 bytes"}\n'
+    )
+    jsonl(tmp_path / "queries.jsonl", [{"_id": "q1", "text": "first"}, {"_id": "q1", "text": "again"}])
+    (tmp_path / "qrels.tsv").write_text("query-id corpus-id score\nq1 d1 1\n")  # spaces, not tabs
+    config = BeirConfig(
+        corpus=(str(tmp_path / "corpus.jsonl"),),
+        queries=(str(tmp_path / "queries.jsonl"),),
+        qrels=(str(tmp_path / "qrels.tsv"),),
+        name="dups",
+        output=str(tmp_path / "out"),
+    )
+    build(config, [])
+    rows = [(r[S.QUERY], r[S.POSITIVE]) for r in io.iter_rows(str(tmp_path / "out"))]
+    assert rows == [("first", "First.")]  # the first line of each duplicated id wins
+    reasons = Counter(io.read_rejects(str(tmp_path / "out")).column(S.REJECT_REASON).to_pylist())
+    undecodable = [r for r in reasons if r.startswith("undecodable_bytes")]
+    assert len(undecodable) == 1
+    assert reasons == Counter(
+        {"duplicate_doc_id": 1, "duplicate_query_id": 1, "not_a_string:text": 1, undecodable[0]: 1}
+    )

@@ -177,6 +177,9 @@ def test_paper_dev_with_fixture_pages_and_real_segment(positive, tmp_path):
     if positive == "sentence":
         assert {(r[S.QUERY], r[S.POSITIVE]) for r in rows} == want["keys"]
         assert want["missing_line"] > 0
+        soul = next(r for r in rows if json.loads(r[S.PROVENANCE])["page"] == "Soul_Food_-LRB-film-RRB-")
+        assert json.loads(soul[S.PROVENANCE])["title"] == "Soul Food (film)"
+        assert "(written for negminer)" in soul[S.POSITIVE]  # bracket tokens in the sentence became brackets
     else:
         assert {(r[S.QUERY], json.loads(r[S.PROVENANCE])["page"]) for r in rows} == want["keys"]
         soul = next(r for r in rows if r[S.POSITIVE_ID] == "Soul_Food_-LRB-film-RRB-")
@@ -194,3 +197,56 @@ def test_paper_dev_with_fixture_pages_and_real_segment(positive, tmp_path):
     assert manifest["skipped"] == {"not_enough_info": want["nei"], "empty_page": empty_text}
     assert all(r[S.SOURCE] == "fever" and r[S.PAIR_TYPE] == "fact" for r in rows)
     assert any(r[S.QUERY] == "A claim written for the test." for r in rows)
+
+
+def test_remaining_reject_reasons_with_good_rows_kept(tmp_path):
+    def claim(cid, **kw) -> str:
+        return json.dumps(
+            {"id": cid, "label": "SUPPORTS", "claim": f"Claim {cid}.", "evidence": [[[0, 0, "A", 0]]], **kw}
+        )
+
+    (tmp_path / "claims.jsonl").write_bytes(
+        "\n".join(
+            [
+                claim(1),
+                claim(2, evidence=[[[0, 0, "A_-LRB-x-RRB-", 1]]]),
+                claim(3, evidence=[]),  # no_evidence
+                claim(4, claim=None),  # missing_field:claim
+                claim(5, claim="   "),  # empty_text
+                "[1, 2]",  # json_not_an_object
+            ]
+        ).encode()
+        + b'\n{"id": 6, "claim": "bad \xff bytes"}\n'  # undecodable_bytes
+    )
+    pages = [
+        {"id": "A", "text": "Alpha .", "lines": "0\tAlpha is first .\tanchor"},
+        {"id": "A", "text": "A second page with the same id .", "lines": "0\tOther ."},  # duplicate_page_id
+        {"id": "A_-LRB-x-RRB-", "text": "x", "lines": "0\tZero .\n1\tOne -LRB- 1 -RRB- ."},
+        {"id": "B", "text": 7, "lines": ""},  # not_a_string:text
+    ]
+    (tmp_path / "wiki.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pages))
+    config = FeverConfig(
+        claims=(str(tmp_path / "claims.jsonl"),),
+        wiki_pages=(str(tmp_path / "wiki.jsonl"),),
+        output=str(tmp_path / "o"),
+    )
+    build(config, [])
+    rows = sorted((r[S.QUERY_ID], r[S.POSITIVE_ID], r[S.POSITIVE]) for r in io.iter_rows(str(tmp_path / "o")))
+    assert rows == [("1", "A:0", "Alpha is first ."), ("2", "A_-LRB-x-RRB-:1", "One (1) .")]
+    reasons = Counter(io.read_rejects(str(tmp_path / "o")).column(S.REJECT_REASON).to_pylist())
+    undecodable = [r for r in reasons if r.startswith("undecodable_bytes")]
+    assert (
+        reasons
+        == Counter(
+            {
+                "no_evidence": 1,
+                "missing_field:claim": 1,
+                "empty_text": 1,
+                "json_not_an_object": 1,
+                "duplicate_page_id": 1,
+                "not_a_string:text": 1,
+                **{u: 1 for u in undecodable},
+            }
+        )
+        and len(undecodable) == 1
+    )

@@ -250,7 +250,7 @@ def test_every_reject_reason_with_good_rows_kept(tmp_path):
         b"5\tbad bytes \xff\xfe here\n"
         b"1\tA second passage with id 1.\n"
     )
-    (tmp_path / "queries.tsv").write_text("10\tcapital of france\n20\tcapital of germany\n30\t \n")
+    (tmp_path / "queries.tsv").write_text("10\tcapital of france\n20\tcapital of germany\n30\t \n10\tsame id again\n")
     (tmp_path / "qrels.tsv").write_text("10 0 1 1\n20\tQ0\t2\t2\n10 0 99 1\n77 0 1 1\n20 0 1 0\nbroken qrel\n")
     (tmp_path / "triples.tsv").write_text(
         "capital of france\tParis is the capital of France.\tLyon is a city in France.\n"
@@ -278,6 +278,7 @@ def test_every_reject_reason_with_good_rows_kept(tmp_path):
             "empty_text": 2,  # passage 4, query 30
             undecodable[0]: 1,
             "duplicate_doc_id": 1,
+            "duplicate_query_id": 1,
             "unknown_passage": 1,
             "unknown_query": 1,
             "malformed_qrel": 1,

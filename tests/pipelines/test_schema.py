@@ -13,6 +13,7 @@ import pytest
 
 from pipelines import io
 from pipelines import schema as S
+from tests.conftest import PROJECT_ROOT
 
 
 def _row(**kw) -> S.TupleRow:
@@ -68,7 +69,7 @@ def test_make_id_is_stable_across_processes():
             capture_output=True,
             text=True,
             check=True,
-            env={"PYTHONHASHSEED": seed, "PYTHONPATH": "."},
+            env={"PYTHONHASHSEED": seed, "PYTHONPATH": str(PROJECT_ROOT)},
         ).stdout.strip()
         for seed in ("1", "2")
     }
