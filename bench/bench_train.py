@@ -104,7 +104,7 @@ def sentence_transformers_rate(data: str, out: Path, args: argparse.Namespace) -
         per_device_train_batch_size=args.batch_size,
         max_steps=args.steps,
         learning_rate=2e-5,
-        warmup_ratio=0.1,
+        warmup_steps=0.1,
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         save_strategy="no",
         report_to="none",

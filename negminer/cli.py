@@ -88,7 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command != "build" and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return int(args._module.main(args, extra) or 0)
+    from pipelines import runner  # noqa: PLC0415 — light, and only needed once a command runs
+
+    runner.set_command_line(argv)
+    try:
+        return int(args._module.main(args, extra) or 0)
+    except (FileNotFoundError, ValueError) as e:  # bad input or settings: one clear line, not a traceback
+        if args.verbose:
+            raise
+        print(f"negminer {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -182,7 +182,13 @@ def read_manifest(out_dir: str) -> dict[str, Any]:
 
 
 def fingerprint(path: str, chunk: int = 1 << 22) -> dict[str, Any]:
-    """Size and sha256 of one input file (read through Beam's file systems)."""
+    """Size and sha256 of a local input file; size and modification time of a remote one.
+
+    Remote objects (gs://, s3://) are not downloaded to the launching machine just to hash them.
+    """
+    if "://" in path:
+        meta = FileSystems.match([path])[0].metadata_list[0]
+        return {"path": path, "size": meta.size_in_bytes, "last_updated": meta.last_updated_in_seconds}
     h = hashlib.sha256()
     size = 0
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:

@@ -66,13 +66,22 @@ def clear_output(out_dir: str, split: str) -> None:
         FileSystems.delete(stale)
 
 
+_command_line: list[str] | None = None
+
+
+def set_command_line(argv: list[str]) -> None:
+    """Record the negminer command line (the CLI calls this) so manifests show it, not the host process's argv."""
+    global _command_line
+    _command_line = list(argv)
+
+
 def manifest_base(command: str, config: Any, inputs: list[str]) -> dict[str, Any]:
     """What produced a shard directory: the command line, the config and the input fingerprints."""
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     return {
         "negminer_version": negminer.__version__,
         "command": command,
-        "argv": list(sys.argv[1:]),
+        "argv": list(_command_line if _command_line is not None else sys.argv[1:]),
         "config": cfg,
         "inputs": [io.fingerprint(f) for f in inputs],
     }
