@@ -6,6 +6,7 @@ import codecs
 from typing import NamedTuple
 
 from fastwarc.warc import WarcRecord
+from ftfy.badness import is_bad
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding, map_encoding_to_html5
 from resiliparse.parse.html import HTMLTree
@@ -71,12 +72,12 @@ def decode_html(body: bytes, http_charset: str | None = None) -> tuple[str, str]
     return bytes_to_str(body, enc, errors="ignore"), enc
 
 
-def _lines_to_sections(lines: list[str], headings: set[str]) -> tuple[Section, ...]:
+def _lines_to_sections(lines: list[str], headings: set[str], fix_encoding: bool = True) -> tuple[Section, ...]:
     sections: list[Section] = []
     path: tuple[str, ...] = ()
     paras: list[str] = []
     for raw in lines:
-        line = clean_text(raw)
+        line = clean_text(raw, fix_encoding)
         if not line:
             continue
         if raw.lstrip().startswith(_BULLET) or "\t" in raw:
@@ -100,12 +101,14 @@ def html_sections(html: str) -> tuple[str, tuple[Section, ...]]:
     adjacency (the paragraphs after them form a section without a heading).
     """
     tree = HTMLTree.parse(html)
-    title = clean_text(tree.title or "")
+    text = extract_plain_text(tree, main_content=True, alt_texts=False, comments=False, form_fields=False)
+    # ftfy's repair is most of the cost on non-ASCII pages: run it only where its own detector sees mojibake.
+    fix = is_bad(text) or is_bad(tree.title or "")
+    title = clean_text(tree.title or "", fix)
     headings: set[str] = set()
     if tree.body is not None:
-        headings = {clean_text(h.text) for h in tree.body.query_selector_all(_HEADINGS)} - {""}
-    text = extract_plain_text(tree, main_content=True, alt_texts=False, comments=False, form_fields=False)
-    return title, _lines_to_sections(text.split("\n"), headings)
+        headings = {clean_text(h.text, fix) for h in tree.body.query_selector_all(_HEADINGS)} - {""}
+    return title, _lines_to_sections(text.split("\n"), headings, fix)
 
 
 def wet_sections(text: str) -> tuple[str, tuple[Section, ...]]:

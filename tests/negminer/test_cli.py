@@ -80,9 +80,13 @@ def test_unknown_flag_outside_build_fails(capsys, tmp_path):
     assert e.value.code == 2 and "--direct_num_workers=2" in capsys.readouterr().err
 
 
-def test_input_matching_nothing_names_the_pattern(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing-here"):
-        cli.main(["build", "snli", "--input", str(tmp_path / "nothing-here*.jsonl"), "--output", str(tmp_path / "o")])
+def test_input_matching_nothing_names_the_pattern(tmp_path, capsys):
+    argv = ["build", "snli", "--input", str(tmp_path / "nothing-here*.jsonl"), "--output", str(tmp_path / "o")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and "nothing-here" in err and "Traceback" not in err
+    with pytest.raises(FileNotFoundError, match="nothing-here"):  # --verbose shows the real exception
+        cli.main(["-v", *argv])
 
 
 def test_unknown_flags_reach_beam_untouched(monkeypatch, tmp_path):
