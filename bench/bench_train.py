@@ -146,17 +146,32 @@ def _status_bytes(field: str) -> int:
     raise KeyError(field)
 
 
+def synthetic_batch(data: str, batch: int):
+    """`batch` rows cycled from the real triplets, texts tagged with their copy number (the excerpt has too few distinct
+    premises for a 1024-row batch without duplicates); lengths stay those of real SNLI text. Memory only."""
+    from training.data import Batch
+
+    rows = list(io.iter_rows(data))
+    picked = [(rows[i % len(rows)], i // len(rows)) for i in range(batch)]
+    return Batch(
+        [f"{r[S.QUERY]} ({k})" for r, k in picked],
+        [f"{r[S.POSITIVE]} ({k})" for r, k in picked],
+        [[f"{r[S.NEGATIVES][0]} ({k})"] for r, k in picked],
+        [None] * batch,
+        [None] * batch,
+    )
+
+
 def memory_child(data: str, batch: int, chunk: int | None, max_length: int) -> dict:
     """One optimisation step (forward, loss, backward) at this batch size; peak memory above the loaded model."""
     from training.config import TrainConfig
-    from training.data import batches
     from training.distributed import Dist
     from training.model import Encoder
     from training.step import StepSettings, forward_backward, objective
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = TrainConfig(data=(data,), model="m", output="o", batch_size=batch, num_negatives=1, max_steps=1)
-    b = next(batches([data], batch, 1, 0, 10_000))
+    b = synthetic_batch(data, batch)
     encoder = Encoder.from_pretrained(model_path(), max_length=max_length).to(device).train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -101,13 +101,12 @@ def html_sections(html: str) -> tuple[str, tuple[Section, ...]]:
     adjacency (the paragraphs after them form a section without a heading).
     """
     tree = HTMLTree.parse(html)
+    raw_headings = [h.text for h in tree.body.query_selector_all(_HEADINGS)] if tree.body is not None else []
     text = extract_plain_text(tree, main_content=True, alt_texts=False, comments=False, form_fields=False)
     # ftfy's repair is most of the cost on non-ASCII pages: run it only where its own detector sees mojibake.
     fix = is_bad(text) or is_bad(tree.title or "")
     title = clean_text(tree.title or "", fix)
-    headings: set[str] = set()
-    if tree.body is not None:
-        headings = {clean_text(h.text, fix) for h in tree.body.query_selector_all(_HEADINGS)} - {""}
+    headings = {clean_text(h, fix) for h in raw_headings} - {""}
     return title, _lines_to_sections(text.split("\n"), headings, fix)
 
 

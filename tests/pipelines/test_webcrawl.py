@@ -220,3 +220,13 @@ def test_record_doc_pure_pieces():
         (("Intro",), ("First.",)),
         ((), ("After.",)),
     ]
+
+
+def test_cli_runs_with_filter_flags(tmp_path):
+    from negminer import cli
+
+    out = tmp_path / "cli"
+    argv = ["build", "webcrawl", "--input", str(shared_file(CC, WARCS[3])), "--output", str(out)]
+    assert cli.main([*argv, "--pair-types", "title-body", "--no-quality-filters"]) == 0
+    manifest = io.read_manifest(str(out))
+    assert set(manifest["counts"]["pair_type"]) == {"title-body"} and manifest["config"]["quality"]["languages"] == []

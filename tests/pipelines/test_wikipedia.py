@@ -254,3 +254,18 @@ def test_config_validation():
         wikipedia.WikipediaConfig(inputs=("x",), output="o", pair_types=("title-body",))
     with pytest.raises(ValueError, match="--format"):
         wikipedia.WikipediaConfig(inputs=("x",), output="o", input_format="html")
+
+
+def test_cli_flags_reach_the_pipeline(tmp_path, capsys):
+    from negminer import cli
+
+    path = shared_file(*EXTRACTOR)
+    out = tmp_path / "cli"
+    argv = ["build", "wikipedia", "--input", str(path), "--output", str(out), "--pair-types", "title-lead"]
+    assert cli.main([*argv, "--languages", "", "--min-positive-chars", "200", "--no-near-dedup"]) == 0
+    manifest = io.read_manifest(str(out))
+    assert set(manifest["counts"]["pair_type"]) == {"title-lead"}
+    assert manifest["config"]["quality"]["min_positive_chars"] == 200 and not manifest["config"]["dedup"]["near"]
+    assert all(len(r[S.POSITIVE]) >= 200 for r in io.iter_rows(str(out)))
+    assert cli.main([*argv[:-1], "title-body"]) == 2  # not a Wikipedia pair type: one clear error line
+    assert "pair types" in capsys.readouterr().err
