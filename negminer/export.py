@@ -261,7 +261,7 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     manifest: dict[str, Any] = {
         "negminer_version": negminer.__version__,
         "command": "export",
-        "argv": _command_line(),
+        "argv": runner.command_line(),
         "config": dataclasses.asdict(cfg),
         "format": cfg.format,
         "num_negatives": n,
@@ -281,12 +281,6 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     data = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     io.write_bytes_atomic(io.join(cfg.output, MANIFEST_NAME), data.encode("utf-8"))
     return manifest
-
-
-def _command_line() -> list[str]:
-    # the negminer command line the CLI recorded (the demo runs export in-process: sys.argv would say `demo`)
-    recorded = getattr(runner, "_command_line", None)
-    return list(recorded if recorded is not None else sys.argv[1:])
 
 
 def summary_line(manifest: Mapping[str, Any], output: str) -> str:

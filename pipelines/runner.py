@@ -75,13 +75,18 @@ def set_command_line(argv: list[str]) -> None:
     _command_line = list(argv)
 
 
+def command_line() -> list[str]:
+    """The negminer command line being run (as recorded by the CLI; the process's argv otherwise)."""
+    return list(_command_line if _command_line is not None else sys.argv[1:])
+
+
 def manifest_base(command: str, config: Any, inputs: list[str]) -> dict[str, Any]:
     """What produced a shard directory: the command line, the config and the input fingerprints."""
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     return {
         "negminer_version": negminer.__version__,
         "command": command,
-        "argv": list(_command_line if _command_line is not None else sys.argv[1:]),
+        "argv": command_line(),
         "config": cfg,
         "inputs": [io.fingerprint(f) for f in inputs],
     }

@@ -38,7 +38,7 @@ def manifest_from_stats(base: dict[str, Any], split: str, stats: dict, rejects: 
     """The manifest of a built shard directory (pure: tests build one without Beam)."""
     stats = dict(stats)
     files = sorted(stats.get("files", []))
-    return {
+    manifest = {
         **base,
         "format_version": S.FORMAT_VERSION,
         "splits": {
@@ -57,6 +57,11 @@ def manifest_from_stats(base: dict[str, Any], split: str, stats: dict, rejects: 
         "rejects_total": sum(rejects.values()),
         "skipped": dict(sorted(skipped.items())),
     }
+    if any(k.startswith(("filter:", "dedup:")) for k in skipped):
+        from pipelines.transforms.quality import keep_rates  # only pipelines with quality filters need it
+
+        manifest["keep_rates"] = keep_rates(manifest)
+    return manifest
 
 
 def _write_manifest(_, out_dir: str, base: dict, split: str, stats: dict, rejects: dict, skipped: dict) -> str:

@@ -91,6 +91,11 @@ def test_expected_pages_in_redirects_and_disambiguation_out(dump_run):
         p["ns"] == "0" and not p["redirect"] and not is_article(p) for p in pages
     )
     assert manifest["rejects_total"] == 0
+    # keep-rates per pair type and filter are in the manifest: rows kept + every filter/dedup drop = candidates
+    for pt, rate in manifest["keep_rates"].items():
+        assert rate["rows"] == manifest["counts"]["pair_type"].get(pt, 0)
+        drops = sum(n for k, n in skipped.items() if k.startswith(("filter:", "dedup:")) and k.endswith(":" + pt))
+        assert rate["candidates"] == rate["rows"] + drops
 
 
 def test_no_markup_left_in_any_text(dump_run):
