@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -57,11 +57,36 @@ def merge_topk(
     return np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)
 
 
+_GPU_RESOURCES = None
+
+
+def _gpu_resources():
+    """One StandardGpuResources per process (each one reserves GPU scratch memory)."""
+    global _GPU_RESOURCES
+    if _GPU_RESOURCES is None:
+        _GPU_RESOURCES = _faiss().StandardGpuResources()
+    return _GPU_RESOURCES
+
+
 def _flat(dim: int, gpu: bool):
     faiss = _faiss()
-    if gpu:
-        return faiss.GpuIndexFlatIP(faiss.StandardGpuResources(), dim)
-    return faiss.IndexFlatIP(dim)
+    return faiss.GpuIndexFlatIP(_gpu_resources(), dim) if gpu else faiss.IndexFlatIP(dim)
+
+
+def coalesce(
+    shards: Iterable[tuple[np.ndarray, np.ndarray]], min_rows: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Join consecutive (ids, vectors) shards until each holds >= `min_rows` rows (fewer, larger FAISS calls)."""
+    ids, vecs, n = [], [], 0
+    for i, v in shards:
+        ids.append(i)
+        vecs.append(v)
+        n += len(i)
+        if n >= min_rows:
+            yield np.concatenate(ids), np.concatenate(vecs)
+            ids, vecs, n = [], [], 0
+    if ids:
+        yield np.concatenate(ids), np.concatenate(vecs)
 
 
 def search_sharded(
@@ -126,7 +151,7 @@ def build_ann(
     else:
         raise ValueError(f"index must be one of {INDEX_KINDS}, got {kind!r}")
     if gpu and kind == "ivf":
-        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+        index = faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
     ids = []
     for doc_idx, vecs in tqdm(shards, desc=f"index ({kind})", leave=False):
         index.add(check_vectors(vecs, "corpus embeddings", dim))

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 
 from mining import index as ix
 from mining.config import MineConfig
-from mining.corpus import Corpus, CorpusBuilder
+from mining.corpus import Corpus, CorpusBuilder, hash64
 from mining.encode import Embedder, encode_missing, resolve_device, resolve_dtype
 from mining.groups import Groups, build_groups, padded
 from mining.output import write_output
@@ -28,6 +29,8 @@ from pipelines.io import write_bytes_atomic
 
 log = logging.getLogger("negminer.mining")
 GROUP_BATCH = 512
+SEARCH_SHARD_CPU = 65_536  # documents per flat search: bounds float32 vectors in memory (x dim x 4 bytes)
+SEARCH_SHARD_GPU = 1 << 20
 
 
 @dataclasses.dataclass
@@ -63,74 +66,79 @@ def build_corpus(cfg: MineConfig, rejects: list[dict]) -> Corpus:
     return corpus
 
 
-def mine(cfg: MineConfig, encoder: Any = None, on_chunk: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Run the whole job; returns the manifest written to `cfg.output`. `encoder` overrides `--model` (tests)."""
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    rules = cfg.rules()
+@dataclasses.dataclass
+class Embedded:
+    """The two caches after encoding, and what this run had to encode."""
+
+    docs: EmbeddingStore
+    queries: EmbeddingStore
+    query_keys: np.ndarray  # (G,) uint64 exact-text hashes of the group queries
+    fingerprint: str
+    encoded: dict[str, int]
+
+
+def encode_all(cfg: MineConfig, corpus: Corpus, groups: Groups, encoder: Any, on_chunk=None) -> Embedded:
+    """Encode whatever the caches lack: documents with `--doc-prompt`, queries with `--query-prompt`."""
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
+    fingerprint = encoder.fingerprint()  # of the weights as loaded, before the dtype conversion
+    docs_e = Embedder(encoder, cfg.doc_prompt, device, dtype, fingerprint)
+    query_e = Embedder(encoder, cfg.query_prompt, device, dtype, fingerprint)
+    docs, queries = (
+        EmbeddingStore(cfg.work_dir, docs_e.cache_fields()),
+        EmbeddingStore(cfg.work_dir, query_e.cache_fields()),
+    )
+    bs, cs = cfg.batch_size, cfg.chunk_size
+    n_docs = encode_missing(docs, corpus.texts, corpus.text_key, corpus.lengths(), docs_e, bs, cs, on_chunk)
+    qkeys = np.array([hash64(q) for q in groups.query.to_pylist()], dtype=np.uint64)
+    qlen = pc.utf8_length(groups.query).to_numpy(zero_copy_only=False).astype(np.int64)
+    n_queries = encode_missing(queries, groups.query, qkeys, qlen, query_e, bs, cs, desc="encode queries")
+    return Embedded(docs, queries, qkeys, fingerprint, {"documents": n_docs, "queries": n_queries})
+
+
+def mine(cfg: MineConfig, encoder: Any = None, on_chunk: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Run the whole job; returns the manifest written to `cfg.output`. `encoder` overrides `--model` (tests)."""
+    clock = _Clock()
+    rules, device = cfg.rules(), resolve_device(cfg.device)
     rejects: list[dict] = []
     corpus = build_corpus(cfg, rejects)
     groups = build_groups(cfg.input, corpus)
-    timings["corpus"], t = time.perf_counter() - t, time.perf_counter()
-
+    clock.lap("corpus")
     encoder = encoder if encoder is not None else load_encoder(cfg)
-    fingerprint = encoder.fingerprint()
-    docs_e = Embedder(encoder, cfg.doc_prompt, device, dtype, fingerprint)
-    query_e = Embedder(encoder, cfg.query_prompt, device, dtype, fingerprint)
-    doc_store = EmbeddingStore(cfg.work_dir, docs_e.cache_fields())
-    query_store = EmbeddingStore(cfg.work_dir, query_e.cache_fields())
-    timings["load_model"], t = time.perf_counter() - t, time.perf_counter()
-    encoded = {
-        "documents": encode_missing(
-            doc_store,
-            corpus.texts,
-            corpus.text_key,
-            corpus.lengths(),
-            docs_e,
-            cfg.batch_size,
-            cfg.chunk_size,
-            on_chunk,
-        ),
-    }
-    qkeys = _exact_keys(groups)
-    qlen = np.array([len(s) for s in groups.query.to_pylist()], np.int64)
-    encoded["queries"] = encode_missing(
-        query_store, groups.query, qkeys, qlen, query_e, cfg.batch_size, cfg.chunk_size, desc="encode queries"
-    )
-    timings["encode"], t = time.perf_counter() - t, time.perf_counter()
-
-    doc_loc = doc_store.locate(corpus.text_key)
-    queries = query_store.gather(*query_store.locate(qkeys))
+    clock.lap("load_model")
+    emb = encode_all(cfg, corpus, groups, encoder, on_chunk)
+    clock.lap("encode")
+    doc_loc = emb.docs.locate(corpus.text_key)
+    queries = emb.queries.gather(*emb.queries.locate(emb.query_keys))
     k = min(rules.range_max + groups.max_excluded(), len(corpus))
     gpu = device == "cuda" and ix.gpu_available()
     if device == "cuda" and not gpu:
         log.warning("--device cuda, but this FAISS build has no GPU support: searching on CPU")
-    cand_s, cand = search(cfg, doc_store, doc_loc, queries, k, gpu, [doc_store.key, query_store.key, corpus, qkeys])
-    timings["search"], t = time.perf_counter() - t, time.perf_counter()
-
+    key = [emb.docs.key, emb.queries.key, corpus.text_key, emb.query_keys]
+    cand_s, cand = search(cfg, emb.docs, doc_loc, queries, k, gpu, key)
+    clock.lap("search")
     reranker = None
     if cfg.reranker:
+        dtype = resolve_dtype(cfg.dtype, device)
         reranker = Reranker.from_pretrained(
             cfg.reranker, device, dtype, max_length=cfg.reranker_max_length, batch_size=cfg.batch_size
         )
-    mined = select_all(rules, groups, corpus, doc_store, doc_loc, queries, cand, cand_s, reranker)
-    timings["select"], t = time.perf_counter() - t, time.perf_counter()
+    mined = select_all(rules, groups, corpus, emb.docs, doc_loc, queries, cand, cand_s, reranker)
+    clock.lap("select")
     info = {
         "model": cfg.model,
-        "fingerprint": fingerprint,
+        "fingerprint": emb.fingerprint,
         "pooling": encoder.pooling,
         "max_length": int(encoder.max_length),
         "device": device,
-        "dtype": str(dtype).removeprefix("torch."),
+        "dtype": emb.docs.fields["dtype"],
         "index": cfg.index,
         "faiss_gpu": gpu,
         "k": k,
         "reranker": reranker.name() if reranker else None,
         "work_dir": cfg.work_dir,
-        "cache": {"documents": doc_store.key, "queries": query_store.key},
-        "encoded": encoded,
+        "cache": {"documents": emb.docs.key, "queries": emb.queries.key},
+        "encoded": emb.encoded,
         "corpus": {
             "documents": len(corpus),
             "read": corpus.raw_count,
@@ -139,16 +147,24 @@ def mine(cfg: MineConfig, encoder: Any = None, on_chunk: Callable[[int], None] |
         },
         "groups": len(groups),
     }
-    manifest = write_output(cfg, corpus, groups, mined, rejects, info, timings)
-    timings["write"] = time.perf_counter() - t
-    return manifest
+    return write_output(cfg, corpus, groups, mined, rejects, info, clock.laps)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name], self._t = now - self._t, now
 
 
 def search(cfg, store: EmbeddingStore, loc, queries: np.ndarray, k: int, gpu: bool, key_parts: list) -> tuple:
     """Top-k candidates of every query group, cached in the work dir (a re-run with other thresholds skips it)."""
     h = hashlib.sha256()
     for part in key_parts:
-        h.update(part.text_key.tobytes() if isinstance(part, Corpus) else np.asarray(part).tobytes())
+        h.update(part.encode() if isinstance(part, str) else np.ascontiguousarray(part).tobytes())
     h.update(cfg.index.encode())
     path = os.path.join(cfg.work_dir, "search", h.hexdigest()[:24] + ".npz")
     if os.path.exists(path):
@@ -158,7 +174,8 @@ def search(cfg, store: EmbeddingStore, loc, queries: np.ndarray, k: int, gpu: bo
                 return z["scores"][:, :k], z["idx"][:, :k]
     chunk, row = loc
     if cfg.index == "flat":
-        scores, idx = ix.search_sharded(queries, store.shards(chunk, row), k, gpu=gpu, total=len(chunk))
+        shards = ix.coalesce(store.shards(chunk, row), SEARCH_SHARD_GPU if gpu else SEARCH_SHARD_CPU)
+        scores, idx = ix.search_sharded(queries, shards, k, gpu=gpu, total=len(chunk))
     else:
         rng = np.random.default_rng(0)
 
@@ -219,9 +236,3 @@ def select_all(rules: Rules, groups: Groups, corpus: Corpus, store, doc_loc, que
             flat = groups.pos_indptr[gb[has]] + j
             out.pos_score[flat], out.pos_retriever[flat] = pos_teacher[has, j], pos_ret[has, j]
     return out
-
-
-def _exact_keys(groups: Groups) -> np.ndarray:
-    from mining.corpus import hash64
-
-    return np.array([hash64(q) for q in groups.query.to_pylist()], dtype=np.uint64)

@@ -49,9 +49,9 @@ class BeirConfig:
         return f"beir/{self.name}"
 
 
-def pair_row(pair: Pair, source: str) -> dict[str, Any]:
-    """The tuple row of a joined (query, document) pair; the document text is title + text."""
-    q, d, rel = pair.query, pair.doc, pair.qrel
+def pair_row(pair: Pair | tuple, source: str) -> dict[str, Any]:
+    """The tuple row of a joined (query, document) pair (a `Pair` or its plain form); the text is title + text."""
+    q, d, rel = Pair.of(pair)
     row = S.TupleRow(
         source=source,
         pair_type=PAIR_TYPE,

@@ -182,10 +182,10 @@ class EvidenceRowsFn(beam.DoFn):
 
     def process(self, element: tuple[str, dict[str, Iterable]]) -> Iterator[Any]:
         _, groups = element
-        pages = sorted(groups[PAGES], key=lambda pg: (pg.path, pg.line))
+        pages = sorted(map(Page._make, groups[PAGES]), key=lambda pg: (pg.path, pg.line))
         for dup in pages[1:]:
             yield reject(Record(dup.path, dup.line, dup.id), "duplicate_page_id")
-        for ev in sorted(groups[CLAIMS], key=lambda e: (e.path, e.record_line, e.line or 0)):
+        for ev in sorted(map(Evidence._make, groups[CLAIMS]), key=lambda e: (e.path, e.record_line, e.line or 0)):
             row = evidence_row(ev, pages[0]) if pages else "missing_page"
             yield reject(evidence_record(ev), row) if isinstance(row, str) else row
 

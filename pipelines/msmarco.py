@@ -79,9 +79,9 @@ def parse_triple(record: Record, clean: bool = True) -> tuple[str, Triple] | str
     return match_key(query, positive), Triple(negative, record.path, record.line)
 
 
-def pair_row(pair: Pair, negatives: list[str]) -> dict[str, Any]:
-    """The tuple row of a joined (query, passage) pair."""
-    q, d, rel = pair.query, pair.doc, pair.qrel
+def pair_row(pair: Pair | tuple, negatives: list[str]) -> dict[str, Any]:
+    """The tuple row of a joined (query, passage) pair (a `Pair` or its plain form)."""
+    q, d, rel = Pair.of(pair)
     negatives = [n for n in dict.fromkeys(negatives) if n != d.text]
     row = S.TupleRow(
         source=SOURCE,
@@ -162,8 +162,9 @@ class ParseHfFn(beam.DoFn):
 class KeyByTextFn(beam.DoFn):
     """Pair -> (match key, Pair), to meet the triples that carry its text."""
 
-    def process(self, pair: Pair) -> Iterator[tuple[str, Pair]]:
-        yield match_key(pair.query.text, pair.doc.text), pair
+    def process(self, pair: tuple) -> Iterator[tuple[str, tuple]]:
+        p = Pair.of(pair)
+        yield match_key(p.query.text, p.doc.text), pair
 
 
 class AttachNegativesFn(beam.DoFn):
@@ -171,7 +172,7 @@ class AttachNegativesFn(beam.DoFn):
 
     def process(self, element: tuple[str, dict[str, Iterable]]) -> Iterator[Any]:
         _, groups = element
-        triples = sorted(groups[TRIPLES], key=lambda t: (t.path, t.line))
+        triples = sorted(map(Triple._make, groups[TRIPLES]), key=lambda t: (t.path, t.line))
         pairs = list(groups[PAIRS])
         if not pairs:
             for _ in triples:

@@ -9,7 +9,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipelines.source import REJECTS, SKIPPED, Record, reject, skip
-from pipelines.transforms.tabular import Qrel, Text
+from pipelines.transforms.tabular import Qrel, Text, plain
 
 QUERIES, DOCS, QRELS, PAIRS = "queries", "docs", "qrels", "pairs"
 
@@ -20,6 +20,15 @@ class Pair(NamedTuple):
     query: Text
     doc: Text
     qrel: Qrel
+
+    def to_plain(self) -> tuple:
+        """Nested plain tuples, as the join's output travels (Beam encodes them without pickling)."""
+        return plain(self.query), plain(self.doc), plain(self.qrel)
+
+    @classmethod
+    def of(cls, value: tuple) -> Pair:
+        """A Pair from its plain form (or from a Pair)."""
+        return cls(Text._make(value[0]), Text._make(value[1]), Qrel._make(value[2]))
 
 
 def qrel_record(q: Qrel) -> Record:
@@ -43,8 +52,8 @@ class FilterQrelsFn(beam.DoFn):
     def __init__(self, threshold: float, strict: bool, reason: str):
         self.threshold, self.strict, self.reason = threshold, strict, reason
 
-    def process(self, element: tuple[str, Qrel]) -> Iterator[Any]:
-        score = element[1].score
+    def process(self, element: tuple[str, tuple]) -> Iterator[Any]:
+        score = Qrel._make(element[1]).score
         if score > self.threshold or (not self.strict and score == self.threshold):
             yield element
         else:
@@ -52,7 +61,7 @@ class FilterQrelsFn(beam.DoFn):
 
 
 class JoinQueryFn(beam.DoFn):
-    """(qid, {queries, qrels}) -> (doc_id, (Qrel, query Text)); qrels of an unknown query to rejects."""
+    """(qid, {queries, qrels}) -> (doc_id, (Qrel, query Text) as plain tuples); qrels of an unknown query to rejects."""
 
     def __init__(self, unknown_reason: str = "unknown_query"):
         self.unknown_reason = unknown_reason
@@ -60,10 +69,10 @@ class JoinQueryFn(beam.DoFn):
 
     def process(self, element: tuple[str, dict[str, Iterable]]) -> Iterator[Any]:
         _, groups = element
-        query, duplicates = first_text(groups[QUERIES])
+        query, duplicates = first_text(map(Text._make, groups[QUERIES]))
         for dup in duplicates:
             yield reject(text_record(dup), "duplicate_query_id")
-        qrels = list(groups[QRELS])
+        qrels = list(map(Qrel._make, groups[QRELS]))
         if query is None:
             for q in qrels:
                 yield reject(qrel_record(q), self.unknown_reason)
@@ -71,11 +80,11 @@ class JoinQueryFn(beam.DoFn):
         if not qrels:
             self.unused.inc()
         for q in qrels:
-            yield q.doc_id, (q, query)
+            yield q.doc_id, (plain(q), plain(query))
 
 
 class JoinDocFn(beam.DoFn):
-    """(doc_id, {docs, pairs}) -> Pair per qrel; qrels of an unknown document to rejects."""
+    """(doc_id, {docs, pairs}) -> Pair per qrel (plain: `Pair.of` rebuilds it); qrels of an unknown doc to rejects."""
 
     def __init__(self, unknown_reason: str = "unknown_passage"):
         self.unknown_reason = unknown_reason
@@ -83,10 +92,12 @@ class JoinDocFn(beam.DoFn):
 
     def process(self, element: tuple[str, dict[str, Iterable]]) -> Iterator[Any]:
         _, groups = element
-        doc, duplicates = first_text(groups[DOCS])
+        doc, duplicates = first_text(map(Text._make, groups[DOCS]))
         for dup in duplicates:
             yield reject(text_record(dup), "duplicate_doc_id")
-        judged = sorted(groups[PAIRS], key=lambda qq: (qq[0].path, qq[0].line))
+        judged = sorted(
+            ((Qrel._make(q), Text._make(t)) for q, t in groups[PAIRS]), key=lambda qq: (qq[0].path, qq[0].line)
+        )
         if doc is None:
             for qrel, _ in judged:
                 yield reject(qrel_record(qrel), self.unknown_reason)
@@ -94,11 +105,13 @@ class JoinDocFn(beam.DoFn):
         if not judged:
             self.unused.inc()
         for qrel, query in judged:
-            yield Pair(query, doc, qrel)
+            yield Pair(query, doc, qrel).to_plain()
 
 
 class JoinQrels(beam.PTransform):
     """{'queries': (qid, Text), 'docs': (doc_id, Text), 'qrels': (qid, Qrel)} -> {'pairs': Pair, 'rejects', 'skipped'}.
+
+    Values travel as plain tuples (`tabular.plain`); the pairs come out as `Pair.to_plain()`, `Pair.of` reads them.
 
     Two CoGroupByKeys: qrels with queries by query id, then the result with documents by document id, so no
     worker ever holds more than one key's group. Qrels scoring below `threshold` (or at it, when `strict`)

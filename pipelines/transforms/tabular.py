@@ -115,8 +115,17 @@ def parse_json_doc(record: Record, clean: bool = True, id_field: str = "_id") ->
     return str(doc_id), Text(str(doc_id), full, record.path, record.line)
 
 
+def plain(value: Any) -> Any:
+    """A NamedTuple as a plain tuple, for the wire between steps; `Text._make(...)` etc. rebuild it.
+
+    Beam encodes plain tuples natively but pickles NamedTuples: ~4x slower to encode and decode, and that
+    was a large share of a build's CPU time (every keyed value crosses one or two shuffles).
+    """
+    return tuple(value) if isinstance(value, tuple) else value
+
+
 class ParseKeyedFn(beam.DoFn):
-    """Record -> (key, value) (or a list of them) by a pure parse function; reasons to rejects, `Skip`s to skipped."""
+    """Record -> (key, plain value) (or several) by a pure parse function; reasons to rejects, `Skip`s to skipped."""
 
     def __init__(self, parse: Callable[[Record], Any]):
         self.parse = parse
@@ -124,17 +133,18 @@ class ParseKeyedFn(beam.DoFn):
     def process(self, record: Record) -> Iterator[Any]:
         out = self.parse(record)
         if isinstance(out, list):  # a record that stands for several keyed values
-            yield from out
+            for key, value in out:
+                yield key, plain(value)
         elif isinstance(out, Skip):
             yield skip(out.reason)
         elif isinstance(out, str):
             yield reject(record, out)
         else:
-            yield out
+            yield out[0], plain(out[1])
 
 
 class ReadKeyed(beam.PTransform):
-    """PBegin -> {'keyed': (key, value), 'rejects': reject dicts, 'skipped': reasons} from files and a parse function.
+    """PBegin -> {'keyed': (key, plain value), 'rejects': reject dicts, 'skipped': reasons} from files and a parse function.
 
     `parse` must be picklable (a module-level function or a functools.partial of one) for multi-process runners.
     """

@@ -136,3 +136,13 @@ def test_encode_resumes_after_a_crash_and_skips_cached(tmp_path):
 
 def test_length_order_ties_by_position():
     assert length_order(np.array([3, 5, 3, 5])).tolist() == [1, 3, 0, 2]
+
+
+def test_coalesce_joins_shards_in_order():
+    shards = [
+        (np.arange(a, b), np.full((b - a, 2), a, np.float32)) for a, b in [(0, 5), (5, 305), (305, 306), (306, 1000)]
+    ]
+    out = list(ix.coalesce(iter(shards), 301))
+    assert [len(i) for i, _ in out] == [305, 695]
+    assert (np.concatenate([i for i, _ in out]) == np.arange(1000)).all()
+    assert (out[1][1][:, 0] == np.repeat([305, 306], [1, 694])).all()
