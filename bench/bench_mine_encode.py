@@ -69,8 +69,10 @@ def main() -> None:
     flops = model_flops(lengths, layers, d, ff)
     _, keys = text_keys(texts)
     arr, chars = pa.array(texts), np.array([len(t) for t in texts])
-    print(f"threads={torch.get_num_threads()} passages={len(texts)} tokens={lengths.sum()} "
-          f"(mean {lengths.mean():.0f}) model GFLOP/passage={flops / len(texts) / 1e9:.3f}")  # fmt: skip
+    print(
+        f"threads={torch.get_num_threads()} passages={len(texts)} tokens={lengths.sum()} "
+        f"(mean {lengths.mean():.0f}) model GFLOP/passage={flops / len(texts) / 1e9:.3f}"
+    )
     embs = {}
     for dtype in (torch.float32, torch.bfloat16):
         rate = gemm_rate(d, ff, dtype)
@@ -84,8 +86,10 @@ def main() -> None:
             embs[dtype] = store.gather(*store.locate(keys))
         measured, bound = len(texts) / secs, rate / (flops / len(texts))
         name = str(dtype).removeprefix("torch.")
-        print(f"{name:9s} GEMM {rate / 1e9:7.1f} GFLOP/s | encode {measured:7.1f} passages/s | "
-              f"bound {bound:7.1f} passages/s | measured/bound = {measured / bound:.2f}")  # fmt: skip
+        print(
+            f"{name:9s} GEMM {rate / 1e9:7.1f} GFLOP/s | encode {measured:7.1f} passages/s | "
+            f"bound {bound:7.1f} passages/s | measured/bound = {measured / bound:.2f}"
+        )
     cos = (embs[torch.float32] * embs[torch.bfloat16]).sum(1)
     print(
         f"bfloat16 vs float32 embeddings (both via the float16 cache): cosine min {cos.min():.6f} mean {cos.mean():.6f}"

@@ -23,7 +23,9 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 
-COLLECTION = Path(__file__).resolve().parents[2] / "shared" / "data" / "msmarco" / "nos-irv3_dl19-judged_collection.tsv"
+COLLECTION = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "msmarco" / "nos-irv3_dl19-judged_collection.tsv"
+)
 
 
 def encode_rate(texts: list[str], device: str, dtype: torch.dtype, batch: int) -> float:
@@ -82,15 +84,19 @@ def main() -> None:
     texts = [f"{base[i % len(base)]} ({i})" for i in range(args.passages)]  # distinct texts, real lengths
     gpu_rate = encode_rate(texts, "cuda", torch.bfloat16, args.batch_size)
     cpu_rate = encode_rate(texts[: args.cpu_passages], "cpu", torch.float32, 64)
-    print(f"{torch.cuda.get_device_name()}: MiniLM bf16 {gpu_rate:,.0f} passages/s vs CPU fp32 {cpu_rate:,.1f} "
-          f"passages/s = {gpu_rate / cpu_rate:,.0f}x")  # fmt: skip
+    print(
+        f"{torch.cuda.get_device_name()}: MiniLM bf16 {gpu_rate:,.0f} passages/s vs CPU fp32 {cpu_rate:,.1f} "
+        f"passages/s = {gpu_rate / cpu_rate:,.0f}x"
+    )
     has_gpu_faiss = gpu_available()
     g = search_time(args.docs, args.queries, gpu=has_gpu_faiss)
     c = search_time(min(args.docs, 200_000), min(args.queries, 1000), gpu=False)
     c_scaled = c * (args.docs / min(args.docs, 200_000)) * (args.queries / min(args.queries, 1000))
     label = "FAISS-GPU" if has_gpu_faiss else "FAISS-CPU (no faiss-gpu installed)"
-    print(f"{label} flat top-100, {args.docs:,} docs x {args.queries:,} queries: {g:.2f}s; CPU flat extrapolated "
-          f"from 200k x 1k: {c_scaled:.1f}s = {c_scaled / g:.1f}x")  # fmt: skip
+    print(
+        f"{label} flat top-100, {args.docs:,} docs x {args.queries:,} queries: {g:.2f}s; CPU flat extrapolated "
+        f"from 200k x 1k: {c_scaled:.1f}s = {c_scaled / g:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/bench_mine_scale.py [--sizes 250000 1000000] [--queries 10000] [--index flat]
 
 Each size runs in a fresh subprocess (its own peak RSS, ru_maxrss) on a Parquet corpus of random sentences over a
-synthetic 2,000-word vocabulary, with a random 2-layer, 64-wide BERT. Prints peak RSS per size, the growth ratio,
+synthetic 2,000-word vocabulary, with a random 1-layer, 32-wide BERT. Prints peak RSS per size, the growth ratio,
 and the bytes added per extra document, next to the raw size of the corpus text (the floor for in-memory text).
 """
 
@@ -35,8 +35,14 @@ def make_model(out: Path) -> None:
     (out / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *VOCAB]) + "\n")
     tok = BertTokenizer(vocab=str(out / "vocab.txt"))
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=128, max_position_embeddings=64)  # fmt: skip
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(cfg).save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
 
@@ -67,10 +73,11 @@ def make_data(out: Path, n_docs: int, n_queries: int, seed: int = 0) -> tuple[in
             first = texts
     writer.close()
     rows = [
-        S.TupleRow(source="synthetic", pair_type="qa", query=" ".join(rng.choice(words, 6)), positive=first[i % len(first)])
-        .to_dict()
+        S.TupleRow(
+            source="synthetic", pair_type="qa", query=" ".join(rng.choice(words, 6)), positive=first[i % len(first)]
+        ).to_dict()
         for i in range(n_queries)
-    ]  # fmt: skip
+    ]
     io.write_shards(rows, str(out / "in"), num_shards=4)
     return text_bytes, corpus, out / "in"
 
@@ -81,13 +88,31 @@ def child(args) -> None:
 
     t = time.perf_counter()
     cfg = MineConfig(
-        input=args.input, output=args.output, model=args.model, corpus=(args.corpus,), work_dir=args.work_dir,
-        device="cpu", max_length=32, batch_size=512, index=args.index, num_negatives=7, range_max=50,
-    )  # fmt: skip
+        input=args.input,
+        output=args.output,
+        model=args.model,
+        corpus=(args.corpus,),
+        work_dir=args.work_dir,
+        device="cpu",
+        max_length=32,
+        batch_size=512,
+        index=args.index,
+        num_negatives=7,
+        range_max=50,
+    )
     m = mine(cfg)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak_rss": peak, "secs": time.perf_counter() - t, "timings": m["mining"]["timings_s"],
-                      "docs": m["mining"]["corpus"]["documents"], "rows": m["rows"]}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "peak_rss": peak,
+                "secs": time.perf_counter() - t,
+                "timings": m["mining"]["timings_s"],
+                "docs": m["mining"]["corpus"]["documents"],
+                "rows": m["rows"],
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -106,22 +131,40 @@ def main() -> None:
         make_model(Path(tmp) / "model")
         for n in args.sizes:
             text_bytes, corpus, inp = make_data(Path(tmp) / f"data{n}", n, args.queries)
-            cmd = [sys.executable, __file__, "--child", "--index", args.index, "--input", str(inp),
-                   "--output", f"{tmp}/out{n}", "--model", f"{tmp}/model", "--corpus", str(corpus),
-                   "--work-dir", f"{tmp}/work{n}"]  # fmt: skip
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                "--index",
+                args.index,
+                "--input",
+                str(inp),
+                "--output",
+                f"{tmp}/out{n}",
+                "--model",
+                f"{tmp}/model",
+                "--corpus",
+                str(corpus),
+                "--work-dir",
+                f"{tmp}/work{n}",
+            ]
             res = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if res.returncode:
                 sys.exit(f"size {n} failed:\n{res.stderr[-4000:]}")
             results[n] = json.loads(res.stdout.strip().splitlines()[-1]) | {"text_bytes": text_bytes}
             r = results[n]
-            print(f"{n:>9,} docs: peak RSS {r['peak_rss'] / 2**20:8.1f} MiB | corpus text {text_bytes / 2**20:6.1f} MiB"
-                  f" | {r['secs']:6.1f}s {r['timings']}")  # fmt: skip
+            print(
+                f"{n:>9,} docs ({r['docs']:,} unique, {r['rows']:,} rows mined): peak RSS {r['peak_rss'] / 2**20:8.1f} MiB | corpus text {text_bytes / 2**20:6.1f} MiB"
+                f" | {r['secs']:6.1f}s {r['timings']}"
+            )
     lo, hi = min(results), max(results)
     grow = results[hi]["peak_rss"] / results[lo]["peak_rss"]
     per_doc = (results[hi]["peak_rss"] - results[lo]["peak_rss"]) / (hi - lo)
     text_per_doc = (results[hi]["text_bytes"] - results[lo]["text_bytes"]) / (hi - lo)
-    print(f"peak RSS growth {lo:,} -> {hi:,} docs ({hi / lo:.0f}x docs): {grow:.2f}x; "
-          f"{per_doc:.0f} bytes per extra document (its text alone: {text_per_doc:.0f} bytes)")  # fmt: skip
+    print(
+        f"peak RSS growth {lo:,} -> {hi:,} docs ({hi / lo:.0f}x docs): {grow:.2f}x; "
+        f"{per_doc:.0f} bytes per extra document (its text alone: {text_per_doc:.0f} bytes)"
+    )
 
 
 if __name__ == "__main__":

