@@ -293,16 +293,6 @@ def summary_line(manifest: Mapping[str, Any], output: str) -> str:
     )
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("--input", required=True, help="tuple shards: a shard directory, a glob or a .parquet file (local or gs://)")
@@ -310,7 +300,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--output", required=True, help="output directory (local or gs://); one output file per input shard")
     a(
         "--num-negatives",
-        type=_non_negative_int,
+        type=runner.int_at_least(0),
         help="negatives per row, hardest first (default: all; sentence-transformers: the most any row has)",
     )
     a(

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import io
+from pipelines import io, runner
 from pipelines import schema as S
 
 TEXT_FIELDS = (S.QUERY, S.POSITIVE, S.NEGATIVES)
@@ -212,19 +212,9 @@ def render(summary: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="shard directory (local or gs://), or a glob of shard files")
-    parser.add_argument("--samples", type=_non_negative_int, default=3, help="sample rows to show (default 3)")
+    parser.add_argument("--samples", type=runner.int_at_least(0), default=3, help="sample rows to show (default 3)")
     parser.add_argument("--json", action="store_true", help="print one machine-readable JSON object instead")
     parser.add_argument(
         "--plot", metavar="PATH", help="mined shards: where to write the score histogram PNG (default: in DIR)"

@@ -191,17 +191,6 @@ class BuildNliTuples(beam.PTransform):
         return {"rows": built.rows, "rejects": rejects, "skipped": built[SKIPPED]}
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1, so a bad value fails with a usage error naming it."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input", nargs="+", required=True, action="extend", help="files or globs (.jsonl[.gz], .parquet)"
@@ -211,7 +200,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--drop-without-negatives", action="store_true", help="drop rows whose premise has no contradiction"
     )
-    parser.add_argument("--num-shards", type=_positive_int, default=1, help="number of output shard files (default 1)")
+    parser.add_argument(
+        "--num-shards", type=runner.int_at_least(1), default=1, help="number of output shard files (default 1)"
+    )
     parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
 
 
