@@ -88,5 +88,12 @@ def describe(shard_dir: str, manifest: dict[str, Any], plot_path: str | None = N
         if "://" in path:
             lines.append(f"  histogram: not written ({path} is not local; pass a local plot path)")
         else:
-            lines.append(f"  histogram: {plot_histogram(pos, neg, path, title=str(m.get('model')))}")
+            lines.append(f"  histogram: {plot_histogram(pos, neg, path, title=_title(m))}")
     return lines
+
+
+def _title(mining: dict) -> str:
+    """Short plot title: the model's last path parts (a local path can be long) and the index."""
+    model = str(mining.get("model", "")).rstrip("/")
+    short = "/".join(model.split("/")[-2:]) if model else "model"
+    return f"teacher scores: {short}"
