@@ -140,3 +140,9 @@ def run_build(
         out_dir,
     )
     return manifest
+
+
+def report(manifest: dict[str, Any], out_dir: str) -> int:
+    """Print the one-line result of a build for the command line; the exit status (0)."""
+    print(f"wrote {manifest.get('rows', 0)} rows ({manifest.get('rejects_total', 0)} rejects) to {out_dir}")
+    return 0

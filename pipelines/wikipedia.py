@@ -276,6 +276,4 @@ def main(args: argparse.Namespace, beam_args: list[str]) -> int:
         num_shards=args.num_shards,
         split=args.split,
     )
-    manifest = build(config, beam_args)
-    print(f"wrote {manifest.get('rows', 0)} rows ({manifest.get('rejects_total', 0)} rejects) to {config.output}")
-    return 0
+    return runner.report(build(config, beam_args), config.output)
