@@ -24,10 +24,10 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 
-from mining.corpus import text_keys  # noqa: E402
-from mining.encode import Embedder, encode_missing  # noqa: E402
-from mining.store import EmbeddingStore  # noqa: E402
-from training.model import Encoder  # noqa: E402
+from negminer.mining.corpus import text_keys  # noqa: E402
+from negminer.mining.encode import Embedder, encode_missing  # noqa: E402
+from negminer.mining.store import EmbeddingStore  # noqa: E402
+from negminer.training.model import Encoder  # noqa: E402
 
 COLLECTION = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "msmarco" / "nos-irv3_dl19-judged_collection.tsv"

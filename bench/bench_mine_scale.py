@@ -53,8 +53,8 @@ def make_data(out: Path, n_docs: int, n_queries: int, seed: int = 0) -> tuple[in
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines import io
-    from pipelines import schema as S
+    from negminer.pipelines import io
+    from negminer.pipelines import schema as S
 
     rng = np.random.default_rng(seed)
     words = np.array(VOCAB)
@@ -83,8 +83,8 @@ def make_data(out: Path, n_docs: int, n_queries: int, seed: int = 0) -> tuple[in
 
 
 def child(args) -> None:
-    from mining.config import MineConfig
-    from mining.mine import mine
+    from negminer.mining.config import MineConfig
+    from negminer.mining.mine import mine
 
     t = time.perf_counter()
     cfg = MineConfig(

@@ -20,11 +20,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mining.config import MineConfig  # noqa: E402
-from mining.mine import mine  # noqa: E402
-from pipelines import io  # noqa: E402
-from pipelines import schema as S  # noqa: E402
-from pipelines.transforms.clean import normalize_for_match  # noqa: E402
+from negminer.mining.config import MineConfig  # noqa: E402
+from negminer.mining.mine import mine  # noqa: E402
+from negminer.pipelines import io  # noqa: E402
+from negminer.pipelines import schema as S  # noqa: E402
+from negminer.pipelines.transforms.clean import normalize_for_match  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "msmarco"
 

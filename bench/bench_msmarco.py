@@ -150,7 +150,7 @@ def main() -> None:
     # what a process costs before it reads any data: subtracted before scaling memory to the full set
     idle = measure([py, "-c", "import apache_beam, pyarrow, ftfy; from pipelines import msmarco, runner"])
     sys.path.insert(0, str(ROOT))
-    from pipelines import io
+    from negminer.pipelines import io
 
     rows_beam = io.read_manifest(str(out / "beam"))["rows"]
     lines = args.passages + args.queries + args.qrels

@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines import webcrawl, wikipedia  # noqa: E402
-from pipelines.transforms.quality import keep_rates  # noqa: E402
+from negminer.pipelines import webcrawl, wikipedia  # noqa: E402
+from negminer.pipelines.transforms.quality import keep_rates  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 WIKI = DATA / "wikipedia" / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"

@@ -93,7 +93,7 @@ def cpu_seconds() -> float:
 
 
 def run_beam(src: str, out: str, beam_args: list[str]) -> dict:
-    from pipelines import snli
+    from negminer.pipelines import snli
 
     t = time.perf_counter()
     manifest = snli.build(snli.SnliConfig(inputs=(src,), output=out), beam_args)

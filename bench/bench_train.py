@@ -28,8 +28,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from pipelines import io  # noqa: E402
-from pipelines import schema as S  # noqa: E402
+from negminer.pipelines import io  # noqa: E402
+from negminer.pipelines import schema as S  # noqa: E402
 
 SNLI = ROOT.parent / "shared" / "data" / "nli" / "jack_1000_samples_snli_1.0_train.jsonl"
 
@@ -42,7 +42,7 @@ def model_path() -> str:
 
 def build_data(work: Path) -> str:
     """SNLI shards from the real excerpt, keeping rows with a hard negative (MNRL's triplet input needs one)."""
-    from pipelines.snli import SnliConfig, build
+    from negminer.pipelines.snli import SnliConfig, build
 
     build(SnliConfig(inputs=(str(SNLI),), output=str(work / "snli")), [])
     rows = [r for r in io.iter_rows(str(work / "snli")) if r[S.NEGATIVES]]
@@ -51,8 +51,8 @@ def build_data(work: Path) -> str:
 
 
 def ours(data: str, out: Path, args: argparse.Namespace) -> float:
-    from training.config import TrainConfig
-    from training.train import train
+    from negminer.training.config import TrainConfig
+    from negminer.training.train import train
 
     cfg = TrainConfig(
         data=(data,),
@@ -149,7 +149,7 @@ def _status_bytes(field: str) -> int:
 def synthetic_batch(data: str, batch: int):
     """`batch` rows cycled from the real triplets, texts tagged with their copy number (the excerpt has too few distinct
     premises for a 1024-row batch without duplicates); lengths stay those of real SNLI text. Memory only."""
-    from training.data import Batch
+    from negminer.training.data import Batch
 
     rows = list(io.iter_rows(data))
     picked = [(rows[i % len(rows)], i // len(rows)) for i in range(batch)]
@@ -164,10 +164,10 @@ def synthetic_batch(data: str, batch: int):
 
 def memory_child(data: str, batch: int, chunk: int | None, max_length: int) -> dict:
     """One optimisation step (forward, loss, backward) at this batch size; peak memory above the loaded model."""
-    from training.config import TrainConfig
-    from training.distributed import Dist
-    from training.model import Encoder
-    from training.step import StepSettings, forward_backward, objective
+    from negminer.training.config import TrainConfig
+    from negminer.training.distributed import Dist
+    from negminer.training.model import Encoder
+    from negminer.training.step import StepSettings, forward_backward, objective
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = TrainConfig(data=(data,), model="m", output="o", batch_size=batch, num_negatives=1, max_steps=1)

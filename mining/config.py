@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from mining.encode import DEVICES, DTYPES
-from mining.index import INDEX_KINDS
-from mining.select import SAMPLINGS, Ceiling, Rules
+from negminer.mining.encode import DEVICES, DTYPES
+from negminer.mining.index import INDEX_KINDS
+from negminer.mining.select import SAMPLINGS, Ceiling, Rules
 
 POOLINGS = ("auto", "mean", "cls", "last")
 

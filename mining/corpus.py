@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.transforms.clean import normalize_for_match
+from negminer.pipelines.transforms.clean import normalize_for_match
 
 DOC_ID = "doc_id"
 TEXT = "text"

@@ -11,7 +11,7 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from mining.store import EmbeddingStore
+from negminer.mining.store import EmbeddingStore
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -30,13 +30,46 @@ def resolve_device(spec: str) -> str:
     return spec
 
 
+def cpu_bf16_native() -> tuple[bool, str]:
+    """Whether this CPU computes bfloat16 matmuls natively (AMX or AVX512-BF16), and the evidence.
+
+    Without them torch emulates bf16 and a matmul runs ~100x slower than float32 (measured on an AVX2-only CPU).
+    """
+    cpu = getattr(torch._C, "_cpu", None)
+    checks = {"amx_bf16": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported"}
+    if cpu is not None and all(hasattr(cpu, f) for f in checks.values()):
+        found = [name for name, f in checks.items() if getattr(cpu, f)()]
+    else:  # older torch: read the kernel's flags (Linux only; elsewhere assume no native bf16)
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as fh:
+                flags = next((ln.split(":", 1)[1].split() for ln in fh if ln.startswith("flags")), [])
+        except OSError:
+            flags = []
+        found = [name for name in checks if name in flags]
+    if found:
+        return True, "CPU has " + " and ".join(found)
+    return False, "CPU has neither AMX nor AVX512-BF16 (bf16 would be emulated)"
+
+
 def resolve_dtype(spec: str, device: str) -> torch.dtype:
-    """`auto` -> bfloat16 on GPU, float32 on CPU (bfloat16 on CPU only when asked: see docs/mining.md)."""
+    """`auto` -> bfloat16 on GPU and on CPUs with native bf16, else float32 (see `dtype_reason`)."""
+    return _resolve_dtype(spec, device)[0]
+
+
+def dtype_reason(spec: str, device: str) -> str:
+    """One line for the manifest: which dtype `spec` became on `device`, and why."""
+    return _resolve_dtype(spec, device)[1]
+
+
+def _resolve_dtype(spec: str, device: str) -> tuple[torch.dtype, str]:
     if spec not in DTYPES:
         raise ValueError(f"--dtype must be one of {DTYPES}, got {spec!r}")
-    if spec == "auto":
-        return torch.bfloat16 if device == "cuda" else torch.float32
-    return getattr(torch, spec)
+    if spec != "auto":
+        return getattr(torch, spec), "asked for"
+    if device == "cuda":
+        return torch.bfloat16, "auto: GPU"
+    native, why = cpu_bf16_native()
+    return (torch.bfloat16 if native else torch.float32), f"auto: {why}"
 
 
 class Embedder:

@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pyarrow as pa
 
-from mining.corpus import Corpus, hash64, id_keys, text_keys
-from pipelines import io
-from pipelines import schema as S
-from pipelines.transforms.clean import normalize_for_match
+from negminer.mining.corpus import Corpus, hash64, id_keys, text_keys
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
+from negminer.pipelines.transforms.clean import normalize_for_match
 
 
 @dataclasses.dataclass

@@ -14,18 +14,18 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from mining import index as ix
-from mining.config import MineConfig
-from mining.corpus import Corpus, CorpusBuilder, hash64
-from mining.encode import Embedder, encode_missing, resolve_device, resolve_dtype
-from mining.groups import Groups, build_groups, padded
-from mining.output import write_output
-from mining.rerank import Reranker, rescore
-from mining.select import Rules, choose, eligible, lowest_positive
-from mining.sources import corpus_documents, shard_documents
-from mining.store import EmbeddingStore
-from pipelines import io
-from pipelines.io import write_bytes_atomic
+from negminer.mining import index as ix
+from negminer.mining.config import MineConfig
+from negminer.mining.corpus import Corpus, CorpusBuilder, hash64
+from negminer.mining.encode import Embedder, dtype_reason, encode_missing, resolve_device, resolve_dtype
+from negminer.mining.groups import Groups, build_groups, padded
+from negminer.mining.output import write_output
+from negminer.mining.rerank import Reranker, rescore
+from negminer.mining.select import Rules, choose, eligible, lowest_positive
+from negminer.mining.sources import corpus_documents, shard_documents
+from negminer.mining.store import EmbeddingStore
+from negminer.pipelines import io
+from negminer.pipelines.io import write_bytes_atomic
 
 log = logging.getLogger("negminer.mining")
 GROUP_BATCH = 512
@@ -47,7 +47,7 @@ class Mined:
 
 
 def load_encoder(cfg: MineConfig):
-    from training.model import Encoder
+    from negminer.training.model import Encoder
 
     return Encoder.from_pretrained(
         cfg.model, pooling=cfg.pooling, max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code
@@ -132,6 +132,7 @@ def mine(cfg: MineConfig, encoder: Any = None, on_chunk: Callable[[int], None] |
         "max_length": int(encoder.max_length),
         "device": device,
         "dtype": emb.docs.fields["dtype"],
+        "dtype_reason": dtype_reason(cfg.dtype, device),
         "index": cfg.index,
         "faiss_gpu": gpu,
         "k": k,

@@ -12,11 +12,11 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 import negminer
-from mining.config import MineConfig
-from mining.corpus import Corpus
-from mining.groups import Groups
-from pipelines import io
-from pipelines import schema as S
+from negminer.mining.config import MineConfig
+from negminer.mining.corpus import Corpus
+from negminer.mining.groups import Groups
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 
 _SHARD = re.compile(r"^(?P<split>.+)-\d{5}-of-(?P<count>\d{5})\.parquet$")
 RETRIEVER_KEY = "retriever_scores"  # provenance key holding the retriever's scores when a reranker is the teacher

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from pipelines import io
-from pipelines import schema as S
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 
 HISTOGRAM_NAME = "score_histogram.png"
 

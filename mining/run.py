@@ -9,10 +9,10 @@ import argparse
 import logging
 import time
 
-from mining.config import POOLINGS, MineConfig, default_work_dir
-from mining.encode import DEVICES, DTYPES
-from mining.index import INDEX_KINDS
-from mining.select import SAMPLINGS
+from negminer.mining.config import POOLINGS, MineConfig, default_work_dir
+from negminer.mining.encode import DEVICES, DTYPES
+from negminer.mining.index import INDEX_KINDS
+from negminer.mining.select import SAMPLINGS
 
 log = logging.getLogger("negminer.mining")
 
@@ -87,7 +87,7 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
         cfg = config_from_args(args)
     except ValueError as e:
         raise SystemExit(f"negminer mine: {e}") from None
-    from mining.mine import mine
+    from negminer.mining.mine import mine
 
     t0 = time.perf_counter()
     manifest = mine(cfg)

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import io
-from pipelines import schema as S
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 
 ID_FIELDS = ("_id", "id", "doc_id", "docid", "pid", "corpus_id")
 TEXT_FIELDS = ("text", "contents", "passage", "body", "document")

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.io import write_bytes_atomic
+from negminer.pipelines.io import write_bytes_atomic
 
 KEYS_SUFFIX = ".keys.npy"
 EMB_SUFFIX = ".f16.npy"

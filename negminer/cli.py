@@ -13,16 +13,16 @@ import sys
 
 # name -> (module, one-line help). Modules are imported only when their command is used or listed.
 BUILDERS = {
-    "snli": ("pipelines.snli", "SNLI / MultiNLI (official JSON lines or Hugging Face layout) -> NLI tuples"),
-    "msmarco": ("pipelines.msmarco", "MS MARCO passage ranking (TSVs + qrels, or HF layout) -> QA tuples"),
-    "fever": ("pipelines.fever", "FEVER claims + wiki pages -> fact-checking tuples"),
-    "beir": ("pipelines.beir", "any BEIR-format set (corpus, queries, qrels) -> retrieval tuples"),
-    "wikipedia": ("pipelines.wikipedia", "Wikipedia dump / WikiExtractor / HF layout -> pre-training pairs"),
-    "webcrawl": ("pipelines.webcrawl", "Common Crawl WARC / WET -> pre-training pairs"),
+    "snli": ("negminer.pipelines.snli", "SNLI / MultiNLI (official JSON lines or Hugging Face layout) -> NLI tuples"),
+    "msmarco": ("negminer.pipelines.msmarco", "MS MARCO passage ranking (TSVs + qrels, or HF layout) -> QA tuples"),
+    "fever": ("negminer.pipelines.fever", "FEVER claims + wiki pages -> fact-checking tuples"),
+    "beir": ("negminer.pipelines.beir", "any BEIR-format set (corpus, queries, qrels) -> retrieval tuples"),
+    "wikipedia": ("negminer.pipelines.wikipedia", "Wikipedia dump / WikiExtractor / HF layout -> pre-training pairs"),
+    "webcrawl": ("negminer.pipelines.webcrawl", "Common Crawl WARC / WET -> pre-training pairs"),
 }
 COMMANDS = {
-    "mine": ("mining.run", "mine hard negatives for tuple shards (encoder + FAISS + filters + reranker)"),
-    "train": ("training.train", "train an embedding model with InfoNCE on tuple shards"),
+    "mine": ("negminer.mining.run", "mine hard negatives for tuple shards (encoder + FAISS + filters + reranker)"),
+    "train": ("negminer.training.train", "train an embedding model with InfoNCE on tuple shards"),
     "export": ("negminer.export", "export shards for sentence-transformers, FlagEmbedding, Tevatron, JSONL"),
     "inspect": ("negminer.inspect", "summarise a shard directory: counts, rejects, lengths, samples"),
     "demo": ("negminer.demo", "run the whole chain on bundled sample data"),
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command != "build" and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from pipelines import runner  # noqa: PLC0415 — light, and only needed once a command runs
+    from negminer.pipelines import runner  # noqa: PLC0415 — light, and only needed once a command runs
 
     runner.set_command_line(argv)
     try:

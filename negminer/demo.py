@@ -20,8 +20,8 @@ import numpy as np
 
 from negminer import cli
 from negminer.export import FORMATS, MANIFEST_NAME
-from pipelines import io
-from pipelines import schema as S
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 
 DATA = resources.files("negminer") / "data"
 SNLI_SAMPLE = "snli_sample.jsonl"
@@ -29,7 +29,7 @@ SNLI_SAMPLE = "snli_sample.jsonl"
 EVAL_FILES = {"corpus.jsonl": "nli_eval_corpus.jsonl", "queries.jsonl": "nli_eval_queries.jsonl",
               "qrels/test.tsv": "nli_eval_qrels_test.tsv"}  # fmt: skip
 log = logging.getLogger("negminer.demo")
-CHAIN_MODULES = {"mine": "mining.run", "train": "training.train"}
+CHAIN_MODULES = {"mine": "negminer.mining.run", "train": "negminer.training.train"}
 
 
 @dataclasses.dataclass(frozen=True)

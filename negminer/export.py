@@ -25,8 +25,8 @@ from apache_beam.io.filesystems import FileSystems
 from tqdm import tqdm
 
 import negminer
-from pipelines import io, runner
-from pipelines import schema as S
+from negminer.pipelines import io, runner
+from negminer.pipelines import schema as S
 
 ST, FLAG, TEVATRON, JSONL = "sentence-transformers", "flagembedding", "tevatron", "jsonl"
 FORMATS = (ST, FLAG, TEVATRON, JSONL)

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import io, runner
-from pipelines import schema as S
+from negminer.pipelines import io, runner
+from negminer.pipelines import schema as S
 
 TEXT_FIELDS = (S.QUERY, S.POSITIVE, S.NEGATIVES)
 SHARD_RE = re.compile(r"^(?P<split>.+)-\d{5}-of-\d{5}\.parquet$")
@@ -131,7 +131,7 @@ def reject_counts(shard_dir: str) -> dict[str, int]:
 
 def mining_lines(shard_dir: str, manifest: dict[str, Any], plot_path: str | None) -> list[str]:
     try:
-        from mining import report
+        from negminer.mining import report
     except ImportError as e:
         return [f"mining: the manifest has mining settings, but mining.report cannot be imported ({e})"]
     return list(report.describe(shard_dir, manifest, plot_path=plot_path))

@@ -14,10 +14,10 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines import io, runner
-from pipelines import schema as S
-from pipelines.transforms.join import DOCS, PAIRS, QRELS, QUERIES, JoinQrels, Pair
-from pipelines.transforms.tabular import ReadKeyed, flatten_outputs, parse_json_doc, parse_qrel
+from negminer.pipelines import io, runner
+from negminer.pipelines import schema as S
+from negminer.pipelines.transforms.join import DOCS, PAIRS, QRELS, QUERIES, JoinQrels, Pair
+from negminer.pipelines.transforms.tabular import ReadKeyed, flatten_outputs, parse_json_doc, parse_qrel
 
 PAIR_TYPE = "qa"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

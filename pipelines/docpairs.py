@@ -8,10 +8,10 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines import io
-from pipelines import schema as S
-from pipelines.source import REJECTS, SKIPPED, skip
-from pipelines.transforms import dedup, quality
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
+from negminer.pipelines.source import REJECTS, SKIPPED, skip
+from negminer.pipelines.transforms import dedup, quality
 
 TITLE_LEAD = "title-lead"
 TITLE_BODY = "title-body"

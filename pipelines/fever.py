@@ -15,10 +15,17 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
-from pipelines import io, runner
-from pipelines import schema as S
-from pipelines.source import REJECTS, Record, parse_json_line, reject
-from pipelines.transforms.tabular import ReadKeyed, Skip, flatten_outputs, tidy, title_and_text, untokenize_ptb
+from negminer.pipelines import io, runner
+from negminer.pipelines import schema as S
+from negminer.pipelines.source import REJECTS, Record, parse_json_line, reject
+from negminer.pipelines.transforms.tabular import (
+    ReadKeyed,
+    Skip,
+    flatten_outputs,
+    tidy,
+    title_and_text,
+    untokenize_ptb,
+)
 
 SOURCE, PAIR_TYPE = "fever", "fact"
 SUPPORTS, REFUTES, NEI = "SUPPORTS", "REFUTES", "NOT ENOUGH INFO"

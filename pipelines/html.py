@@ -11,8 +11,8 @@ from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding, map_encoding_to_html5
 from resiliparse.parse.html import HTMLTree
 
-from pipelines.docpairs import Section
-from pipelines.transforms.clean import clean_text
+from negminer.pipelines.docpairs import Section
+from negminer.pipelines.transforms.clean import clean_text
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _BULLET = "•"  # resiliparse's list bullet: list items are navigation or enumerations, not paragraphs

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import schema as S
+from negminer.pipelines import schema as S
 
 PARQUET_COMPRESSION = "zstd"
 

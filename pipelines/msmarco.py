@@ -15,12 +15,12 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
-from pipelines import io, runner
-from pipelines import schema as S
-from pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, reject, skip
-from pipelines.transforms.clean import normalize_for_match
-from pipelines.transforms.join import DOCS, PAIRS, QRELS, QUERIES, JoinQrels, Pair
-from pipelines.transforms.tabular import ReadKeyed, flatten_outputs, parse_id_text, parse_qrel, tidy
+from negminer.pipelines import io, runner
+from negminer.pipelines import schema as S
+from negminer.pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, reject, skip
+from negminer.pipelines.transforms.clean import normalize_for_match
+from negminer.pipelines.transforms.join import DOCS, PAIRS, QRELS, QUERIES, JoinQrels, Pair
+from negminer.pipelines.transforms.tabular import ReadKeyed, flatten_outputs, parse_id_text, parse_qrel, tidy
 
 SOURCE, PAIR_TYPE = "msmarco", "qa"
 TRIPLES = "triples"

@@ -16,9 +16,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineRunner
 
 import negminer
-from pipelines import io
-from pipelines import schema as S
-from pipelines.sink import WriteShardDir
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
+from negminer.pipelines.sink import WriteShardDir
 
 log = logging.getLogger("negminer")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines import io
-from pipelines import schema as S
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 
 
 def _merge_all(dicts: Iterable[dict]) -> dict:
@@ -58,7 +58,7 @@ def manifest_from_stats(base: dict[str, Any], split: str, stats: dict, rejects: 
         "skipped": dict(sorted(skipped.items())),
     }
     if any(k.startswith(("filter:", "dedup:")) for k in skipped):
-        from pipelines.transforms.quality import keep_rates  # only pipelines with quality filters need it
+        from negminer.pipelines.transforms.quality import keep_rates  # only pipelines with quality filters need it
 
         manifest["keep_rates"] = keep_rates(manifest)
     return manifest

@@ -12,10 +12,10 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
-from pipelines import io, runner
-from pipelines import schema as S
-from pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, reject, skip
-from pipelines.transforms.clean import clean_text
+from negminer.pipelines import io, runner
+from negminer.pipelines import schema as S
+from negminer.pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, reject, skip
+from negminer.pipelines.transforms.clean import clean_text
 
 ENTAILMENT, NEUTRAL, CONTRADICTION = "entailment", "neutral", "contradiction"
 HF_LABELS = {0: ENTAILMENT, 1: NEUTRAL, 2: CONTRADICTION}  # Hugging Face `snli` / `multi_nli`; -1 = no gold label

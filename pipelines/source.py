@@ -16,7 +16,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines import io
+from negminer.pipelines import io
 
 REJECTS = "rejects"  # tag of the rejects output of every DoFn that can reject
 SKIPPED = "skipped"  # tag of counted-but-unused input (e.g. neutral NLI hypotheses); elements are reason strings

@@ -15,10 +15,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 
-from pipelines import docpairs, html, io, runner
-from pipelines.docpairs import Doc, DocsToPairs, reject_at
-from pipelines.source import REJECTS, SKIPPED, skip
-from pipelines.transforms import dedup, quality
+from negminer.pipelines import docpairs, html, io, runner
+from negminer.pipelines.docpairs import Doc, DocsToPairs, reject_at
+from negminer.pipelines.source import REJECTS, SKIPPED, skip
+from negminer.pipelines.transforms import dedup, quality
 
 SOURCE = "webcrawl"
 PAIR_TYPES = (docpairs.TITLE_BODY, docpairs.HEADING_PARAGRAPH, docpairs.ADJACENT_PARAGRAPH)

@@ -16,11 +16,20 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines import docpairs, io, runner, wikidump, wikitext
-from pipelines.docpairs import Doc, DocsToPairs, reject_at
-from pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, read_text_lines, reject, skip
-from pipelines.transforms import dedup, quality
-from pipelines.transforms.clean import clean_text
+from negminer.pipelines import docpairs, io, runner, wikidump, wikitext
+from negminer.pipelines.docpairs import Doc, DocsToPairs, reject_at
+from negminer.pipelines.source import (
+    REJECTS,
+    SKIPPED,
+    ReadRecords,
+    Record,
+    parse_json_line,
+    read_text_lines,
+    reject,
+    skip,
+)
+from negminer.pipelines.transforms import dedup, quality
+from negminer.pipelines.transforms.clean import clean_text
 
 SOURCE = "wikipedia"
 PAIR_TYPES = (docpairs.TITLE_LEAD, docpairs.HEADING_PARAGRAPH, docpairs.ADJACENT_PARAGRAPH)

@@ -18,8 +18,8 @@ from mwparserfromhell.nodes import (
 )
 from mwparserfromhell.wikicode import Wikicode
 
-from pipelines.docpairs import Section
-from pipelines.transforms.clean import clean_text
+from negminer.pipelines.docpairs import Section
+from negminer.pipelines.transforms.clean import clean_text
 
 # Link namespaces whose target is not running text (files, categories) or another wiki (interlanguage).
 _DROP_LINK = re.compile(r"^\s*:?\s*(file|image|media|category|[a-z]{2,3}(-[a-z]+)?)\s*:", re.IGNORECASE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from training.model import POOLINGS
+from negminer.training.model import POOLINGS
 
 LOSSES = ("infonce", "infonce-bidirectional")
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import io
-from pipelines import schema as S
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 
 COLUMNS = [S.SOURCE, S.QUERY, S.POSITIVE, S.NEGATIVES, S.POSITIVE_SCORE, S.NEGATIVE_SCORES]
 

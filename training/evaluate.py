@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import io
-from pipelines import schema as S
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 
 
 class EvalSet:

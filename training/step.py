@@ -13,11 +13,11 @@ from collections.abc import Callable
 
 import torch
 
-from training import distributed
-from training.config import TrainConfig
-from training.data import Batch
-from training.loss import distill_kl, infonce, infonce_bidirectional, row_scores
-from training.model import Encoder
+from negminer.training import distributed
+from negminer.training.config import TrainConfig
+from negminer.training.data import Batch
+from negminer.training.loss import distill_kl, infonce, infonce_bidirectional, row_scores
+from negminer.training.model import Encoder
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

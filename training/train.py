@@ -1,7 +1,7 @@
 """The trainer: InfoNCE on streamed tuple shards, one readable loop.
 
 Usage: negminer train --data shards/snli --model sentence-transformers/all-MiniLM-L6-v2 --output out/ --max-steps 1000
-       torchrun --nproc-per-node 2 -m training.train --data shards/snli --model M --output out/ --max-steps 1000
+       torchrun --nproc-per-node 2 -m negminer.training.train --data shards/snli --model M --output out/ --max-steps 1000
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from training import checkpoint, distributed
-from training.config import TrainConfig
-from training.config import add_arguments as _config_arguments
-from training.data import Batch, batches, count_rows
-from training.evaluate import EvalSet, evaluate, load_eval
-from training.model import Encoder
-from training.step import StepSettings, forward_backward, objective
+from negminer.training import checkpoint, distributed
+from negminer.training.config import TrainConfig
+from negminer.training.config import add_arguments as _config_arguments
+from negminer.training.data import Batch, batches, count_rows
+from negminer.training.evaluate import EvalSet, evaluate, load_eval
+from negminer.training.model import Encoder
+from negminer.training.step import StepSettings, forward_backward, objective
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -252,7 +252,7 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":  # torchrun -m training.train ...
-    parser = argparse.ArgumentParser(prog="training.train", description=__doc__.splitlines()[0])
+if __name__ == "__main__":  # torchrun -m negminer.training.train ...
+    parser = argparse.ArgumentParser(prog="negminer.training.train", description=__doc__.splitlines()[0])
     add_arguments(parser)
     sys.exit(main(*parser.parse_known_args()))

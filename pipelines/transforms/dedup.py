@@ -22,9 +22,9 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from pipelines import schema as S
-from pipelines.source import SKIPPED, skip
-from pipelines.transforms.clean import normalize_for_match
+from negminer.pipelines import schema as S
+from negminer.pipelines.source import SKIPPED, skip
+from negminer.pipelines.transforms.clean import normalize_for_match
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,8 +8,8 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.source import REJECTS, SKIPPED, Record, reject, skip
-from pipelines.transforms.tabular import Qrel, Text, plain
+from negminer.pipelines.source import REJECTS, SKIPPED, Record, reject, skip
+from negminer.pipelines.transforms.tabular import Qrel, Text, plain
 
 QUERIES, DOCS, QRELS, PAIRS = "queries", "docs", "qrels", "pairs"
 

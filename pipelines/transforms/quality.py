@@ -10,9 +10,9 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines import schema as S
-from pipelines.source import SKIPPED, skip
-from pipelines.transforms.clean import normalize_for_match
+from negminer.pipelines import schema as S
+from negminer.pipelines.source import SKIPPED, skip
+from negminer.pipelines.transforms.clean import normalize_for_match
 
 # Gopher (Rae et al. 2021, appendix A) "stop word" check: real English prose uses at least two of these.
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})

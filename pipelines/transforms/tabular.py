@@ -8,8 +8,8 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
-from pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, reject, skip
-from pipelines.transforms.clean import clean_text
+from negminer.pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, reject, skip
+from negminer.pipelines.transforms.clean import clean_text
 
 QREL_HEADER_IDS = frozenset({"query-id", "query_id", "qid", "queryid"})  # first column of a qrels header line
 _PTB = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}", "-COLON-": ":"}

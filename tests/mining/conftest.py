@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mining.config import MineConfig
-from pipelines import io
-from pipelines import schema as S
+from negminer.mining.config import MineConfig
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 
 WORDS = (
     "the a of and to in is was for on with as by at from river city music data model paris france capital "

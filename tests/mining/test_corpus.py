@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mining.corpus import CorpusBuilder, hash64
-from mining.groups import build_groups, padded
-from mining.sources import corpus_documents, detect_format, parse_jsonl_doc, parse_tsv_doc, shard_documents
-from pipelines.transforms.clean import normalize_for_match
+from negminer.mining.corpus import CorpusBuilder, hash64
+from negminer.mining.groups import build_groups, padded
+from negminer.mining.sources import corpus_documents, detect_format, parse_jsonl_doc, parse_tsv_doc, shard_documents
+from negminer.pipelines.transforms.clean import normalize_for_match
 from tests.conftest import shared_file
 from tests.mining.conftest import write_rows
 
@@ -132,7 +132,7 @@ def test_groups_share_all_positives(tmp_path):
     for r, grp in enumerate(g.row_group.tolist()):
         by_query.setdefault(grp, set()).add(r)
     # find which input row is which (shards are sorted by id, not in the order written)
-    from pipelines.io import iter_rows
+    from negminer.pipelines.io import iter_rows
 
     read = list(iter_rows(str(d)))
     key = {i: (normalize_for_match(r["query"]), r["instruction"]) for i, r in enumerate(read)}

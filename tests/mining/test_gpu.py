@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from mining import index as ix
-from mining.mine import mine
-from pipelines import io
-from pipelines import schema as S
+from negminer.mining import index as ix
+from negminer.mining.mine import mine
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 from tests.mining.conftest import mine_config
 
 pytestmark = pytest.mark.gpu

@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mining import index as ix
-from mining.encode import encode_missing, length_order
-from mining.store import EMB_SUFFIX, KEYS_SUFFIX, EmbeddingStore
+from negminer.mining import index as ix
+from negminer.mining.encode import encode_missing, length_order
+from negminer.mining.store import EMB_SUFFIX, KEYS_SUFFIX, EmbeddingStore
 
 
 def unit(rng, n, d):

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from mining.config import MineConfig
-from mining.mine import mine
-from mining.report import describe
 from negminer import cli
-from pipelines import io
-from pipelines import schema as S
-from pipelines.transforms.clean import normalize_for_match
+from negminer.mining.config import MineConfig
+from negminer.mining.mine import mine
+from negminer.mining.report import describe
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
+from negminer.pipelines.transforms.clean import normalize_for_match
 from tests.mining.conftest import N_DOCS, mine_config
 
 

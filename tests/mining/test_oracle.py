@@ -3,7 +3,9 @@
 Equivalent settings: one positive per query (its first judged-relevant passage), the judged collection as corpus, a
 flat index, 7 negatives, ranks 0..100, `relative_margin=0.05` (ST) == `perc:0.95` (ours: p - |p| * 0.05 both),
 top sampling, max length 256 (the model's sentence-transformers setting), no near-duplicate rule (ST has none).
-Ours runs in bfloat16 on CPU, ST in float32: the agreement also covers the precision of our fast path.
+Ours runs with `--dtype auto` (bfloat16 on a CPU with native bf16, float32 elsewhere), ST in float32: on a bf16 CPU the
+agreement also covers the precision of our fast path. Emulated bf16 (AVX2 only) would take ~15 minutes here, so it is
+never forced.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from mining.config import MineConfig
-from mining.mine import mine
-from pipelines import io
-from pipelines import schema as S
-from pipelines.transforms.clean import normalize_for_match
+from negminer.mining.config import MineConfig
+from negminer.mining.mine import mine
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
+from negminer.pipelines.transforms.clean import normalize_for_match
 from tests.conftest import shared_file
 from tests.mining.conftest import write_rows
 
@@ -83,7 +85,7 @@ def runs(tmp_path_factory):
         max_length=256,
         batch_size=64,
         device="cpu",
-        dtype="bfloat16",
+        dtype="auto",
     )
     manifest = mine(cfg)
     return {"st": st, "cfg": cfg, "manifest": manifest, "rows": rows, "ours": list(io.iter_rows(cfg.output))}
@@ -112,7 +114,8 @@ def test_scores_agree_with_sentence_transformers(runs):
         for n, s in zip(r[S.NEGATIVES], r[S.NEGATIVE_SCORES], strict=True):
             if (r[S.QUERY], normalize_for_match(n)) in st_neg:
                 diffs.append(s - st_neg[(r[S.QUERY], normalize_for_match(n))])
-    assert len(diffs) > 150 and np.abs(diffs).max() < 5e-3  # bfloat16 encoder + float16 cache vs float32
+    tol = 5e-3 if runs["manifest"]["mining"]["dtype"] == "bfloat16" else 2e-3  # + the float16 cache
+    assert len(diffs) > 150 and np.abs(diffs).max() < tol
 
 
 def test_positives_excluded_and_ceiling_held(runs):

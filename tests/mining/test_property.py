@@ -9,12 +9,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mining.corpus import CorpusBuilder
-from mining.groups import build_groups, padded
-from mining.select import Ceiling, Rules, choose, eligible, lowest_positive
-from mining.sources import shard_documents
-from pipelines.io import iter_rows
-from pipelines.transforms.clean import normalize_for_match
+from negminer.mining.corpus import CorpusBuilder
+from negminer.mining.groups import build_groups, padded
+from negminer.mining.select import Ceiling, Rules, choose, eligible, lowest_positive
+from negminer.mining.sources import shard_documents
+from negminer.pipelines.io import iter_rows
+from negminer.pipelines.transforms.clean import normalize_for_match
 from tests.mining.conftest import write_rows
 
 BASE = ["red fish", "blue fish", "one two", "Paris", "rome", "a b c", "deep sea", "sun"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mining.select import (
+from negminer.mining.select import (
     Ceiling,
     Rules,
     ceiling_threshold,

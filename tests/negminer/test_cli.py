@@ -10,7 +10,7 @@ import pytest
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
 from negminer import cli
-from pipelines import io, runner, snli
+from negminer.pipelines import io, runner, snli
 from tests.conftest import PROJECT_ROOT, shared_file
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from negminer import cli, demo
 from negminer.export import FORMATS, MANIFEST_NAME
-from pipelines import io
-from pipelines import schema as S
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 
 
 def _expected_from_raw(path: str) -> dict[str, int]:
@@ -54,7 +54,7 @@ def test_bundled_data_is_small_and_well_formed(tmp_path):
     queries = {json.loads(x)["_id"] for x in (ev / "queries.jsonl").read_text().splitlines()}
     qrels = [x.split("\t") for x in (ev / "qrels" / "test.tsv").read_text().splitlines()[1:]]
     assert qrels and all(q in queries and d in corpus for q, d, _ in qrels)
-    from training.evaluate import load_eval  # the trainer's own BEIR reader accepts the laid-out folder
+    from negminer.training.evaluate import load_eval  # the trainer's own BEIR reader accepts the laid-out folder
 
     assert set(load_eval(str(ev)).queries) == queries
     # held out: no eval query is a premise of the training sample

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from negminer import cli, export
-from pipelines import io
-from pipelines import schema as S
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 
 # The documented line schemas (FlagEmbedding's fine-tuning README; Tevatron v1's training data).
 FLAG_KEYS = {"query": str, "pos": list, "neg": list, "pos_scores": list, "neg_scores": list, "prompt": str}

@@ -14,8 +14,8 @@ import pytest
 
 from negminer import cli
 from negminer import inspect as insp
-from pipelines import io
-from pipelines import schema as S
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 
 WORDS = ["a", "dog", "runs", "über", "the", "café", "naïve", "x" * 30, "and", "then"]
 
@@ -161,7 +161,7 @@ def test_manifest_disagreeing_with_shards_is_flagged(shard_dir, capsys):
 
 
 def test_mined_shards_call_mining_report_with_the_plot_path(shard_dir, capsys, monkeypatch, tmp_path):
-    report = pytest.importorskip("mining.report")
+    report = pytest.importorskip("negminer.mining.report")
     d, _, _ = shard_dir
     io.write_manifest(d, {**io.read_manifest(d), "mining": {"model": "tiny"}})
     calls = []
@@ -183,7 +183,7 @@ def test_mining_report_missing_is_a_one_line_note(shard_dir, capsys, monkeypatch
     d, _, _ = shard_dir
     io.write_manifest(d, {**io.read_manifest(d), "mining": {"model": "tiny"}})
     # `from mining import report` then raises ImportError, as when the mining area is not installed
-    monkeypatch.setitem(sys.modules, "mining.report", None)
+    monkeypatch.setitem(sys.modules, "negminer.mining.report", None)
     if "mining" in sys.modules:
         monkeypatch.delattr(sys.modules["mining"], "report", raising=False)
     rc, out, _ = run([d], capsys)

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from negminer import cli
-from pipelines import io
-from pipelines import schema as S
-from pipelines.beir import BeirConfig, build
-from pipelines.source import Record
-from pipelines.transforms.tabular import parse_json_doc, title_and_text
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
+from negminer.pipelines.beir import BeirConfig, build
+from negminer.pipelines.source import Record
+from negminer.pipelines.transforms.tabular import parse_json_doc, title_and_text
 
 
 def jsonl(path, objs) -> None:

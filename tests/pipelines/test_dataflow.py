@@ -10,9 +10,9 @@ import pytest
 from apache_beam.portability.api import beam_runner_api_pb2 as pb
 
 from negminer import cli
-from pipelines import runner
-from pipelines.msmarco import BuildMsMarcoTuples, MsMarcoConfig
-from pipelines.sink import WriteShardDir
+from negminer.pipelines import runner
+from negminer.pipelines.msmarco import BuildMsMarcoTuples, MsMarcoConfig
+from negminer.pipelines.sink import WriteShardDir
 from tests.conftest import PROJECT_ROOT
 
 pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient", reason="needs the gcp extra (apache-beam[gcp])")

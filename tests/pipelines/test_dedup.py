@@ -10,10 +10,10 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import schema as S
-from pipelines.source import SKIPPED
-from pipelines.transforms import dedup
-from pipelines.transforms.dedup import DedupConfig
+from negminer.pipelines import schema as S
+from negminer.pipelines.source import SKIPPED
+from negminer.pipelines.transforms import dedup
+from negminer.pipelines.transforms.dedup import DedupConfig
 
 CFG = DedupConfig()
 WORDS = (

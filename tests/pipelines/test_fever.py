@@ -7,11 +7,11 @@ from collections import Counter
 
 import pytest
 
-from pipelines import io
-from pipelines import schema as S
-from pipelines.fever import FeverConfig, build, page_title, parse_claim, parse_page, parse_wiki_lines
-from pipelines.source import Record
-from pipelines.transforms.tabular import Skip
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
+from negminer.pipelines.fever import FeverConfig, build, page_title, parse_claim, parse_page, parse_wiki_lines
+from negminer.pipelines.source import Record
+from negminer.pipelines.transforms.tabular import Skip
 from tests.conftest import shared_file
 
 # A few evidence pages of paper_dev; the test writes its own sentences for them (never the real page text).

@@ -10,8 +10,8 @@ import random
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import io
-from pipelines import schema as S
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 
 
 def _rows(n: int) -> list[dict]:

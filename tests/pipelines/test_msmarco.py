@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from negminer import cli
-from pipelines import io
-from pipelines import schema as S
-from pipelines.msmarco import MsMarcoConfig, build, match_key, parse_hf_row, parse_triple
-from pipelines.source import Record
-from pipelines.transforms.tabular import Skip, parse_id_text, parse_qrel
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
+from negminer.pipelines.msmarco import MsMarcoConfig, build, match_key, parse_hf_row, parse_triple
+from negminer.pipelines.source import Record
+from negminer.pipelines.transforms.tabular import Skip, parse_id_text, parse_qrel
 from tests.conftest import shared_file
 
 MS = "msmarco"

@@ -7,10 +7,10 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import schema as S
-from pipelines.source import SKIPPED
-from pipelines.transforms import quality
-from pipelines.transforms.quality import QualityConfig, document_problem, keep_rates, pair_problem
+from negminer.pipelines import schema as S
+from negminer.pipelines.source import SKIPPED
+from negminer.pipelines.transforms import quality
+from negminer.pipelines.transforms.quality import QualityConfig, document_problem, keep_rates, pair_problem
 
 PROSE = (
     "The river flows through the valley and into the sea, carrying with it the silt that has made "

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import io
-from pipelines import schema as S
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 from tests.conftest import PROJECT_ROOT
 
 

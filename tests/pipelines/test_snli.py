@@ -19,8 +19,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines import io, snli
-from pipelines import schema as S
+from negminer.pipelines import io, snli
+from negminer.pipelines import schema as S
 from tests.conftest import shared_file
 
 SNLI_SAMPLE = ("nli", "jack_1000_samples_snli_1.0_train.jsonl")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import html, io, webcrawl
-from pipelines import schema as S
-from pipelines.transforms.dedup import DedupConfig
-from pipelines.transforms.quality import QualityConfig
+from negminer.pipelines import html, io, webcrawl
+from negminer.pipelines import schema as S
+from negminer.pipelines.transforms.dedup import DedupConfig
+from negminer.pipelines.transforms.quality import QualityConfig
 from tests.conftest import shared_file
 
 CC = "commoncrawl"

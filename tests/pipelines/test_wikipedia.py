@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import io, wikidump, wikipedia
-from pipelines import schema as S
-from pipelines.transforms.dedup import DedupConfig
-from pipelines.transforms.quality import QualityConfig
+from negminer.pipelines import io, wikidump, wikipedia
+from negminer.pipelines import schema as S
+from negminer.pipelines.transforms.dedup import DedupConfig
+from negminer.pipelines.transforms.quality import QualityConfig
 from tests.conftest import shared_file
 
 DUMP = ("wikipedia", "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")

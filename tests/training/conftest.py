@@ -76,7 +76,7 @@ def make_tiny_decoder(path, seed=0) -> str:
 @pytest.fixture(scope="session")
 def snli_shards(tmp_path_factory) -> str:
     """Shards built by our SNLI pipeline from the real 1000-line excerpt."""
-    from pipelines.snli import SnliConfig, build
+    from negminer.pipelines.snli import SnliConfig, build
 
     src = shared_file("nli", "jack_1000_samples_snli_1.0_train.jsonl")
     out = tmp_path_factory.mktemp("snli_shards")
@@ -87,8 +87,8 @@ def snli_shards(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def toy_shards(tmp_path_factory) -> str:
     """40 rows of tiny-vocabulary text with 2 hard negatives each and teacher scores."""
-    from pipelines import io
-    from pipelines.schema import TupleRow
+    from negminer.pipelines import io
+    from negminer.pipelines.schema import TupleRow
 
     rng = __import__("random").Random(0)
     rows = []

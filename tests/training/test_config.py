@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from training.config import TrainConfig
-from training.train import add_arguments
+from negminer.training.config import TrainConfig
+from negminer.training.train import add_arguments
 
 
 def _parse(*argv: str) -> TrainConfig:

@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
-from pipelines import io
-from pipelines import schema as S
-from pipelines.schema import TupleRow
-from training.data import batches, count_rows, shuffled_rows
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
+from negminer.pipelines.schema import TupleRow
+from negminer.training.data import batches, count_rows, shuffled_rows
 
 
 def _rows(n: int, source: str, shared_every: int = 0) -> list[dict]:

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from pipelines import io
-from pipelines.schema import TupleRow
-from training.evaluate import evaluate, load_eval, metrics_from_rankings
+from negminer.pipelines import io
+from negminer.pipelines.schema import TupleRow
+from negminer.training.evaluate import evaluate, load_eval, metrics_from_rankings
 
 
 def test_metrics_by_hand_graded():

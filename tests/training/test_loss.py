@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-from training.loss import distill_kl, infonce, infonce_bidirectional, row_scores
+from negminer.training.loss import distill_kl, infonce, infonce_bidirectional, row_scores
 
 
 class _NoModel(torch.nn.Module):

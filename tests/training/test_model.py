@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from training.model import POOLINGS, Encoder, pool, resolve_pooling
+from negminer.training.model import POOLINGS, Encoder, pool, resolve_pooling
 
 TEXTS = [
     "A man is playing a guitar.",

@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 import torch
 
+from negminer.training.config import TrainConfig
+from negminer.training.data import Batch
+from negminer.training.distributed import Dist
+from negminer.training.model import Encoder
+from negminer.training.step import StepSettings, distill_targets, doc_owner, forward_backward, objective
 from tests.training.conftest import make_tiny_bert
-from training.config import TrainConfig
-from training.data import Batch
-from training.distributed import Dist
-from training.model import Encoder
-from training.step import StepSettings, distill_targets, doc_owner, forward_backward, objective
 
 
 def _batch() -> Batch:

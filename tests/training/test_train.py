@@ -12,13 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from negminer.training.config import TrainConfig
+from negminer.training.data import batches
+from negminer.training.model import Encoder
+from negminer.training.step import objective
+from negminer.training.train import train
 from tests.conftest import PROJECT_ROOT
 from tests.training.conftest import make_tiny_bert, make_tiny_decoder
-from training.config import TrainConfig
-from training.data import batches
-from training.model import Encoder
-from training.step import objective
-from training.train import train
 
 
 def _log(out: Path) -> list[dict]:
@@ -65,7 +65,7 @@ def test_torchrun_two_processes_match_one(tmp_path, toy_shards):
     args += ["--lr", "1e-3", "--max-length", "24", "--shuffle-buffer", "16", "--grad-cache-chunk", "3", "--distill"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    cmd = [*torchrun, "-m", "training.train", *args, "--output", str(tmp_path / "ddp")]
+    cmd = [*torchrun, "-m", "negminer.training.train", *args, "--output", str(tmp_path / "ddp")]
     proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     single = train(_cfg(toy_shards, model, tmp_path / "one", max_steps=3, grad_cache_chunk=3, distill=True))
