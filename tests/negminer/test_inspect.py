@@ -182,10 +182,10 @@ def test_mined_shards_call_mining_report_with_the_plot_path(shard_dir, capsys, m
 def test_mining_report_missing_is_a_one_line_note(shard_dir, capsys, monkeypatch):
     d, _, _ = shard_dir
     io.write_manifest(d, {**io.read_manifest(d), "mining": {"model": "tiny"}})
-    # `from mining import report` then raises ImportError, as when the mining area is not installed
+    # `from negminer.mining import report` then raises ImportError, as when the mining area is not installed
     monkeypatch.setitem(sys.modules, "negminer.mining.report", None)
-    if "mining" in sys.modules:
-        monkeypatch.delattr(sys.modules["mining"], "report", raising=False)
+    if "negminer.mining" in sys.modules:
+        monkeypatch.delattr(sys.modules["negminer.mining"], "report", raising=False)
     rc, out, _ = run([d], capsys)
     notes = [line for line in out.splitlines() if line.startswith("mining:")]
     assert rc == 0 and len(notes) == 1 and "cannot be imported" in notes[0]
