@@ -42,3 +42,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+pytest_plugins = ["tests.llm_servers"]  # tiny causal LM, `transformers serve` on loopback, fault-injecting server
