@@ -11,6 +11,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from negminer.mining.config import MineConfig
@@ -20,12 +22,12 @@ from tests.mining.conftest import mine_config, write_rows
 
 MULTI_POSITIVE = {
     "dev-00000-of-00001.parquet": "eb3b3c88577550a9e613ca5f1d2dbdb8d16394bdfe6440107604d74ac7bec695",
-    "rejects/rejects-00000-of-00001.parquet": "a05e0da8063a64dfb2ad330c17a51f2f9b83a43b00ab89a9c618beab5e6f90fc",
+    "rejects/rejects-00000-of-00001.parquet": "dcf7594ea3ddcca33ab6ff484971c4d49e04a06c0b4ee66e5508499bec863f91",
     "train-00000-of-00001.parquet": "bc9444adc1bac305c8e2d4a38c730fdecc7d6a185d337af904d486ffed14e34d",
 }
 MSMARCO = {
     "dev-00000-of-00001.parquet": "1bfccd8a3d1da250bef8cbbd4382e713606998d067e3fe68c62a929325bb27bd",
-    "rejects/rejects-00000-of-00001.parquet": "05d3917715c4f06edc1ded5ea0e10f606735856175d3413d3af95a8dbd8cbd48",
+    "rejects/rejects-00000-of-00001.parquet": "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",
     "train-00000-of-00001.parquet": "27e332e10fdb8331968e7e09987c482580fb30beee052f5c49d58549e2be920f",
 }
 
@@ -37,8 +39,15 @@ def digests(out_dir: str | Path) -> dict[str, str]:
         for f in files:
             path = os.path.join(root, f)
             rel = os.path.relpath(path, out_dir)
-            if rel != "manifest.json":
-                out[rel] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            if rel == "manifest.json":
+                continue
+            data = Path(path).read_bytes()
+            if rel.startswith("rejects"):  # they name the (temporary) source file: keep its base name only
+                table = pq.read_table(path)
+                col = table.column("source_file").to_pylist()
+                table = table.set_column(0, "source_file", pa.array([os.path.basename(c) for c in col]))
+                data = repr(table.to_pylist()).encode("utf-8")
+            out[rel] = hashlib.sha256(data).hexdigest()
     return dict(sorted(out.items()))
 
 
