@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -89,15 +90,23 @@ class Corpus:
 
 
 class CorpusBuilder:
-    """Collects (ids, texts) batches; `build()` keeps the first document per normalised text."""
+    """Collects (ids, texts) batches, keeping the first document per normalised text as they arrive.
 
-    def __init__(self) -> None:
-        self._ids: list[pa.Array] = []
-        self._texts: list[pa.Array] = []
+    With `path`, kept documents go straight to an Arrow IPC file that `build()` memory-maps: the texts never sit
+    in Python memory all at once, only numpy keys (about 50 bytes a document) do.
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path
+        self._writer = None
+        self._batches: list[pa.RecordBatch] = []  # without `path`
+        self._seen = np.zeros(0, np.uint64)  # sorted normalised-text keys of the kept documents ...
+        self._seen_doc = np.zeros(0, np.int64)  # ... and their document numbers
         self._norm: list[np.ndarray] = []
         self._exact: list[np.ndarray] = []
-        self._idk: list[np.ndarray] = []
-        self.skipped_empty = 0
+        self._alias_key: list[np.ndarray] = []
+        self._alias_doc: list[np.ndarray] = []
+        self.n_docs = self.raw_count = self.skipped_empty = 0
 
     def add(self, ids: Sequence[str | None] | pa.Array, texts: Sequence[str] | pa.Array) -> None:
         ids = pa.array(ids, pa.string()) if not isinstance(ids, pa.Array) else ids.cast(pa.string())
@@ -110,43 +119,62 @@ class CorpusBuilder:
         if not len(texts):
             return
         norm, exact = text_keys(texts.to_pylist())
-        self._ids.append(ids)
-        self._texts.append(texts)
-        self._norm.append(norm)
-        self._exact.append(exact)
-        self._idk.append(id_keys(ids.to_pylist()))
+        uniq, first, inverse = np.unique(norm, return_index=True, return_inverse=True)
+        pos = np.searchsorted(self._seen, uniq)
+        hit = self._seen[np.minimum(pos, max(len(self._seen) - 1, 0))] == uniq if len(self._seen) else pos < 0
+        doc = np.empty(len(uniq), np.int64)
+        doc[hit] = self._seen_doc[pos[hit]]
+        new = np.flatnonzero(~hit)
+        by_arrival = new[np.argsort(first[new], kind="stable")]  # new texts numbered in reading order
+        doc[by_arrival] = self.n_docs + np.arange(len(by_arrival))
+        keep = first[by_arrival]
+        self._seen = np.insert(self._seen, pos[new], uniq[new])
+        self._seen_doc = np.insert(self._seen_doc, pos[new], doc[new])
+        self._norm.append(norm[keep])
+        self._exact.append(exact[keep])
+        self._write(_fill_missing_ids(ids.take(pa.array(keep)), norm[keep]), texts.take(pa.array(keep)))
+        idk = id_keys(ids.to_pylist())
+        has = idk != 0
+        self._alias_key.append(idk[has])
+        self._alias_doc.append(doc[inverse][has])
+        self.n_docs += len(keep)
+        self.raw_count += len(norm)
+
+    def _write(self, ids: pa.Array, texts: pa.Array) -> None:
+        batch = pa.record_batch([ids, texts], names=[DOC_ID, TEXT])
+        if self.path is None:
+            self._batches.append(batch)
+            return
+        if self._writer is None:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            self._writer = pa.ipc.new_file(self.path, batch.schema)
+        self._writer.write_batch(batch)
 
     def build(self) -> Corpus:
-        if not self._texts:
+        if not self.n_docs:
             raise ValueError("the corpus is empty: no positives, negatives or --corpus documents were read")
-        norm = np.concatenate(self._norm)
-        _, first = np.unique(norm, return_index=True)
-        first = np.sort(first)  # keep first-occurrence order: stable document indices
-        keep = pa.array(first)  # take straight from the batches: no combined copy of every text read
-        own_ids = pa.chunked_array(self._ids, pa.string()).take(keep).combine_chunks()
-        texts = pa.chunked_array(self._texts, pa.string()).take(keep).combine_chunks()
-        self._ids, self._texts = [], []
-        table = pa.table({DOC_ID: _fill_missing_ids(own_ids, norm[first]), TEXT: texts})
+        if self.path is None:
+            table = pa.Table.from_batches(self._batches)
+        else:
+            self._writer.close()
+            table = pa.ipc.open_file(pa.memory_map(self.path, "r")).read_all()  # zero-copy: pages, not objects
         # every (source id -> document) pair, duplicates of a text included, for the by-id positive check
-        sorter = np.argsort(norm[first])
-        doc_of_raw = sorter[np.searchsorted(norm[first], norm, sorter=sorter)]
-        idk = np.concatenate(self._idk)
-        has = idk != 0
-        alias_key, alias_doc = idk[has], doc_of_raw[has].astype(np.int64)
+        alias_key, alias_doc = np.concatenate(self._alias_key), np.concatenate(self._alias_doc)
         order = np.lexsort((alias_doc, alias_key))
         alias_key, alias_doc = alias_key[order], alias_doc[order]
         uniq = np.ones(len(alias_key), bool)
         uniq[1:] = (alias_key[1:] != alias_key[:-1]) | (alias_doc[1:] != alias_doc[:-1])
-        exact = np.concatenate(self._exact)[first]
-        return Corpus(
+        corpus = Corpus(
             table,
-            norm[first],
-            exact,
+            np.concatenate(self._norm),
+            np.concatenate(self._exact),
             alias_key[uniq],
             alias_doc[uniq],
-            raw_count=len(norm),
+            raw_count=self.raw_count,
             empty_skipped=self.skipped_empty,
         )
+        corpus._sorter = self._seen_doc  # document numbers in key order: the sorted index `find_texts` needs
+        return corpus
 
 
 def _fill_missing_ids(ids: pa.Array, norm: np.ndarray) -> pa.Array:

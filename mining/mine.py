@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io as _io
 import logging
 import os
+import shutil
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -25,12 +26,12 @@ from negminer.mining.select import Rules, choose, eligible, lowest_positive
 from negminer.mining.sources import corpus_documents, shard_documents
 from negminer.mining.store import EmbeddingStore
 from negminer.pipelines import io
-from negminer.pipelines.io import write_bytes_atomic
 
 log = logging.getLogger("negminer.mining")
 GROUP_BATCH = 512
 SEARCH_SHARD_CPU = 65_536  # documents per flat search: bounds float32 vectors in memory (x dim x 4 bytes)
 SEARCH_SHARD_GPU = 1 << 20
+QUERY_BLOCK = 65_536  # queries searched at once: bounds query vectors and top-k lists in memory
 
 
 @dataclasses.dataclass
@@ -54,8 +55,9 @@ def load_encoder(cfg: MineConfig):
     )
 
 
-def build_corpus(cfg: MineConfig, rejects: list[dict]) -> Corpus:
-    builder = CorpusBuilder()
+def build_corpus(cfg: MineConfig, rejects: list[dict], path: str | None = None) -> Corpus:
+    """The deduplicated corpus; with `path`, its texts live in a memory-mapped Arrow file there."""
+    builder = CorpusBuilder(path)
     for ids, texts in shard_documents(cfg.input):
         builder.add(ids, texts)
     for path in io.expand_patterns(cfg.corpus) if cfg.corpus else []:
@@ -99,9 +101,17 @@ def encode_all(cfg: MineConfig, corpus: Corpus, groups: Groups, encoder: Any, on
 def mine(cfg: MineConfig, encoder: Any = None, on_chunk: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run the whole job; returns the manifest written to `cfg.output`. `encoder` overrides `--model` (tests)."""
     clock = _Clock()
+    spill = os.path.join(cfg.work_dir, "spill", uuid.uuid4().hex)
+    try:
+        return _mine(cfg, encoder, on_chunk, clock, spill)
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def _mine(cfg: MineConfig, encoder: Any, on_chunk, clock: _Clock, spill: str) -> dict[str, Any]:
     rules, device = cfg.rules(), resolve_device(cfg.device)
     rejects: list[dict] = []
-    corpus = build_corpus(cfg, rejects)
+    corpus = build_corpus(cfg, rejects, os.path.join(spill, "corpus.arrow"))
     groups = build_groups(cfg.input, corpus)
     clock.lap("corpus")
     encoder = encoder if encoder is not None else load_encoder(cfg)
@@ -109,7 +119,7 @@ def mine(cfg: MineConfig, encoder: Any = None, on_chunk: Callable[[int], None] |
     emb = encode_all(cfg, corpus, groups, encoder, on_chunk)
     clock.lap("encode")
     doc_loc = emb.docs.locate(corpus.text_key)
-    queries = emb.queries.gather(*emb.queries.locate(emb.query_keys))
+    queries = QueryVectors(emb.queries, emb.query_keys)
     k = min(rules.range_max + groups.max_excluded(), len(corpus))
     gpu = device == "cuda" and ix.gpu_available()
     if device == "cuda" and not gpu:
@@ -151,6 +161,19 @@ def mine(cfg: MineConfig, encoder: Any = None, on_chunk: Callable[[int], None] |
     return write_output(cfg, corpus, groups, mined, rejects, info, clock.laps)
 
 
+class QueryVectors:
+    """The query embeddings in the store, read a block at a time: `queries[rows]` -> float32 (len(rows), D)."""
+
+    def __init__(self, store: EmbeddingStore, keys: np.ndarray):
+        self.store, (self.chunk, self.row) = store, store.locate(keys)
+
+    def __len__(self) -> int:
+        return len(self.chunk)
+
+    def __getitem__(self, rows: np.ndarray | slice) -> np.ndarray:
+        return self.store.gather(self.chunk[rows], self.row[rows])
+
+
 class _Clock:
     def __init__(self) -> None:
         self.laps: dict[str, float] = {}
@@ -161,35 +184,47 @@ class _Clock:
         self.laps[name], self._t = now - self._t, now
 
 
-def search(cfg, store: EmbeddingStore, loc, queries: np.ndarray, k: int, gpu: bool, key_parts: list) -> tuple:
-    """Top-k candidates of every query group, cached in the work dir (a re-run with other thresholds skips it)."""
+def search(cfg, store: EmbeddingStore, loc, queries: QueryVectors, k: int, gpu: bool, key_parts: list) -> tuple:
+    """Top-k candidates of every query group, `QUERY_BLOCK` queries at a time, into memory-mapped arrays cached in
+    the work dir (a re-run with other thresholds skips the search)."""
     h = hashlib.sha256()
     for part in key_parts:
         h.update(part.encode() if isinstance(part, str) else np.ascontiguousarray(part).tobytes())
     h.update(cfg.index.encode())
-    path = os.path.join(cfg.work_dir, "search", h.hexdigest()[:24] + ".npz")
-    if os.path.exists(path):
-        with np.load(path) as z:
-            if z["idx"].shape[1] >= k:
-                log.info("search: cached top-%d reused from %s", z["idx"].shape[1], path)
-                return z["scores"][:, :k], z["idx"][:, :k]
+    base = os.path.join(cfg.work_dir, "search", h.hexdigest()[:24])
+    if os.path.exists(base + ".idx.npy") and os.path.exists(base + ".scores.npy"):
+        idx, scores = np.load(base + ".idx.npy", mmap_mode="r"), np.load(base + ".scores.npy", mmap_mode="r")
+        if idx.shape[1] >= k:
+            log.info("search: cached top-%d reused from %s", idx.shape[1], base)
+            return scores[:, :k], idx[:, :k]
     chunk, row = loc
-    if cfg.index == "flat":
-        shards = ix.coalesce(store.shards(chunk, row), SEARCH_SHARD_GPU if gpu else SEARCH_SHARD_CPU)
-        scores, idx = ix.search_sharded(queries, shards, k, gpu=gpu, total=len(chunk))
-    else:
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    tmp = f"{base}.tmp-{uuid.uuid4().hex}"
+    out_s = np.lib.format.open_memmap(tmp + ".scores.npy", "w+", np.float32, (len(queries), k))
+    out_i = np.lib.format.open_memmap(tmp + ".idx.npy", "w+", np.int64, (len(queries), k))
+    index = ids = None
+    if cfg.index != "flat":
         rng = np.random.default_rng(0)
 
         def sample(n: int) -> np.ndarray:
             pick = np.sort(rng.choice(len(chunk), size=n, replace=False))
             return store.gather(chunk[pick], row[pick])
 
-        index, ids = ix.build_ann(cfg.index, store.shards(chunk, row), sample, len(chunk), queries.shape[1], gpu)
-        scores, idx = ix.search_ann(index, ids, queries, k)
-    buf = _io.BytesIO()
-    np.savez(buf, scores=scores, idx=idx)
-    write_bytes_atomic(path, buf.getvalue())
-    return scores, idx
+        index, ids = ix.build_ann(cfg.index, store.shards(chunk, row), sample, len(chunk), store.dim(), gpu)
+    for lo in range(0, len(queries), QUERY_BLOCK):
+        block = slice(lo, min(lo + QUERY_BLOCK, len(queries)))
+        q = queries[block]  # (B, D) float32
+        if index is None:
+            shards = ix.coalesce(store.shards(chunk, row), SEARCH_SHARD_GPU if gpu else SEARCH_SHARD_CPU)
+            out_s[block], out_i[block] = ix.search_sharded(q, shards, k, gpu=gpu, total=len(chunk))
+        else:
+            out_s[block], out_i[block] = ix.search_ann(index, ids, q, k)
+    out_s.flush()
+    out_i.flush()
+    del out_s, out_i
+    os.replace(tmp + ".scores.npy", base + ".scores.npy")
+    os.replace(tmp + ".idx.npy", base + ".idx.npy")
+    return np.load(base + ".scores.npy", mmap_mode="r"), np.load(base + ".idx.npy", mmap_mode="r")
 
 
 def select_all(rules: Rules, groups: Groups, corpus: Corpus, store, doc_loc, queries, cand, cand_s, reranker) -> Mined:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import json
+import os
 import re
+import shutil
 import sys
+import uuid
 from typing import Any
 
 import numpy as np
@@ -15,6 +19,7 @@ import negminer
 from negminer.mining.config import MineConfig
 from negminer.mining.corpus import Corpus
 from negminer.mining.groups import Groups
+from negminer.mining.spool import ShardSpool
 from negminer.pipelines import io
 from negminer.pipelines import schema as S
 
@@ -106,25 +111,33 @@ def mined_rows(cfg: MineConfig, corpus: Corpus, groups: Groups, mined, counters:
 
 
 def write_output(cfg: MineConfig, corpus: Corpus, groups: Groups, mined, rejects, info, timings) -> dict[str, Any]:
-    """Write every split's shards, the corpus rejects and the manifest; returns the manifest."""
+    """Write every split's shards (streamed through a `ShardSpool`), the corpus rejects and the manifest."""
     clear_output(cfg.output)
     counters = {"shortfall_rows": 0, "dropped_rows": 0}
-    by_split: dict[str, tuple[int, list[dict]]] = {}
-    pos_scores, neg_scores = [], []
-    for split, count, row in mined_rows(cfg, corpus, groups, mined, counters):
-        by_split.setdefault(split, (count, []))[1].append(row)
-        pos_scores.append(row[S.POSITIVE_SCORE])
-        neg_scores.extend(row[S.NEGATIVE_SCORES])
-    splits, stats = {}, {}
-    for split, (count, rows) in sorted(by_split.items()):
-        st = io.write_shards(rows, cfg.output, split, cfg.num_shards or count)
-        files = sorted(st.pop("files", []))
-        splits[split] = {
-            "rows": st.get("rows", 0),
-            "shards": len(files),
-            "files": [f.rsplit("/", 1)[-1] for f in files],
-        }
-        stats = io.merge_counts(stats, st)
+    spools: dict[str, ShardSpool] = {}
+    pos_scores, neg_scores = array.array("f"), array.array("f")  # float32, as the shards store them
+    spill = os.path.join(cfg.work_dir, "spill", uuid.uuid4().hex)
+    try:
+        for split, count, row in mined_rows(cfg, corpus, groups, mined, counters):
+            if split not in spools:
+                n = cfg.num_shards or count
+                spools[split] = ShardSpool(os.path.join(spill, split), cfg.output, split, n, len(groups.row_group))
+            spools[split].add(row)
+            pos_scores.append(row[S.POSITIVE_SCORE])
+            neg_scores.extend(row[S.NEGATIVE_SCORES])
+        splits, stats = {}, {}
+        for split, spool in sorted(spools.items()):
+            st = spool.finish()
+            files = sorted(st.pop("files", []))
+            splits[split] = {
+                "rows": st.get("rows", 0),
+                "shards": len(files),
+                "files": [f.rsplit("/", 1)[-1] for f in files],
+            }
+            stats = io.merge_counts(stats, st)
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    held = max((s.max_held for s in spools.values()), default=0)
     reject_counts = io.write_rejects(rejects, cfg.output)
     try:
         source = io.read_manifest(cfg.input)
@@ -152,6 +165,7 @@ def write_output(cfg: MineConfig, corpus: Corpus, groups: Groups, mined, rejects
             "retriever_negative": score_stats(mined.neg_retriever),
         },
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "rows_held_max": held,
     }
     manifest = {
         **{k: v for k, v in source.items() if k not in ("mining",)},
