@@ -1,7 +1,7 @@
-"""The `negminer` command: `negminer build snli ...`, `mine`, `train`, `export`, `inspect`, `demo`.
+"""The `negminer` command: `negminer build snli ...`, `generate`, `mine`, `train`, `export`, `inspect`, `demo`.
 
 Each sub-command lives in its own module exposing `add_arguments(parser)` and `main(args, extra) -> int`.
-Only `build` passes flags it does not know on to Apache Beam (runner, project, region, ...).
+Only `build` and `generate` pass flags it does not know on to Apache Beam (runner, project, region, ...).
 """
 
 from __future__ import annotations
@@ -21,12 +21,16 @@ BUILDERS = {
     "webcrawl": ("negminer.pipelines.webcrawl", "Common Crawl WARC / WET -> pre-training pairs"),
 }
 COMMANDS = {
+    "generate": ("negminer.pipelines.generate", "an LLM writes a query for each passage -> filtered, checked tuples"),
     "mine": ("negminer.mining.run", "mine hard negatives for tuple shards (encoder + FAISS + filters + reranker)"),
     "train": ("negminer.training.train", "train an embedding model with InfoNCE on tuple shards"),
     "export": ("negminer.export", "export shards for sentence-transformers, FlagEmbedding, Tevatron, JSONL"),
     "inspect": ("negminer.inspect", "summarise a shard directory: counts, rejects, lengths, samples"),
     "demo": ("negminer.demo", "run the whole chain on bundled sample data"),
 }
+
+
+BEAM_COMMANDS = ("build", "generate")  # commands that pass unknown flags on to Apache Beam
 
 
 def _load(module: str):
@@ -73,7 +77,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         desc = help_ + ". Flags not listed here go to Apache Beam (--runner, --project, --region, ...)."
         _add(build_sub, name, module, help_, command == "build" and source == name, desc)
     for name, (module, help_) in COMMANDS.items():
-        _add(sub, name, module, help_, command == name)
+        desc = help_ + (". Flags not listed here go to Apache Beam (--runner, ...)." if name in BEAM_COMMANDS else "")
+        _add(sub, name, module, help_, command == name, desc)
     return parser
 
 
@@ -86,14 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    if args.command != "build" and extra:
+    if args.command not in BEAM_COMMANDS and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from negminer.llm import LLMError  # noqa: PLC0415
     from negminer.pipelines import runner  # noqa: PLC0415 — light, and only needed once a command runs
 
     runner.set_command_line(argv)
     try:
         return int(args._module.main(args, extra) or 0)
-    except (FileNotFoundError, ValueError) as e:  # bad input or settings: one clear line, not a traceback
+    except (FileNotFoundError, ValueError, LLMError) as e:  # bad input or settings: one clear line, not a traceback
         if args.verbose:
             raise
         print(f"negminer {args.command}: error: {e}", file=sys.stderr)

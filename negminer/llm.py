@@ -234,6 +234,18 @@ def check_endpoint(client: Any, cfg: LLMConfig) -> None:
         log.info("%s: GET /models answered HTTP %s; going on", cfg.base_url, exc.status_code)
 
 
+def answer_from_response(r: Any) -> Answer:
+    """An OpenAI chat or text completion response -> Answer; a refusal or a filtered answer is a reason, not text."""
+    choice = r.choices[0]
+    message = getattr(choice, "message", None)
+    if message is not None and getattr(message, "refusal", None):
+        return Answer(None, choice.finish_reason, error="refused")
+    if choice.finish_reason == "content_filter":
+        return Answer(None, choice.finish_reason, error="content_filter")
+    text = message.content if message is not None else choice.text
+    return Answer(text or "", choice.finish_reason)
+
+
 class OpenAIBackend:
     """Chat or text completions from an OpenAI-compatible endpoint, `concurrency` requests in flight."""
 
@@ -256,20 +268,12 @@ class OpenAIBackend:
                 r = with_retries(
                     lambda: self.client.chat.completions.create(messages=messages, **kw), self.cfg, self.stats
                 )
-                choice = r.choices[0]
-                if getattr(choice.message, "refusal", None):
-                    return Answer(None, choice.finish_reason, error="refused")
-                text = choice.message.content
             else:
                 r = with_retries(lambda: self.client.completions.create(prompt=prompt, **kw), self.cfg, self.stats)
-                choice = r.choices[0]
-                text = choice.text
         except openai.APIStatusError as exc:  # 4xx other than 429: this prompt, not the endpoint, is the problem
             self.stats.bump("errors", f"http_{exc.status_code}")
             return Answer(None, None, error=f"http_{exc.status_code}")
-        if choice.finish_reason == "content_filter":
-            return Answer(None, choice.finish_reason, error="content_filter")
-        return Answer(text or "", choice.finish_reason)
+        return answer_from_response(r)
 
     def complete(self, prompts: list[str], s: Sampling) -> list[Answer]:
         with cf.ThreadPoolExecutor(max_workers=min(self.cfg.concurrency, max(len(prompts), 1))) as pool:

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -116,9 +117,9 @@ def llm_server(tiny_causal_lm, tmp_path_factory):
 
 class FaultServer:
     """A loopback HTTP server that plays a script: each POST takes the next action ("429", "500", "close",
-    "400", or "ok"), then "ok" forever. Records every request's path and Authorization header."""
+    "400", or "ok"), then "ok" forever; "ok" answers `ok_body` (or `ok_body(request json)`). Records every request's path and Authorization header."""
 
-    def __init__(self, script: list[str], ok_body: dict | None = None):
+    def __init__(self, script: list[str], ok_body: dict | Callable[[dict], dict] | None = None):
         self.script, self.seen = list(script), []
         self.ok_body = ok_body or chat_body("fine query")
         owner = self
@@ -147,7 +148,9 @@ class FaultServer:
                     self.close_connection = True  # no status line at all: the client sees a dropped connection
                     return
                 if action == "ok":
-                    return self._send(200, owner.ok_body)
+                    return self._send(
+                        200, owner.ok_body(owner.seen[-1][2]) if callable(owner.ok_body) else owner.ok_body
+                    )
                 code = int(action)
                 headers = {"Retry-After": "0"} if code == 429 else {}
                 self._send(code, {"error": {"message": f"injected {code}", "type": "test"}}, headers)
