@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io as _io
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -20,6 +21,9 @@ from negminer.pipelines.io import write_bytes_atomic
 
 KEYS_SUFFIX = ".keys.npy"
 EMB_SUFFIX = ".f16.npy"
+DIM_NAME = "dim.txt"  # the vectors' dimension, written with the first chunk
+
+log = logging.getLogger("negminer.mining")
 
 
 def setting_key(fields: Mapping[str, Any]) -> str:
@@ -49,6 +53,7 @@ class EmbeddingStore:
             write_bytes_atomic(meta, json.dumps(self.fields, indent=2, sort_keys=True).encode("utf-8"))
         self._names: list[str] = []
         self._dim: int | None = None
+        self.bad_chunks = 0  # malformed chunks found and removed by `locate`
 
     def chunk_names(self) -> list[str]:
         """Whole chunks on disk, sorted (a chunk counts once its embeddings file exists)."""
@@ -56,13 +61,16 @@ class EmbeddingStore:
         return sorted(n for n in names if os.path.exists(os.path.join(self.dir, n + KEYS_SUFFIX)))
 
     def locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(chunk number, row) of each text hash in the cache; -1 where it is not cached yet."""
-        self._names = self.chunk_names()
+        """(chunk number, row) of each text hash in the cache; -1 where it is not cached yet.
+
+        Malformed chunks (unreadable, keys and vectors disagreeing, another dimension than the rest) are deleted
+        first and counted in `bad_chunks`: their texts read as missing, so they are encoded again, never used.
+        """
+        self._names, have = self._valid_chunks()
         chunk = np.full(len(keys), -1, np.int32)
         row = np.full(len(keys), -1, np.int32)
         if not self._names or not len(keys):
             return chunk, row
-        have = [np.load(os.path.join(self.dir, n + KEYS_SUFFIX)) for n in self._names]
         all_keys = np.concatenate(have)
         all_chunk = np.repeat(np.arange(len(have), dtype=np.int32), [len(h) for h in have])
         all_row = np.concatenate([np.arange(len(h), dtype=np.int32) for h in have])
@@ -73,6 +81,56 @@ class EmbeddingStore:
         row[hit] = all_row[order[pos[hit]]]
         return chunk, row
 
+    def _valid_chunks(self) -> tuple[list[str], list[np.ndarray]]:
+        """Names and keys of the well-formed chunks; the others are removed (see `locate`)."""
+        found: list[tuple[str, np.ndarray, int]] = []
+        for name in self.chunk_names():
+            why, keys, dim = self._check(name)
+            if why:
+                log.warning(
+                    "embedding chunk %s is malformed (%s): removed, its texts will be encoded again", name, why
+                )
+                self._drop(name)
+            else:
+                found.append((name, keys, dim))
+        if found:  # the dimension recorded by the first write (else most chunks') is the encoder's
+            dims, counts = np.unique([d for _, _, d in found], return_counts=True)
+            self._dim = self._recorded_dim() or int(dims[np.argmax(counts)])
+            for name, _, d in found:
+                if d != self._dim:
+                    log.warning("embedding chunk %s has dimension %d, not %d: removed", name, d, self._dim)
+                    self._drop(name)
+            found = [f for f in found if f[2] == self._dim]
+        return [f[0] for f in found], [f[1] for f in found]
+
+    def _check(self, name: str) -> tuple[str, np.ndarray, int]:
+        """(what is wrong or '', keys, dimension) of one chunk, reading only the keys and the vectors' header."""
+        try:
+            keys = np.load(os.path.join(self.dir, name + KEYS_SUFFIX))
+            emb = np.load(os.path.join(self.dir, name + EMB_SUFFIX), mmap_mode="r")
+        except (OSError, ValueError, EOFError) as e:
+            return f"unreadable: {e}", np.zeros(0, np.uint64), 0
+        if keys.ndim != 1 or keys.dtype != np.uint64:
+            return f"keys of shape {keys.shape} and dtype {keys.dtype}", keys, 0
+        if emb.ndim != 2 or emb.dtype != np.float16 or emb.shape[0] != len(keys) or not emb.shape[1]:
+            return f"{len(keys)} keys but vectors of shape {emb.shape} and dtype {emb.dtype}", keys, 0
+        return "", keys, int(emb.shape[1])
+
+    def _recorded_dim(self) -> int | None:
+        try:
+            with open(os.path.join(self.dir, DIM_NAME), encoding="utf-8") as fh:
+                return int(fh.read().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _drop(self, name: str) -> None:
+        self.bad_chunks += 1
+        for suffix in (EMB_SUFFIX, KEYS_SUFFIX):  # the vectors first: a half-removed chunk no longer counts
+            try:
+                os.remove(os.path.join(self.dir, name + suffix))
+            except FileNotFoundError:
+                pass
+
     def write_chunk(self, keys: np.ndarray, emb: np.ndarray) -> str:
         """Store one chunk atomically; returns its name (a hash of its keys)."""
         if emb.ndim != 2 or emb.shape[0] != len(keys):
@@ -80,6 +138,11 @@ class EmbeddingStore:
         if not np.isfinite(emb).all():
             raise ValueError("refusing to cache non-finite embeddings (nan/inf from the encoder)")
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        recorded = self._recorded_dim()
+        if recorded is None:
+            write_bytes_atomic(os.path.join(self.dir, DIM_NAME), str(emb.shape[1]).encode())
+        elif recorded != emb.shape[1]:
+            raise ValueError(f"embeddings of dimension {emb.shape[1]} in a store of dimension {recorded}")
         name = hashlib.sha256(keys.tobytes()).hexdigest()[:24]
         write_bytes_atomic(os.path.join(self.dir, name + KEYS_SUFFIX), _npy_bytes(keys))
         write_bytes_atomic(os.path.join(self.dir, name + EMB_SUFFIX), _npy_bytes(emb.astype(np.float16)))

@@ -146,3 +146,30 @@ def test_coalesce_joins_shards_in_order():
     assert [len(i) for i, _ in out] == [305, 695]
     assert (np.concatenate([i for i, _ in out]) == np.arange(1000)).all()
     assert (out[1][1][:, 0] == np.repeat([305, 306], [1, 694])).all()
+
+
+def test_malformed_chunks_are_removed_and_encoded_again(tmp_path):
+    texts = [f"text {i} " + "y" * (i % 5) for i in range(24)]
+    keys = np.arange(1, 25, dtype=np.uint64) * 104729
+    lengths = np.array([len(t) for t in texts])
+    arr = pa.array(texts)
+    st = EmbeddingStore(str(tmp_path), {"fingerprint": "fake"})
+    assert encode_missing(st, arr, keys, lengths, fake_embed([]), batch_size=4, chunk_size=8) == 24
+    names = st.chunk_names()
+    assert len(names) == 3
+    path = os.path.join(st.dir, "{}" + EMB_SUFFIX).format
+    # keys and vectors disagree (one vector short), a foreign dimension, a truncated file
+    np.save(path(names[0]), np.load(path(names[0]))[:-1])
+    np.save(path(names[1]), np.zeros((8, 5), np.float16))
+    with open(path(names[2]), "r+b") as fh:
+        fh.truncate(40)
+    fresh = EmbeddingStore(str(tmp_path), {"fingerprint": "fake"})
+    assert fresh.locate(keys)[0].tolist() == [-1] * 24  # nothing of a malformed chunk is used
+    assert fresh.bad_chunks == 3 and fresh.chunk_names() == []
+    calls: list[list[str]] = []
+    n = encode_missing(fresh, arr, keys, lengths, fake_embed(calls), batch_size=4, chunk_size=8)
+    assert n == 24 and sum(map(len, calls)) == n
+    with pytest.raises(ValueError, match="dimension 4 in a store of dimension 3"):
+        fresh.write_chunk(np.array([999], np.uint64), np.ones((1, 4), np.float32))
+    chunk, row = fresh.locate(keys)
+    np.testing.assert_allclose(fresh.gather(chunk, row)[np.argsort(keys)], fake_embed([])(texts), atol=2e-3)
