@@ -81,6 +81,11 @@ class EmbeddingStore:
         row[hit] = all_row[order[pos[hit]]]
         return chunk, row
 
+    def cached_keys(self) -> np.ndarray:
+        """Every text hash in the well-formed chunks (malformed ones are removed, as by `locate`)."""
+        self._names, have = self._valid_chunks()
+        return np.concatenate(have) if have else np.zeros(0, np.uint64)
+
     def _valid_chunks(self) -> tuple[list[str], list[np.ndarray]]:
         """Names and keys of the well-formed chunks; the others are removed (see `locate`)."""
         found: list[tuple[str, np.ndarray, int]] = []
