@@ -7,6 +7,7 @@ import os
 
 from negminer.mining.encode import DEVICES, DTYPES
 from negminer.mining.index import INDEX_KINDS
+from negminer.mining.preset import PRESETS
 from negminer.mining.select import SAMPLINGS, Ceiling, Rules
 
 POOLINGS = ("auto", "mean", "cls", "last")
@@ -32,6 +33,9 @@ class MineConfig:
     max_score: float | None = None
     min_score: float | None = None
     near_dup: float | None = 0.98
+    triangle: float | None = None
+    lexical: float | None = None
+    preset: str | None = None
     sampling: str = "top"
     seed: int = 0
     drop_shortfall: bool = False
@@ -66,6 +70,10 @@ class MineConfig:
             (self.reranker_max_length > 0, f"--reranker-max-length must be > 0, got {self.reranker_max_length}"),
             (self.num_shards is None or self.num_shards > 0, f"--num-shards must be > 0, got {self.num_shards}"),
             (bool(self.model), "--model is required"),
+            (
+                self.preset is None or self.preset in PRESETS,
+                f"--preset must be one of {tuple(PRESETS)}, got {self.preset!r}",
+            ),
             (_norm(self.input) != _norm(self.output), f"--output must differ from --input ({self.input})"),
         ]
         for ok, message in checks:
@@ -84,6 +92,8 @@ class MineConfig:
             max_score=self.max_score,
             ceiling=self.ceiling(),
             near_dup=self.near_dup,
+            triangle=self.triangle,
+            lexical=self.lexical,
             sampling=self.sampling,
             seed=self.seed,
         )

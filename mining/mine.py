@@ -22,7 +22,7 @@ from negminer.mining.encode import Embedder, dtype_reason, encode_missing, resol
 from negminer.mining.groups import Groups, build_groups, padded
 from negminer.mining.output import write_output
 from negminer.mining.rerank import Reranker, rescore
-from negminer.mining.select import Rules, choose, eligible, lowest_positive
+from negminer.mining.select import Rules, choose, eligible, lexical_ratio, lowest_positive, triangle_gap
 from negminer.mining.sources import corpus_documents, shard_documents
 from negminer.mining.store import EmbeddingStore
 from negminer.pipelines import io
@@ -133,7 +133,13 @@ def _mine(cfg: MineConfig, encoder: Any, on_chunk, clock: _Clock, spill: str) ->
         reranker = Reranker.from_pretrained(
             cfg.reranker, device, dtype, max_length=cfg.reranker_max_length, batch_size=cfg.batch_size
         )
-    mined = select_all(rules, groups, corpus, emb.docs, doc_loc, queries, cand, cand_s, reranker)
+    lexical = None
+    if rules.lexical is not None:
+        from negminer.mining.lexical import LexicalIndex
+
+        lexical = LexicalIndex(corpus.texts.to_pylist())
+        clock.lap("lexical_index")
+    mined = select_all(rules, groups, corpus, emb.docs, doc_loc, queries, cand, cand_s, reranker, lexical)
     clock.lap("select")
     info = {
         "model": cfg.model,
@@ -227,7 +233,9 @@ def search(cfg, store: EmbeddingStore, loc, queries: QueryVectors, k: int, gpu: 
     return np.load(base + ".scores.npy", mmap_mode="r"), np.load(base + ".idx.npy", mmap_mode="r")
 
 
-def select_all(rules: Rules, groups: Groups, corpus: Corpus, store, doc_loc, queries, cand, cand_s, reranker) -> Mined:
+def select_all(
+    rules: Rules, groups: Groups, corpus: Corpus, store, doc_loc, queries, cand, cand_s, reranker, lexical=None
+) -> Mined:
     """Selection over all groups in batches of `GROUP_BATCH` (bounded memory for the near-duplicate gathers)."""
     n_groups, n = len(groups), rules.num_negatives
     out = Mined(
@@ -244,9 +252,8 @@ def select_all(rules: Rules, groups: Groups, corpus: Corpus, store, doc_loc, que
         c, cs = cand[gb], cand_s[gb]
         keep, removed = eligible(c, padded(groups.excl_indptr, groups.excl_docs, gb), rules)
         pos = padded(groups.pos_indptr, groups.pos_docs, gb)
-        need = np.unique(
-            np.concatenate([pos[pos >= 0], c[keep] if rules.near_dup is not None else np.zeros(0, np.int64)])
-        )
+        by_embedding = rules.near_dup is not None or rules.triangle is not None
+        need = np.unique(np.concatenate([pos[pos >= 0], c[keep] if by_embedding else np.zeros(0, np.int64)]))
         emb = store.gather(doc_loc[0][need], doc_loc[1][need])  # (u, D)
 
         def slot(d: np.ndarray, need: np.ndarray = need) -> np.ndarray:  # rows of `emb`; garbage off `keep`
@@ -254,14 +261,20 @@ def select_all(rules: Rules, groups: Groups, corpus: Corpus, store, doc_loc, que
 
         q = queries[gb]  # (B, D)
         pos_ret = np.where(pos >= 0, np.einsum("bd,bpd->bp", q, emb[slot(pos)]), np.nan).astype(np.float32)
-        sim = None
-        if rules.near_dup is not None:
-            sim = np.einsum("bkd,bpd->bkp", emb[slot(c)], emb[slot(pos)])  # (B, K, P)
-            sim = np.where((pos >= 0)[:, None, :], sim, -np.inf).max(axis=2)
+        sim = tri = lex = None
+        if by_embedding:
+            cp = np.einsum("bkd,bpd->bkp", emb[slot(c)], emb[slot(pos)])  # (B, K, P)
+            sim = np.where((pos >= 0)[:, None, :], cp, -np.inf).max(axis=2)
+            tri = triangle_gap(cp, pos_ret) if rules.triangle is not None else None
+        if lexical is not None:
+            qtext = groups.query.take(gb).to_pylist()
+            lex = lexical_ratio(lexical.pair_scores(qtext, np.where(keep, c, -1)), lexical.pair_scores(qtext, pos))
         score, pos_teacher = cs, pos_ret
         if reranker is not None:
             score, pos_teacher = rescore(reranker, groups.query.take(gb), corpus.texts, c, keep, pos)
-        sel = choose(c, score, keep, lowest_positive(pos_teacher), sim, groups.key[gb], rules)
+        sel = choose(
+            c, score, keep, lowest_positive(pos_teacher), sim, groups.key[gb], rules, triangle=tri, lexical=lex
+        )
         for rule, count in {**removed, **sel.removed}.items():
             out.removed[rule] = out.removed.get(rule, 0) + count
         out.neg_doc[gb], out.neg_score[gb], out.found[gb] = sel.doc, sel.score, sel.found

