@@ -12,6 +12,7 @@ from negminer.pipelines import io
 from negminer.pipelines import schema as S
 
 HISTOGRAM_NAME = "score_histogram.png"
+RELATIVE_NAME = "negatives_vs_positive.png"
 
 
 def read_scores(shard_dir: str) -> tuple[np.ndarray, np.ndarray]:
@@ -24,6 +25,53 @@ def read_scores(shard_dir: str) -> tuple[np.ndarray, np.ndarray]:
         neg.append(n.to_numpy(zero_copy_only=False))
     cat = lambda xs: np.concatenate(xs).astype(np.float64) if xs else np.zeros(0)  # noqa: E731
     return cat(pos), cat(neg)
+
+
+def read_relative(shard_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per kept negative: its row's positive score and its own score (rows without scores skipped)."""
+    pos, neg = [], []
+    for batch in io.read_shards(shard_dir, columns=[S.POSITIVE_SCORE, S.NEGATIVE_SCORES]):
+        scores = batch.column(S.NEGATIVE_SCORES)
+        p = batch.column(S.POSITIVE_SCORE).to_numpy(zero_copy_only=False).astype(np.float64)
+        n = pc.list_value_length(scores).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        flat = pc.list_flatten(scores).fill_null(np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
+        pos.append(np.repeat(p, n))
+        neg.append(flat)
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
+    p, n = cat(pos), cat(neg)
+    ok = ~(np.isnan(p) | np.isnan(n))
+    return p[ok], n[ok]
+
+
+def plot_relative(pos: np.ndarray, neg: np.ndarray, path: str, title: str = "") -> str:
+    """PNG: each kept negative's score against its positive's (left, with y = x and perc:0.95) and the
+    distribution of negative minus positive (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5))
+    ax.scatter(pos, neg, s=4, alpha=0.35)
+    if len(pos):
+        lo, hi = float(min(pos.min(), neg.min())), float(max(pos.max(), neg.max()))
+        xs = np.linspace(lo, hi, 50)
+        ax.plot(xs, xs, "k-", lw=1, label="negative = positive")
+        ax.plot(xs, xs - np.abs(xs) * 0.05, "r--", lw=1, label="perc:0.95 ceiling")
+        ax.legend(loc="upper left")
+    ax.set_xlabel("positive score")
+    ax.set_ylabel("kept negative score")
+    ax.set_title(title or "kept negatives vs their positive")
+    bx.hist(neg - pos, bins=50)
+    bx.axvline(0.0, color="k", lw=1)
+    bx.set_xlabel("negative score - positive score")
+    bx.set_ylabel("kept negatives")
+    bx.set_title(f"n={len(neg)}, mean {np.mean(neg - pos) if len(neg) else float('nan'):+.3f}")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def plot_histogram(pos: np.ndarray, neg: np.ndarray, path: str, title: str = "") -> str:
@@ -89,7 +137,23 @@ def describe(shard_dir: str, manifest: dict[str, Any], plot_path: str | None = N
             lines.append(f"  histogram: not written ({path} is not local; pass a local plot path)")
         else:
             lines.append(f"  histogram: {plot_histogram(pos, neg, path, title=_title(m))}")
+            lines += _relative_lines(shard_dir, os.path.join(os.path.dirname(os.path.abspath(path)), RELATIVE_NAME))
     return lines
+
+
+def _relative_lines(shard_dir: str, path: str) -> list[str]:
+    """Where the kept negatives sit relative to their own row's positive: stats line and the PNG."""
+    p, n = read_relative(shard_dir)
+    if not len(n):
+        return []
+    d = n - p
+    q = np.percentile(d, [5, 50, 95])
+    above = int((d >= 0).sum())
+    return [
+        f"  negatives - positive: mean={d.mean():+.4f} p5={q[0]:+.4f} p50={q[1]:+.4f} p95={q[2]:+.4f}; "
+        f"{above} of {len(d)} score at or above their positive",
+        f"  negatives vs positive: {plot_relative(p, n, path)}",
+    ]
 
 
 def _title(mining: dict) -> str:

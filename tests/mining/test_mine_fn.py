@@ -93,3 +93,25 @@ def test_cli_preset_is_recorded_resolved_in_the_manifest(mine_data, tmp_path, ti
     with pytest.raises(SystemExit) as e:
         cli.main(argv[:7] + ["--preset", "dirty"])
     assert "dirty" in str(e.value) + capsys.readouterr().err
+
+
+def test_report_places_kept_negatives_relative_to_their_positive(tmp_path):
+    from negminer.mining.report import RELATIVE_NAME, describe, read_relative
+
+    rows = [
+        dict(source="t", pair_type="qa", query="a", positive="p", negatives=["x", "y"], negative_ids=["1", "2"]),
+        dict(source="t", pair_type="qa", query="b", positive="q", negatives=["z"], negative_ids=["3"]),
+        dict(source="t", pair_type="qa", query="c", positive="r", negatives=[], negative_ids=[]),
+    ]
+    scores = [(0.8, [0.7, 0.9]), (-0.2, [-0.5]), (0.5, [])]
+    for r, (p, n) in zip(rows, scores, strict=True):
+        r.update(positive_score=p, negative_scores=n)
+    io.write_shards([S.TupleRow(**r).to_dict() for r in rows], str(tmp_path / "m"))
+    p, n = read_relative(str(tmp_path / "m"))
+    np.testing.assert_allclose(np.sort(n - p), [-0.3, -0.1, 0.1], atol=1e-6)  # shard order is by row id
+    manifest = {"mining": {"model": "m", "removed": {"positive_aware": 4, "triangle": 2, "lexical": 1}}}
+    lines = describe(str(tmp_path / "m"), manifest, str(tmp_path / "plots" / "h.png"))
+    text = "\n".join(lines)
+    assert "triangle=2" in text and "lexical=1" in text
+    assert "mean=-0.1000" in text and "1 of 3 score at or above their positive" in text
+    assert (tmp_path / "plots" / RELATIVE_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
