@@ -50,8 +50,23 @@ def _selected(argv: list[str]) -> tuple[str | None, str | None]:
     return command, source
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends `(default X)` to an option's help unless the text already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if has_default(action) and "default" not in text:
+            text += " (default %(default)s)"
+        return text
+
+
+def has_default(action: argparse.Action) -> bool:
+    """An option whose default is worth printing (not unset, not a flag's False)."""
+    return bool(action.option_strings) and action.default not in (None, False, argparse.SUPPRESS, "", [], ())
+
+
 def _add(sub, name: str, module: str, help_: str, selected: bool, description: str = "") -> None:
-    sp = sub.add_parser(name, help=help_, description=description or help_)
+    sp = sub.add_parser(name, help=help_, description=description or help_, formatter_class=HelpFormatter)
     if not selected:
         return
     mod = _load(module)
@@ -64,7 +79,9 @@ def _add(sub, name: str, module: str, help_: str, selected: bool, description: s
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     command, source = _selected(argv)
     parser = argparse.ArgumentParser(prog="negminer", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, including Apache Beam's and FAISS's (default off)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     build = sub.add_parser(
         "build",
@@ -82,15 +99,53 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+# Libraries whose INFO lines are chatter for a user (Beam's "Converting string literal type hint to Any", FAISS's
+# "Could not load library with AVX2 support", which reads like an error): WARNING and above unless -v.
+CHATTY_LOGGERS = ("apache_beam", "faiss", "urllib3", "filelock", "fsspec", "httpx", "datasets")
+# Warnings that are not problems for the user: Beam's, logged on import when the `gcp` extra is not installed.
+HARMLESS_WARNINGS = ("apitools not found",)
+
+
+class HideHarmless(logging.Filter):
+    """Drops the known harmless third-party warnings (`HARMLESS_WARNINGS`) from a handler; -v shows them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(HARMLESS_WARNINGS)
+
+
+def setup_logging(verbose: bool) -> None:
+    """negminer's progress at INFO; third-party chatter only with -v (then everything at DEBUG).
+
+    Runs before any command module is imported: Beam logs its gcp warning on import, and a warning logged on a
+    root logger without handlers would set up logging its own way first.
+    """
+    root = logging.getLogger()
+    if not root.handlers:  # under pytest (or an embedding program) leave the host's handlers alone
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        if not verbose:
+            handler.addFilter(HideHarmless())
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
+
+
+def _verbose(argv: list[str]) -> bool:
+    """-v/--verbose among the options before the command (read before parsing, which imports the command)."""
+    for a in argv:
+        if not a.startswith("-"):
+            return False
+        if a in ("-v", "--verbose"):
+            return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    setup_logging(_verbose(argv))
     parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
     if args.command not in BEAM_COMMANDS and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from negminer.llm import LLMError  # noqa: PLC0415

@@ -91,46 +91,90 @@ class TrainConfig:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
-    a("--data", action="append", required=True, help="shard directory (repeatable)")
-    a("--model", required=True, help="Hugging Face model name or local path (safetensors)")
+    a("--data", action="append", required=True, help="tuple-shard directory to train on (repeat for several)")
+    a("--model", required=True, help="Hugging Face model name or local path to start from (safetensors)")
     a("--output", required=True, help="output directory: model, train_log.jsonl, metrics.json, checkpoint/")
     a(
         "--pooling",
         default="auto",
         choices=("auto", *POOLINGS),
-        help="auto: from the model's sentence-transformers config",
+        help="auto: from the model's sentence-transformers config, last for decoders, else mean (default auto)",
     )
-    a("--batch-size", type=int, default=128, help="global batch size (rows)")
-    a("--num-negatives", type=int, default=7, help="hard negatives per row taken from the shards (hardest first)")
-    a("--temperature", type=float, default=0.05, help="InfoNCE temperature τ")
-    a("--loss", default="infonce", choices=LOSSES)
+    a("--batch-size", type=int, default=128, help="global batch size in rows, all GPUs together (default 128)")
+    a(
+        "--num-negatives",
+        type=int,
+        default=7,
+        help="hard negatives per row taken from the shards, hardest first (default 7)",
+    )
+    a("--temperature", type=float, default=0.05, help="InfoNCE temperature τ (default 0.05)")
+    a(
+        "--loss",
+        default="infonce",
+        choices=LOSSES,
+        help="infonce: query->documents; -bidirectional adds documents->query (default infonce)",
+    )
     a("--distill", action="store_true", help="add KL to the shards' teacher scores (rows without scores are skipped)")
-    a("--distill-weight", type=float, default=1.0)
-    a("--teacher-temperature", type=float, default=1.0)
-    a("--lr", type=float, default=2e-5)
-    a("--warmup", type=float, default=0.05, help="fraction of steps of linear warm-up, then linear decay to 0")
-    a("--weight-decay", type=float, default=0.01)
-    a("--max-grad-norm", type=float, default=1.0)
-    a("--max-steps", type=int, default=None)
-    a("--epochs", type=float, default=None)
-    a("--max-length", type=int, default=256, help="max tokens per text")
-    a("--grad-cache-chunk", type=int, default=None, help="GradCache: encode in chunks of N texts (fixed memory)")
-    a("--precision", default="fp32", choices=PRECISIONS, help="autocast dtype (bf16/fp16 on GPU; bf16 also on CPU)")
-    a("--same-source-batches", action="store_true", help="each batch from one source, sources sampled by size")
-    a("--shuffle-buffer", type=int, default=10_000)
-    a("--query-prompt", default=None)
-    a("--doc-prompt", default=None)
-    a("--eval", default=None, help="BEIR-format directory or shard directory to evaluate on")
-    a("--eval-every", type=int, default=None)
-    a("--save-every", type=int, default=None, help="checkpoint every N steps (for --resume)")
-    a("--log-every", type=int, default=1, help="write a train_log.jsonl line every N steps")
+    a("--distill-weight", type=float, default=1.0, help="weight of the distillation term (default 1.0)")
+    a(
+        "--teacher-temperature",
+        type=float,
+        default=1.0,
+        help="temperature of the teacher scores' softmax (default 1.0)",
+    )
+    a("--lr", type=float, default=2e-5, help="peak learning rate of AdamW (default 2e-5)")
+    a(
+        "--warmup",
+        type=float,
+        default=0.05,
+        help="fraction of steps of linear warm-up, then linear decay to 0 (default 0.05)",
+    )
+    a("--weight-decay", type=float, default=0.01, help="AdamW weight decay, not on biases and norms (default 0.01)")
+    a("--max-grad-norm", type=float, default=1.0, help="clip the gradient norm to this; 0 = no clipping (default 1.0)")
+    a("--max-steps", type=int, default=None, help="optimizer steps to train (give this or --epochs)")
+    a("--epochs", type=float, default=None, help="passes over the data, fractions allowed (give this or --max-steps)")
+    a("--max-length", type=int, default=256, help="max tokens per text (default 256)")
+    a(
+        "--grad-cache-chunk",
+        type=int,
+        default=None,
+        help="GradCache: encode in chunks of N texts, fixed memory (default off)",
+    )
+    a(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="autocast dtype: bf16/fp16 on GPU; bf16 also on CPU (default fp32)",
+    )
+    a(
+        "--same-source-batches",
+        action="store_true",
+        help="each batch from one source, sources sampled by size (default off)",
+    )
+    a("--shuffle-buffer", type=int, default=10_000, help="rows held for shuffling the stream (default 10000)")
+    a("--query-prompt", default=None, help="text prepended to every query, saved with the model (default none)")
+    a("--doc-prompt", default=None, help="text prepended to every document, saved with the model (default none)")
+    a("--eval", default=None, help="BEIR-format directory or shard directory to evaluate on (default none)")
+    a(
+        "--eval-every",
+        type=int,
+        default=None,
+        help="also evaluate every N steps; --eval always runs before and after training (default: only then)",
+    )
+    a(
+        "--save-every",
+        type=int,
+        default=None,
+        help="checkpoint every N steps, for --resume (default: only when --stop-after leaves early)",
+    )
+    a("--log-every", type=int, default=1, help="write a train_log.jsonl line every N steps (default 1)")
     a(
         "--stop-after",
         type=int,
         default=None,
-        help="leave after N steps of this run with a checkpoint (time-sliced jobs)",
+        help="leave after N steps of this run with a checkpoint, for time-sliced jobs (default: run to the end)",
     )
-    a("--resume", action="store_true", help="continue from OUTPUT/checkpoint exactly")
-    a("--seed", type=int, default=0)
-    a("--device", default="auto", help="auto|cpu|cuda[:N]")
-    a("--trust-remote-code", action="store_true")
+    a("--resume", action="store_true", help="continue from OUTPUT/checkpoint exactly (default: start fresh)")
+    a("--seed", type=int, default=0, help="seed of shuffling and initialisation (default 0)")
+    a("--device", default="auto", help="auto|cpu|cuda[:N]; auto: cuda when available (default auto)")
+    a("--trust-remote-code", action="store_true", help="allow model code from the hub (default off)")

@@ -193,8 +193,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--near-dup-threshold", type=float, default=d.threshold, help="estimated Jaccard of 5-word shingles"
     )
-    g.add_argument("--minhash-perms", type=int, default=d.num_perm)
-    g.add_argument("--lsh-bands", type=int, default=d.bands)
+    g.add_argument("--minhash-perms", type=int, default=d.num_perm, help="MinHash permutations per positive")
+    g.add_argument("--lsh-bands", type=int, default=d.bands, help="LSH bands (must divide --minhash-perms)")
 
 
 def config_from_args(args: argparse.Namespace) -> DedupConfig:

@@ -245,14 +245,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(d.languages),
         help="keep these languages (py3langid codes, comma-separated; empty keeps all)",
     )
-    g.add_argument("--min-positive-chars", type=int, default=d.min_positive_chars)
-    g.add_argument("--max-positive-chars", type=int, default=d.max_positive_chars)
-    g.add_argument("--min-positive-words", type=int, default=d.min_positive_words)
-    g.add_argument("--min-query-chars", type=int, default=d.min_query_chars)
-    g.add_argument("--max-query-chars", type=int, default=d.max_query_chars)
-    g.add_argument("--max-symbol-ratio", type=float, default=d.max_symbol_ratio)
-    g.add_argument("--max-digit-ratio", type=float, default=d.max_digit_ratio)
-    g.add_argument("--max-repeated-line-ratio", type=float, default=d.max_repeated_line_ratio)
+    a = g.add_argument
+    a("--min-positive-chars", type=int, default=d.min_positive_chars, help="drop positives shorter than this")
+    a("--max-positive-chars", type=int, default=d.max_positive_chars, help="drop positives longer than this")
+    a("--min-positive-words", type=int, default=d.min_positive_words, help="drop positives with fewer words")
+    a("--min-query-chars", type=int, default=d.min_query_chars, help="drop queries shorter than this")
+    a("--max-query-chars", type=int, default=d.max_query_chars, help="drop queries longer than this")
+    a("--max-symbol-ratio", type=float, default=d.max_symbol_ratio, help="max '#' and ellipses per word")
+    a("--max-digit-ratio", type=float, default=d.max_digit_ratio, help="max digits per character")
+    a(
+        "--max-repeated-line-ratio",
+        type=float,
+        default=d.max_repeated_line_ratio,
+        help="max share of a document's lines that repeat an earlier line",
+    )
     g.add_argument("--no-quality-filters", action="store_true", help="turn every filter off (lengths >= 1 char only)")
 
 
