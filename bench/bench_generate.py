@@ -1,7 +1,7 @@
 """Plumbing cost of `negminer generate` on CPU: a tiny random causal LM writes queries for N MS MARCO passages,
 then the same command runs again and is answered from the cache.
 
-Usage: HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_generate.py [--passages 200] [--max-new-tokens 16]
+Usage: HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_generate.py [--passages 200] [--max-new-tokens 16] [--threads 1]
 Prints passages/s of the first run, of the cached rerun (the ratio is the speed-up of a resumed job) and the
 rerun's cache hit rate. The tiny LM's text is nonsense: this measures the pipeline, not a real model.
 """
@@ -30,7 +30,11 @@ def main() -> None:
     ap.add_argument("--passages", type=int, default=200)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a tiny model gains nothing)")
     a = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model = make_tiny_causal_lm(Path(tmp) / "lm")
         out = str(Path(tmp) / "out")
@@ -45,7 +49,7 @@ def main() -> None:
             runs.append((secs, io.read_manifest(out)))
     (s1, m1), (s2, m2) = runs
     n = m1["generate"]["passages"]
-    print(f"passages: {n}, rows: {m1['rows']}, rejects: {m1['rejects']}")
+    print(f"passages: {n}, rows: {m1['rows']}, rejects: {m1['rejects']}, torch threads: {a.threads}")
     print(
         f"first run:  {s1:.1f} s wall, {n / s1:.1f} passages/s (pipeline-internal {m1['generate']['passages_per_s']}/s)"
     )

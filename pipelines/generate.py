@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import logging
 import os
 import time
@@ -17,7 +16,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
@@ -25,12 +23,18 @@ from negminer.llm import LLM, Answer, LLMConfig, Sampling
 from negminer.pipelines import io, runner
 from negminer.pipelines import schema as S
 from negminer.pipelines.sink import WriteShardDir
-from negminer.pipelines.source import REJECTS, SKIPPED, Record, parse_json_line, reject, skip
+from negminer.pipelines.source import REJECTS, SKIPPED, Record, parse_json_line, skip
 from negminer.pipelines.transforms.querygen import TEMPLATES, Template, load_template, parse_answer, query_problem
+from negminer.pipelines.transforms.roundtrip import (
+    COUNTER_NS,
+    EncodePassagesFn,
+    RoundTrip,
+    RoundTripFn,
+    passage_reject,
+)
 from negminer.pipelines.transforms.tabular import ReadKeyed, Text, parse_id_text, tidy, title_and_text
 
 log = logging.getLogger("negminer")
-COUNTER_NS = "negminer.generate"
 TSV_SUFFIXES = (".tsv", ".tsv.gz", ".tsv.bz2")
 VLLM_PREFIX = "vllm:"
 
@@ -50,6 +54,9 @@ class GenerateConfig:
     batch_size: int = 16
     round_trip_model: str | None = None
     round_trip_k: int = 10
+    round_trip_api_model: str | None = None
+    round_trip_query_prompt: str | None = None
+    round_trip_doc_prompt: str | None = None
     limit: int | None = None
     language: str = "auto"
     max_query_words: int = 64
@@ -75,6 +82,11 @@ class GenerateConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        rt_url = (self.round_trip_model or "").startswith(("http://", "https://"))
+        if rt_url != bool(self.round_trip_api_model):
+            raise ValueError(
+                "--round-trip-api-model NAME is required with an endpoint URL in --round-trip-model, and only then"
+            )
         if self.temperature < 0:
             raise ValueError(f"--temperature must be >= 0, got {self.temperature}")
         self.load_template()  # a bad template or few-shot file fails here, before any worker starts
@@ -92,6 +104,16 @@ class GenerateConfig:
         cache = self.cache_dir or io.join(self.output, "llm_cache")
         model = self.llm_model if url else self.llm
         return LLMConfig(model=model, base_url=url, concurrency=self.concurrency, cache_dir=cache, device=self.device)
+
+    def round_trip(self) -> RoundTrip:
+        return RoundTrip(
+            self.round_trip_model or "",
+            self.round_trip_api_model,
+            self.round_trip_query_prompt,
+            self.round_trip_doc_prompt,
+            self.device,
+            self.round_trip_k,
+        )
 
     def sampling(self) -> Sampling:
         return Sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, seed=self.seed)
@@ -127,11 +149,6 @@ def first_of(element: tuple[str, Iterable[tuple]]) -> Iterator[Any]:
         yield skip("duplicate_passage", COUNTER_NS)
 
 
-def _reject(p: tuple, reason: str, answer: str | None = None) -> beam.pvalue.TaggedOutput:
-    raw = json.dumps({"passage_id": p[0], "passage": p[1][:500], "answer": answer}, ensure_ascii=False)
-    return reject(Record(p[2], p[3], raw), reason, COUNTER_NS)
-
-
 class GenerateQueryFn(beam.DoFn):
     """Batches of passages -> (passage, query, instruction) for every usable answer; the rest to rejects by reason."""
 
@@ -163,77 +180,18 @@ class GenerateQueryFn(beam.DoFn):
 def check_answer(p: tuple, a: Answer, template: Template, c: GenerateConfig) -> Iterator[Any]:
     """One passage's answer -> (passage, query, instruction), or a reject with the reason it is unusable."""
     if a.error is not None:
-        yield _reject(p, f"llm_{a.error}")
+        yield passage_reject(p, f"llm_{a.error}")
         return
     parsed = parse_answer(template, a.text or "", a.finish_reason)
     if isinstance(parsed, str):
-        yield _reject(p, parsed, a.text)
+        yield passage_reject(p, parsed, a.text)
         return
     query, instruction = parsed
     problem = query_problem(query, p[1], c.max_query_words, c.language)
     if problem:
-        yield _reject(p, problem, a.text)
+        yield passage_reject(p, problem, a.text)
         return
     yield p, query, instruction
-
-
-@functools.lru_cache(maxsize=2)
-def load_embedder(model: str, device: str):
-    """The miner's encoder code (training/model.py Encoder + mining/encode.py Embedder) for `model`; one per
-    process (the pool encoder and the round-trip check share it; inference only)."""
-    from negminer.mining.encode import Embedder, resolve_device, resolve_dtype
-    from negminer.training.model import Encoder
-
-    dev = resolve_device(device)
-    encoder = Encoder.from_pretrained(model)
-    return Embedder(encoder, None, dev, resolve_dtype("auto", dev), encoder.fingerprint())
-
-
-class EncodePassagesFn(beam.DoFn):
-    """Batches of passages -> (ids, (B, D) float32 embeddings) for the round-trip pool."""
-
-    def __init__(self, model: str, device: str):
-        self.model, self.device = model, device
-
-    def setup(self):
-        self.embed = load_embedder(self.model, self.device)
-
-    def process(self, batch: list[tuple]) -> Iterator[tuple[list[str], np.ndarray]]:
-        yield [p[0] for p in batch], self.embed([p[1] for p in batch])
-
-
-def source_ranks(q: np.ndarray, pool: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """0-based rank of each query's source passage: how many pool passages score strictly higher (dot product)."""
-    scores = q @ pool.T  # (B, N)
-    own = scores[np.arange(len(src)), src]  # (B,)
-    return (scores > own[:, None]).sum(axis=1)
-
-
-class RoundTripFn(beam.DoFn):
-    """Batches of (passage, query, instruction) -> those whose passage ranks in the top k for the query."""
-
-    def __init__(self, model: str, device: str, k: int):
-        self.model, self.device, self.k = model, device, k
-        self._pool: tuple[int, dict[str, int], np.ndarray] | None = None
-
-    def setup(self):
-        self.embed = load_embedder(self.model, self.device)
-
-    def _pool_of(self, parts: list[tuple[list[str], np.ndarray]]) -> tuple[dict[str, int], np.ndarray]:
-        if self._pool is None or self._pool[0] != len(parts):  # one side input per run: build its matrix once
-            ids = [i for p in parts for i in p[0]]
-            mat = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 1), np.float32)
-            self._pool = (len(parts), {pid: n for n, pid in enumerate(ids)}, mat)
-        return self._pool[1], self._pool[2]
-
-    def process(self, batch: list[tuple], pool_parts: list) -> Iterator[Any]:
-        index, pool = self._pool_of(pool_parts)
-        ranks = source_ranks(self.embed([b[1] for b in batch]), pool, np.array([index[b[0][0]] for b in batch]))
-        for (p, query, instruction), rank in zip(batch, ranks, strict=True):
-            if rank < self.k:
-                yield p, query, instruction, int(rank)
-            else:
-                yield _reject(p, "round_trip_failed", json.dumps({"query": query, "rank": int(rank)}))
 
 
 def make_row(element: tuple, source: str, pair_type: str, provenance: dict[str, Any]) -> dict[str, Any]:
@@ -283,14 +241,13 @@ class GenerateTuples(beam.PTransform):
         parts = [read[REJECTS], gen[REJECTS]]
         queries = gen.queries
         if c.round_trip_model:
-            pool = batches | "EncodePool" >> beam.ParDo(EncodePassagesFn(c.round_trip_model, c.device))
+            rt = c.round_trip()
+            pool = batches | "EncodePool" >> beam.ParDo(EncodePassagesFn(rt))
             checked = (
                 queries
                 | "BatchQueries" >> beam.BatchElements(min_batch_size=1, max_batch_size=c.batch_size)
                 | "RoundTrip"
-                >> beam.ParDo(
-                    RoundTripFn(c.round_trip_model, c.device, c.round_trip_k), beam.pvalue.AsList(pool)
-                ).with_outputs(REJECTS, main="kept")
+                >> beam.ParDo(RoundTripFn(rt), beam.pvalue.AsList(pool)).with_outputs(REJECTS, main="kept")
             )
             queries = checked.kept
             parts.append(checked[REJECTS])
@@ -324,6 +281,10 @@ def build(config: GenerateConfig, beam_args: list[str]) -> dict[str, Any]:
         llm.check()  # unreachable endpoint: one line, before any work
     elif os.sep in config.llm and not os.path.exists(config.llm) and not config.vllm_model:
         raise FileNotFoundError(f"--llm {config.llm!r}: no such model directory")
+    if config.round_trip_api_model:  # the round-trip endpoint too: one line now rather than in a worker
+        from negminer.mining.remote import EndpointEncoder
+
+        EndpointEncoder(config.round_trip_model or "", config.round_trip_api_model).check()
     template = config.load_template()
     llm_prov = llm.provenance(config.sampling())
     if config.vllm_model:
@@ -332,7 +293,12 @@ def build(config: GenerateConfig, beam_args: list[str]) -> dict[str, Any]:
         "llm": llm_prov,
         "template": template.name,
         "template_sha": template.fingerprint(),
-        "round_trip": {"model": config.round_trip_model, "k": config.round_trip_k}
+        "round_trip": {
+            "model": config.round_trip_api_model or config.round_trip_model,
+            "k": config.round_trip_k,
+            "query_prompt": config.round_trip_query_prompt,
+            "doc_prompt": config.round_trip_doc_prompt,
+        }
         if config.round_trip_model
         else None,
     }
@@ -394,8 +360,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--seed", type=int, default=None, help="sampling seed when --temperature > 0")
     a("--concurrency", type=runner.int_at_least(1), default=8, help="requests in flight per worker (default 8)")
     a("--batch-size", type=runner.int_at_least(1), default=16, help="passages per LLM / encoder batch (default 16)")
-    a("--round-trip-model", default=None, help="encoder for the round-trip check (default: no check)")
+    a(
+        "--round-trip-model",
+        default=None,
+        help="encoder for the round-trip check: local dir / hub name, or an embeddings endpoint URL (default: none)",
+    )
     a("--round-trip-k", type=runner.int_at_least(1), default=10, help="source passage must rank in this top k")
+    a("--round-trip-api-model", default=None, help="with an endpoint URL in --round-trip-model: the model it serves")
+    a("--round-trip-query-prompt", default=None, help="prepended to queries before encoding (e.g. 'query: ')")
+    a("--round-trip-doc-prompt", default=None, help="prepended to passages before encoding (e.g. 'passage: ')")
     a("--limit", type=runner.int_at_least(1), default=None, help="only the first N passages (by file, line)")
     a("--language", default="auto", help="query language: ISO code, auto (= passage's), or any (default auto)")
     a("--max-query-words", type=runner.int_at_least(1), default=64, help="longer queries are rejected (default 64)")

@@ -24,14 +24,18 @@ CORPUS = (
     "the river flows through the city . what is the capital of france ? paris is the capital of france . "
     "who wrote the music ? a query asks for a passage . how do plants grow ? water and light help plants grow ."
 )
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+CHAT_TEMPLATE = (  # ChatML, as Qwen's: `transformers serve` parses Qwen2 answers after "<|im_start|>assistant\n"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
 
 def make_tiny_causal_lm(path: Path, seed: int = 0) -> Path:
-    """A 2-layer random Qwen2ForCausalLM with a byte-level BPE tokenizer (trained here) and a chat template."""
+    """A 2-layer random Qwen2ForCausalLM with a byte-level BPE tokenizer (trained here) and a ChatML template.
+
+    Its generation_config suppresses the special tokens other than the end of turn, so greedy answers are
+    (nonsense) text rather than empty strings, and both transformers' generate() and `transformers serve` obey it.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -40,12 +44,12 @@ def make_tiny_causal_lm(path: Path, seed: int = 0) -> Path:
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|pad|>", "<|user|>", "<|system|>", "<|assistant|>"]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     trainer = trainers.BpeTrainer(
         vocab_size=320, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     bpe.train_from_iterator([CORPUS] * 4, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|pad|>")
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tok.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
     cfg = Qwen2Config(
@@ -61,9 +65,19 @@ def make_tiny_causal_lm(path: Path, seed: int = 0) -> Path:
         bos_token_id=None,
         tie_word_embeddings=True,
     )
-    Qwen2ForCausalLM(cfg).save_pretrained(path, safe_serialization=True)
+    model = Qwen2ForCausalLM(cfg)
+    model.generation_config.suppress_tokens = suppressed_ids(tok)
+    model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
     return path
+
+
+def suppressed_ids(tok) -> list[int]:
+    """Tokens the tiny LM may not generate: special tokens but the end of turn, and line breaks (a random LM
+    likes them, and answers of blank lines would test nothing)."""
+    special = {i for i in tok.all_special_ids if i != tok.eos_token_id} | {tok.convert_tokens_to_ids("<|im_start|>")}
+    breaks = {i for i in range(len(tok)) if "\n" in tok.decode([i])}
+    return sorted(special | breaks)
 
 
 def free_port() -> int:
@@ -86,6 +100,18 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 1
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test: tiny models gain nothing from more, and on a loaded CPU threads contend
+    (the tiny LM's generate() ran ~15x slower with 2 threads than with 1 on this 2-core machine under load)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_causal_lm(tmp_path_factory) -> Path:
     return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny-causal-lm"))
@@ -98,6 +124,7 @@ def llm_server(tiny_causal_lm, tmp_path_factory):
     hf_home = tmp_path_factory.mktemp("hf-home")
     (hf_home / "hub").mkdir()  # GET /v1/models scans the hub cache and fails (500) when it is missing
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env["OMP_NUM_THREADS"] = "1"  # a tiny model: threads only contend on a shared CPU
     cli = Path(sys.executable).with_name("transformers")
     cmd = [str(cli), "serve", str(tiny_causal_lm), "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--device", "cpu", "--dtype", "float32", "--log-level", "warning"]

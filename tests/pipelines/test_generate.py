@@ -3,6 +3,7 @@ runs against a scripted OpenAI-compatible server, the tiny local causal LM, and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -13,7 +14,7 @@ import pytest
 from negminer import cli
 from negminer.pipelines import io
 from negminer.pipelines import schema as S
-from negminer.pipelines.generate import GenerateConfig, parse_passage, source_ranks
+from negminer.pipelines.generate import GenerateConfig, parse_passage
 from negminer.pipelines.source import Record
 from negminer.pipelines.transforms.querygen import (
     TEMPLATES,
@@ -23,6 +24,7 @@ from negminer.pipelines.transforms.querygen import (
     parse_answer,
     query_problem,
 )
+from negminer.pipelines.transforms.roundtrip import source_ranks
 from tests.conftest import shared_file
 from tests.llm_servers import FaultServer, chat_body, free_port
 
@@ -51,6 +53,20 @@ def scripted_reply(body: dict) -> dict:
     if "MISMATCH" in passage:
         return chat_body("why do volcanoes erupt magma")
     return chat_body("Query: " + " ".join(passage.split()[:5]) + "?\nsome trailing chatter")
+
+
+def bag_of_words_reply(body: dict) -> dict:
+    """Chat answers as `scripted_reply`; embeddings as hashed bags of lower-cased words (64 buckets): a query made
+    of a passage's words is closest to that passage, so the round trip behaves as with a real encoder."""
+    if "messages" in body:
+        return scripted_reply(body)
+    data = []
+    for i, text in enumerate(body["input"]):
+        v = np.zeros(64)
+        for w in re.findall(r"\w+", text.lower()):
+            v[int(hashlib.md5(w.encode()).hexdigest(), 16) % 64] += 1.0
+        data.append({"object": "embedding", "index": i, "embedding": v.tolist()})
+    return {"object": "list", "model": body["model"], "data": data, "usage": {"prompt_tokens": 0, "total_tokens": 0}}
 
 
 def write_corpus(path):
@@ -191,7 +207,25 @@ def test_generate_against_scripted_endpoint_with_round_trip(tmp_path, capsys):
     assert "wrote 4 rows" in capsys.readouterr().out
 
 
-def test_generate_with_local_tiny_llm_and_limit(tiny_causal_lm, tmp_path):
+def test_round_trip_through_an_embeddings_endpoint(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.jsonl")
+    out = tmp_path / "out"
+    with FaultServer([], ok_body=bag_of_words_reply) as srv:
+        argv = ["generate", "--input", str(corpus), "--output", str(out), "--llm", srv.base_url, "--llm-model", "fake"]
+        argv += ["--round-trip-model", srv.base_url, "--round-trip-api-model", "bow", "--round-trip-k", "1"]
+        argv += ["--round-trip-query-prompt", "Q "]
+        assert cli.main(argv) == 0
+        embedded = [t for path, _, body in srv.seen if path.endswith("/embeddings") for t in body["input"]]
+    assert {r[S.POSITIVE_ID] for r in _rows(out)} == {"volcano", "bread", "jupiter", "violin"}
+    m = io.read_manifest(str(out))
+    assert m["rejects"]["round_trip_failed"] == 1 and m["config"]["round_trip_api_model"] == "bow"
+    assert "Q why do volcanoes erupt magma" in embedded and PASSAGES["bread"] in embedded
+    prov = json.loads(_rows(out)[0][S.PROVENANCE])
+    assert prov["round_trip"] == {"model": "bow", "k": 1, "query_prompt": "Q ", "doc_prompt": None}
+
+
+@pytest.mark.slow  # builds the tiny LM (session fixture) and runs it twice: ~15-30 s on a loaded CPU
+def test_generate_with_local_tiny_llm_and_limit(tiny_causal_lm, tmp_path, one_torch_thread):
     collection = shared_file("msmarco", "splade-toy_collection.head89.tsv")
     out = tmp_path / "out"
     argv = ["generate", "--input", str(collection), "--output", str(out), "--llm", str(tiny_causal_lm)]
