@@ -14,6 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from negminer.pipelines import io
 from negminer.pipelines import schema as S
+from negminer.pipelines.transforms.tabular import beir_object
 
 ID_FIELDS = ("_id", "id", "doc_id", "docid", "pid", "corpus_id")
 TEXT_FIELDS = ("text", "contents", "passage", "body", "document")
@@ -73,11 +74,6 @@ def pick_fields(names: list[str], where: str) -> tuple[str, str, str | None]:
     return id_field, text_field, TITLE_FIELD if TITLE_FIELD in names else None
 
 
-def join_title(title: str | None, text: str) -> str:
-    """BEIR convention: `title text` when there is a title."""
-    return f"{title} {text}".strip() if title else text
-
-
 def _parquet_documents(path: str) -> Iterator[Batch]:
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
         pf = pq.ParquetFile(fh)
@@ -130,22 +126,22 @@ def parse_tsv_doc(line: str) -> tuple[tuple[str, str] | None, str | None]:
     return (parts[0].strip(), parts[1]), None
 
 
+# The shared reader's reasons, in the words of the miner's corpus rejects.
+_JSONL_REASONS = {
+    "json_not_an_object": "not a JSON object",
+    "missing_field": "missing id or text field",
+    "not_a_string": "text/title is not a string",
+    "empty_text": "empty text",
+}
+
+
 def parse_jsonl_doc(line: str) -> tuple[tuple[str, str] | None, str | None]:
-    """One JSON object with an id and a text field (BEIR corpus.jsonl: _id, title, text)."""
+    """One JSON object with an id and a text field (BEIR corpus.jsonl: _id, title, text), read by the BEIR reader."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         return None, f"jsonl: invalid JSON ({e.msg})"
-    if not isinstance(obj, dict):
-        return None, "jsonl: not a JSON object"
-    id_f = next((f for f in ID_FIELDS if f in obj), None)
-    text_f = next((f for f in TEXT_FIELDS if f in obj), None)
-    if id_f is None or text_f is None:
-        return None, "jsonl: missing id or text field"
-    text, title = obj[text_f], obj.get(TITLE_FIELD)
-    if not isinstance(text, str) or (title is not None and not isinstance(title, str)):
-        return None, "jsonl: text/title is not a string"
-    text = join_title(title, text)
-    if not text.strip():
-        return None, "jsonl: empty text"
-    return (str(obj[id_f]), text), None
+    got = beir_object(obj, clean=False, id_fields=ID_FIELDS, text_fields=TEXT_FIELDS)
+    if isinstance(got, str):
+        return None, "jsonl: " + _JSONL_REASONS[got.split(":")[0]]
+    return got, None

@@ -14,8 +14,8 @@ from typing import Any
 
 import apache_beam as beam
 
-from negminer.pipelines import io, runner
 from negminer.pipelines import schema as S
+from negminer.pipelines.converter import Converter
 from negminer.pipelines.transforms.join import DOCS, PAIRS, QRELS, QUERIES, JoinQrels, Pair
 from negminer.pipelines.transforms.tabular import ReadKeyed, flatten_outputs, parse_json_doc, parse_qrel
 
@@ -99,23 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
 
 
-def build(config: BeirConfig, beam_args: list[str]) -> dict[str, Any]:
-    """Run the pipeline; return the manifest."""
-    inputs = io.expand_patterns([*config.corpus, *config.queries, *config.qrels])
-    return runner.run_build(
-        "build beir",
-        config,
-        inputs,
-        config.output,
-        lambda p: p | "BuildBeirTuples" >> BuildBeirTuples(config),
-        beam_args,
-        split=config.split,
-        num_shards=config.num_shards,
-    )
-
-
-def main(args: argparse.Namespace, beam_args: list[str]) -> int:
-    config = BeirConfig(
+def config_from_args(args: argparse.Namespace) -> BeirConfig:
+    return BeirConfig(
         corpus=tuple(args.corpus),
         queries=tuple(args.queries),
         qrels=tuple(args.qrels),
@@ -125,4 +110,14 @@ def main(args: argparse.Namespace, beam_args: list[str]) -> int:
         num_shards=args.num_shards,
         split=args.split,
     )
-    return runner.report(build(config, beam_args), config.output)
+
+
+CONVERTER = Converter(
+    "beir", lambda c: [*c.corpus, *c.queries, *c.qrels], lambda c, files: BuildBeirTuples(c), config_from_args
+)
+build = CONVERTER.build  # build(config, beam_args=()) -> manifest
+
+
+def main(args: argparse.Namespace, beam_args: list[str]) -> int:
+    """The `negminer build beir` command (the module's `build`, looked up per call)."""
+    return CONVERTER.main(args, beam_args, build)

@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
-from negminer.pipelines import io, runner
 from negminer.pipelines import schema as S
+from negminer.pipelines.converter import Converter
 from negminer.pipelines.source import REJECTS, Record, parse_json_line, reject
 from negminer.pipelines.transforms.tabular import (
     ReadKeyed,
@@ -235,23 +235,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
 
 
-def build(config: FeverConfig, beam_args: list[str]) -> dict[str, Any]:
-    """Run the pipeline; return the manifest."""
-    inputs = io.expand_patterns([*config.claims, *config.wiki_pages])
-    return runner.run_build(
-        "build fever",
-        config,
-        inputs,
-        config.output,
-        lambda p: p | "BuildFeverTuples" >> BuildFeverTuples(config),
-        beam_args,
-        split=config.split,
-        num_shards=config.num_shards,
-    )
-
-
-def main(args: argparse.Namespace, beam_args: list[str]) -> int:
-    config = FeverConfig(
+def config_from_args(args: argparse.Namespace) -> FeverConfig:
+    return FeverConfig(
         claims=tuple(args.claims),
         wiki_pages=tuple(args.wiki_pages),
         output=args.output,
@@ -260,4 +245,14 @@ def main(args: argparse.Namespace, beam_args: list[str]) -> int:
         num_shards=args.num_shards,
         split=args.split,
     )
-    return runner.report(build(config, beam_args), config.output)
+
+
+CONVERTER = Converter(
+    "fever", lambda c: [*c.claims, *c.wiki_pages], lambda c, files: BuildFeverTuples(c), config_from_args
+)
+build = CONVERTER.build  # build(config, beam_args=()) -> manifest
+
+
+def main(args: argparse.Namespace, beam_args: list[str]) -> int:
+    """The `negminer build fever` command (the module's `build`, looked up per call)."""
+    return CONVERTER.main(args, beam_args, build)

@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
-from negminer.pipelines import io, runner
 from negminer.pipelines import schema as S
+from negminer.pipelines.converter import Converter
 from negminer.pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, reject, skip
 from negminer.pipelines.transforms.clean import normalize_for_match
 from negminer.pipelines.transforms.join import DOCS, PAIRS, QRELS, QUERIES, JoinQrels, Pair
@@ -239,23 +239,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
 
 
-def build(config: MsMarcoConfig, beam_args: list[str]) -> dict[str, Any]:
-    """Run the pipeline; return the manifest."""
-    inputs = io.expand_patterns(config.inputs())
-    return runner.run_build(
-        "build msmarco",
-        config,
-        inputs,
-        config.output,
-        lambda p: p | "BuildMsMarcoTuples" >> BuildMsMarcoTuples(config),
-        beam_args,
-        split=config.split,
-        num_shards=config.num_shards,
-    )
-
-
-def main(args: argparse.Namespace, beam_args: list[str]) -> int:
-    config = MsMarcoConfig(
+def config_from_args(args: argparse.Namespace) -> MsMarcoConfig:
+    return MsMarcoConfig(
         output=args.output,
         collection=tuple(args.collection),
         queries=tuple(args.queries),
@@ -267,4 +252,12 @@ def main(args: argparse.Namespace, beam_args: list[str]) -> int:
         num_shards=args.num_shards,
         split=args.split,
     )
-    return runner.report(build(config, beam_args), config.output)
+
+
+CONVERTER = Converter("msmarco", lambda c: c.inputs(), lambda c, files: BuildMsMarcoTuples(c), config_from_args)
+build = CONVERTER.build  # build(config, beam_args=()) -> manifest
+
+
+def main(args: argparse.Namespace, beam_args: list[str]) -> int:
+    """The `negminer build msmarco` command (the module's `build`, looked up per call)."""
+    return CONVERTER.main(args, beam_args, build)

@@ -12,8 +12,9 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
-from negminer.pipelines import io, runner
+from negminer.pipelines import runner
 from negminer.pipelines import schema as S
+from negminer.pipelines.converter import Converter
 from negminer.pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, reject, skip
 from negminer.pipelines.transforms.clean import clean_text
 
@@ -206,23 +207,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
 
 
-def build(config: SnliConfig, beam_args: list[str]) -> dict[str, Any]:
-    """Run the pipeline; return the manifest."""
-    inputs = io.expand_patterns(config.inputs)
-    return runner.run_build(
-        "build snli",
-        config,
-        inputs,
-        config.output,
-        lambda p: p | "BuildNliTuples" >> BuildNliTuples(inputs, config.source, config.drop_without_negatives),
-        beam_args,
-        split=config.split,
-        num_shards=config.num_shards,
-    )
-
-
-def main(args: argparse.Namespace, beam_args: list[str]) -> int:
-    config = SnliConfig(
+def config_from_args(args: argparse.Namespace) -> SnliConfig:
+    return SnliConfig(
         inputs=tuple(args.input),
         output=args.output,
         source=args.source,
@@ -230,4 +216,17 @@ def main(args: argparse.Namespace, beam_args: list[str]) -> int:
         num_shards=args.num_shards,
         split=args.split,
     )
-    return runner.report(build(config, beam_args), config.output)
+
+
+CONVERTER = Converter(
+    "snli",
+    lambda c: c.inputs,
+    lambda c, files: BuildNliTuples(files, c.source, c.drop_without_negatives),
+    config_from_args,
+)
+build = CONVERTER.build  # build(config, beam_args=()) -> manifest
+
+
+def main(args: argparse.Namespace, beam_args: list[str]) -> int:
+    """The `negminer build snli` command (the module's `build`, looked up per call)."""
+    return CONVERTER.main(args, beam_args, build)

@@ -15,7 +15,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 
-from negminer.pipelines import docpairs, html, io, runner
+from negminer.pipelines import docpairs, html
+from negminer.pipelines.converter import Converter
 from negminer.pipelines.docpairs import Doc, DocsToPairs, reject_at
 from negminer.pipelines.source import REJECTS, SKIPPED, skip
 from negminer.pipelines.transforms import dedup, quality
@@ -164,23 +165,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dedup.add_arguments(parser)
 
 
-def build(config: WebcrawlConfig, beam_args: list[str]) -> dict[str, Any]:
-    """Run the pipeline; return the manifest."""
-    inputs = io.expand_patterns(config.inputs)
-    return runner.run_build(
-        "build webcrawl",
-        config,
-        inputs,
-        config.output,
-        lambda p: p | "BuildWebcrawlPairs" >> BuildWebcrawlPairs(inputs, config),
-        beam_args,
-        split=config.split,
-        num_shards=config.num_shards,
-    )
-
-
-def main(args: argparse.Namespace, beam_args: list[str]) -> int:
-    config = WebcrawlConfig(
+def config_from_args(args: argparse.Namespace) -> WebcrawlConfig:
+    return WebcrawlConfig(
         inputs=tuple(args.input),
         output=args.output,
         pair_types=docpairs.parse_pair_types(args.pair_types, PAIR_TYPES),
@@ -189,4 +175,12 @@ def main(args: argparse.Namespace, beam_args: list[str]) -> int:
         num_shards=args.num_shards,
         split=args.split,
     )
-    return runner.report(build(config, beam_args), config.output)
+
+
+CONVERTER = Converter("webcrawl", lambda c: c.inputs, lambda c, files: BuildWebcrawlPairs(files, c), config_from_args)
+build = CONVERTER.build  # build(config, beam_args=()) -> manifest
+
+
+def main(args: argparse.Namespace, beam_args: list[str]) -> int:
+    """The `negminer build webcrawl` command (the module's `build`, looked up per call)."""
+    return CONVERTER.main(args, beam_args, build)

@@ -16,7 +16,8 @@ from typing import Any
 
 import apache_beam as beam
 
-from negminer.pipelines import docpairs, io, runner, wikidump, wikitext
+from negminer.pipelines import docpairs, wikidump, wikitext
+from negminer.pipelines.converter import Converter
 from negminer.pipelines.docpairs import Doc, DocsToPairs, reject_at
 from negminer.pipelines.source import (
     REJECTS,
@@ -258,23 +259,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dedup.add_arguments(parser)
 
 
-def build(config: WikipediaConfig, beam_args: list[str]) -> dict[str, Any]:
-    """Run the pipeline; return the manifest."""
-    inputs = io.expand_patterns(config.inputs)
-    return runner.run_build(
-        "build wikipedia",
-        config,
-        inputs,
-        config.output,
-        lambda p: p | "BuildWikipediaPairs" >> BuildWikipediaPairs(inputs, config),
-        beam_args,
-        split=config.split,
-        num_shards=config.num_shards,
-    )
-
-
-def main(args: argparse.Namespace, beam_args: list[str]) -> int:
-    config = WikipediaConfig(
+def config_from_args(args: argparse.Namespace) -> WikipediaConfig:
+    return WikipediaConfig(
         inputs=tuple(args.input),
         output=args.output,
         pair_types=docpairs.parse_pair_types(args.pair_types, PAIR_TYPES),
@@ -285,4 +271,14 @@ def main(args: argparse.Namespace, beam_args: list[str]) -> int:
         num_shards=args.num_shards,
         split=args.split,
     )
-    return runner.report(build(config, beam_args), config.output)
+
+
+CONVERTER = Converter(
+    "wikipedia", lambda c: c.inputs, lambda c, files: BuildWikipediaPairs(files, c), config_from_args
+)
+build = CONVERTER.build  # build(config, beam_args=()) -> manifest
+
+
+def main(args: argparse.Namespace, beam_args: list[str]) -> int:
+    """The `negminer build wikipedia` command (the module's `build`, looked up per call)."""
+    return CONVERTER.main(args, beam_args, build)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Callable
@@ -12,6 +11,7 @@ import numpy as np
 
 from negminer.pipelines import io
 from negminer.pipelines import schema as S
+from negminer.pipelines.transforms.tabular import Skip, beir_object, qrel_fields
 
 
 class EvalSet:
@@ -36,19 +36,29 @@ def _load_beir(p: Path) -> EvalSet:
     qrels_file = next((p / "qrels" / n for n in ("test.tsv", "dev.tsv") if (p / "qrels" / n).is_file()), None)
     if qrels_file is None:
         raise FileNotFoundError(f"{p}: no qrels/test.tsv or qrels/dev.tsv")
-
-    def jsonl(f: Path) -> list[dict]:
-        return [json.loads(line) for line in f.open(encoding="utf-8") if line.strip()]
-
-    corpus = {
-        str(d["_id"]): " ".join(x for x in (d.get("title"), d.get("text")) if x) for d in jsonl(p / "corpus.jsonl")
-    }
-    queries = {str(d["_id"]): d["text"] for d in jsonl(p / "queries.jsonl")}
     qrels: dict[str, dict[str, int]] = {}
-    with qrels_file.open(encoding="utf-8") as f:
-        for rec in csv.DictReader(f, delimiter="\t"):
-            qrels.setdefault(rec["query-id"], {})[rec["corpus-id"]] = int(float(rec["score"]))
-    return EvalSet(queries, corpus, qrels)
+    for n, line in enumerate(qrels_file.read_text(encoding="utf-8").splitlines(), start=1):
+        got = qrel_fields(line)
+        if isinstance(got, Skip) or not line.strip():  # the header line
+            continue
+        if isinstance(got, str):
+            raise ValueError(f"{qrels_file}:{n}: {got}: {line[:80]!r}")
+        qid, doc_id, score = got
+        qrels.setdefault(qid, {})[doc_id] = int(score)
+    return EvalSet(_beir_texts(p / "queries.jsonl"), _beir_texts(p / "corpus.jsonl"), qrels)
+
+
+def _beir_texts(path: Path) -> dict[str, str]:
+    """id -> `title text` of a BEIR corpus.jsonl / queries.jsonl (the shared reader, texts as they are)."""
+    out = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        got = beir_object(json.loads(line), clean=False)
+        if isinstance(got, str):
+            raise ValueError(f"{path}:{n}: {got}")
+        out[got[0]] = got[1]
+    return out
 
 
 def _load_shards(path: str) -> EvalSet:

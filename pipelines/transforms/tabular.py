@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -78,14 +78,12 @@ def _number(value: str) -> float | None:
         return None
 
 
-def parse_qrel(record: Record) -> tuple[str, Qrel] | str | Skip:
-    """A qrels line keyed by query id: TREC `qid 0|Q0 docid rel` or BEIR `query-id corpus-id score`.
+def qrel_fields(line: str) -> tuple[str, str, float] | str | Skip:
+    """A qrels line: TREC `qid 0|Q0 docid rel` or BEIR `query-id corpus-id score` -> (qid, doc id, score).
 
-    Tabs or spaces separate the columns. A BEIR header line (`query-id corpus-id score`) is a `Skip`.
+    Tabs or spaces separate the columns. A BEIR header line (`query-id corpus-id score`) is a `Skip`; anything
+    else that is not a judgement is the reason `malformed_qrel`.
     """
-    if not isinstance(record.value, str):
-        return "malformed_qrel"
-    line = record.value
     fields = [f.strip() for f in line.split("\t")] if "\t" in line else line.split()
     if len(fields) == 4:
         qid, doc_id, score = fields[0], fields[2], fields[3]
@@ -96,23 +94,53 @@ def parse_qrel(record: Record) -> tuple[str, Qrel] | str | Skip:
     value = _number(score)
     if value is None:
         return Skip("qrels_header") if qid.lower() in QREL_HEADER_IDS else "malformed_qrel"
+    return qid, doc_id, value
+
+
+def parse_qrel(record: Record) -> tuple[str, Qrel] | str | Skip:
+    """A qrels record keyed by query id (see `qrel_fields`)."""
+    if not isinstance(record.value, str):
+        return "malformed_qrel"
+    got = qrel_fields(record.value)
+    if isinstance(got, (str, Skip)):
+        return got
+    qid, doc_id, value = got
     return qid, Qrel(qid, doc_id, value, record.path, record.line)
 
 
-def parse_json_doc(record: Record, clean: bool = True, id_field: str = "_id") -> tuple[str, Text] | str:
-    """A BEIR-style JSON document (`_id`, optional `title`, `text`) -> (id, Text of title + text)."""
-    obj = parse_json_line(record)
-    if isinstance(obj, str):
-        return obj
-    doc_id, text, title = obj.get(id_field), obj.get("text"), obj.get("title") or ""
+def beir_object(
+    obj: Any, clean: bool = True, id_fields: Sequence[str] = ("_id",), text_fields: Sequence[str] = ("text",)
+) -> tuple[str, str] | str:
+    """The one BEIR document reader: a corpus or queries object (`_id`, optional `title`, `text`) -> (id,
+    `title text`), or a reject reason (`missing_field:F`, `not_a_string:F`, `empty_text`, `json_not_an_object`).
+
+    Other id / text field names may be allowed, the first one present wins (the miner's `--corpus` accepts `id`,
+    `doc_id`, `contents`, ...). Builders, the miner and the trainer's evaluation all read BEIR files through this.
+    """
+    if not isinstance(obj, dict):
+        return "json_not_an_object"
+    id_field = next((f for f in id_fields if f in obj), id_fields[0])
+    text_field = next((f for f in text_fields if f in obj), text_fields[0])
+    doc_id, text, title = obj.get(id_field), obj.get(text_field), obj.get("title") or ""
     if doc_id is None or (isinstance(doc_id, str) and not doc_id.strip()):
         return f"missing_field:{id_field}"
     if not isinstance(text, str) or not isinstance(title, str):
-        return "missing_field:text" if text is None else "not_a_string:text"
+        return f"missing_field:{text_field}" if text is None else f"not_a_string:{text_field}"
     full = tidy(title_and_text(title, text), clean)
     if not full.strip():
         return "empty_text"
-    return str(doc_id), Text(str(doc_id), full, record.path, record.line)
+    return str(doc_id), full
+
+
+def parse_json_doc(record: Record, clean: bool = True, id_field: str = "_id") -> tuple[str, Text] | str:
+    """A BEIR-style JSON document record -> (id, Text of title + text) (see `beir_object`)."""
+    obj = parse_json_line(record)
+    if isinstance(obj, str):
+        return obj
+    got = beir_object(obj, clean, (id_field,))
+    if isinstance(got, str):
+        return got
+    return got[0], Text(got[0], got[1], record.path, record.line)
 
 
 def plain(value: Any) -> Any:
