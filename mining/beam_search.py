@@ -24,16 +24,19 @@ Partial = tuple[np.ndarray, np.ndarray]  # (B, k) float32 scores, (B, k) int64 d
 class MergeTopK(beam.CombineFn):
     """Partial (scores, docs) lists of one query block -> the best `k` of their union."""
 
-    def __init__(self, k: int):
-        if k < 1:
+    def __init__(self, k: int | None):
+        if k is not None and k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        self.k = k
+        self.k = k  # None: as wide as the widest partial (tasks already cut their lists to k)
 
     def create_accumulator(self) -> Partial | None:
         return None
 
     def add_input(self, acc: Partial | None, part: Partial) -> Partial:
-        return part if acc is None else ix.merge_topk(acc[0], acc[1], part[0], part[1], self.k)
+        if acc is None:
+            return part
+        k = self.k or max(acc[1].shape[1], part[1].shape[1])
+        return ix.merge_topk(acc[0], acc[1], part[0], part[1], k)
 
     def merge_accumulators(self, accs: Iterable[Partial | None]) -> Partial | None:
         return functools.reduce(lambda a, b: b if a is None else a if b is None else self.add_input(a, b), accs, None)
@@ -42,7 +45,7 @@ class MergeTopK(beam.CombineFn):
         if acc is None:
             return None
         s, i = acc
-        if s.shape[1] < self.k:  # a corpus smaller than k: pad as the in-process search does
+        if self.k is not None and s.shape[1] < self.k:  # a corpus smaller than k: pad as the in-process search does
             pad = self.k - s.shape[1]
             s = np.pad(s, ((0, 0), (0, pad)), constant_values=-np.inf)
             i = np.pad(i, ((0, 0), (0, pad)), constant_values=-1)
@@ -55,10 +58,11 @@ class SearchBlockFn(beam.DoFn):
     def __init__(self, k: int, gpu: bool = False):
         self.k, self.gpu = k, gpu
 
-    def process(self, block: tuple[np.ndarray, np.ndarray], queries: list[tuple[int, np.ndarray]]):
+    def process(self, block: tuple[np.ndarray, np.ndarray], queries: list[tuple[int, np.ndarray]], k: int = 0):
         docs, vecs = block
+        k = k or self.k
         for qid, q in queries:
-            s, i = ix.search_sharded(q, [(np.asarray(docs, np.int64), vecs)], min(self.k, len(docs)), gpu=self.gpu)
+            s, i = ix.search_sharded(q, [(np.asarray(docs, np.int64), vecs)], min(k, len(docs)), gpu=self.gpu)
             beam.metrics.Metrics.counter("negminer.mine", "search_tasks").inc()
             yield qid, (s, i)
 
@@ -67,17 +71,20 @@ class SearchBlocks(beam.PTransform):
     """(corpus blocks, query blocks) -> PCollection[(query block id, (scores (B, k), docs (B, k)))].
 
     corpus blocks: PCollection[(int64 document numbers (n,), float32 vectors (n, D))];
-    query blocks: PCollection[(block id, float32 vectors (B, D))], passed to every task as a side input.
+    query blocks: PCollection[(block id, float32 vectors (B, D))], passed to every task as a side input;
+    k: an int, or an `AsSingleton` side input holding it.
     """
 
-    def __init__(self, k: int, gpu: bool = False):
+    def __init__(self, k: int | beam.pvalue.AsSingleton, gpu: bool = False):
         super().__init__()
         self.k, self.gpu = k, gpu
 
     def expand(self, pcolls):
         corpus_blocks, query_blocks = pcolls
+        fixed = self.k if isinstance(self.k, int) else None  # else a side input known once the job has run so far
+        side = [] if fixed is not None else [self.k]
         return (
             corpus_blocks
-            | "Search" >> beam.ParDo(SearchBlockFn(self.k, self.gpu), beam.pvalue.AsList(query_blocks))
-            | "MergeTopK" >> beam.CombinePerKey(MergeTopK(self.k))
+            | "Search" >> beam.ParDo(SearchBlockFn(fixed or 0, self.gpu), beam.pvalue.AsList(query_blocks), *side)
+            | "MergeTopK" >> beam.CombinePerKey(MergeTopK(fixed))
         )

@@ -121,24 +121,39 @@ def encode_missing(
     """
     if not len(keys) == len(texts) == len(lengths):
         raise ValueError(f"{len(texts)} texts, {len(keys)} keys, {len(lengths)} lengths")
-    chunk, _ = store.locate(keys)
-    missing = np.flatnonzero(chunk < 0)
-    _, first = np.unique(keys[missing], return_index=True)  # a text repeated in the input is encoded once
-    missing = missing[np.sort(first)]
-    if not len(missing):
+    order = plan_missing(store, keys, lengths)
+    if not len(order):
         return 0
-    log.info("%s: %d of %d texts not cached, encoding into %s", desc, len(missing), len(keys), store.dir)
-    order = missing[length_order(lengths[missing])]
+    log.info("%s: %d of %d texts not cached, encoding into %s", desc, len(order), len(keys), store.dir)
     bar = tqdm(total=len(order), unit="text", desc=desc)
     for c, lo in enumerate(range(0, len(order), chunk_size)):
         part = order[lo : lo + chunk_size]
-        part_texts = texts.take(pa.array(part)).to_pylist()
-        out = []
-        for b in range(0, len(part), batch_size):
-            out.append(embed(part_texts[b : b + batch_size]))
-            bar.update(len(out[-1]))
-        store.write_chunk(keys[part], np.concatenate(out))
+        vecs = encode_chunk(texts.take(pa.array(part)).to_pylist(), embed, batch_size, bar.update)
+        store.write_chunk(keys[part], vecs)
         if on_chunk is not None:
             on_chunk(c)
     bar.close()
     return len(order)
+
+
+def plan_missing(store: EmbeddingStore, keys: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Positions of the texts the cache lacks (each key once), longest first, in the order they get encoded.
+
+    Both drivers cut this order into the same chunks and batches: a text's embedding depends (in its last bits)
+    on the batch it is encoded in, so the same plan is what makes their outputs byte-identical.
+    """
+    chunk, _ = store.locate(keys)
+    missing = np.flatnonzero(chunk < 0)
+    _, first = np.unique(keys[missing], return_index=True)  # a text repeated in the input is encoded once
+    missing = missing[np.sort(first)]
+    return missing[length_order(lengths[missing])]
+
+
+def encode_chunk(texts: list[str], embed: Callable[[list[str]], np.ndarray], batch_size: int, progress=None):
+    """(n, D) embeddings of one planned chunk, `batch_size` texts per encoder call in the given order."""
+    out = []
+    for b in range(0, len(texts), batch_size):
+        out.append(embed(texts[b : b + batch_size]))
+        if progress is not None:
+            progress(len(out[-1]))
+    return np.concatenate(out)

@@ -85,42 +85,63 @@ class Embedded:
     encoded: dict[str, int]
 
 
-def encode_all(cfg: MineConfig, corpus: Corpus, groups: Groups, encoder: Any, on_chunk=None) -> Embedded:
-    """Encode whatever the caches lack: documents with `--doc-prompt`, queries with `--query-prompt`."""
+def embedders(cfg: MineConfig, encoder: Any) -> tuple[Any, Any, int]:
+    """The document (`--doc-prompt`) and query (`--query-prompt`) embedders over one encoder, and the batch size."""
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     fingerprint = encoder.fingerprint()  # of the weights as loaded, before the dtype conversion
     if isinstance(encoder, EndpointEncoder):  # an endpoint: same interface, batches sized to fill its concurrency
-        docs_e, query_e = encoder.embedder(cfg.doc_prompt), encoder.embedder(cfg.query_prompt)
-        cfg = dataclasses.replace(cfg, batch_size=cfg.api_batch_size * cfg.api_concurrency)
-    else:
-        docs_e = Embedder(encoder, cfg.doc_prompt, device, dtype, fingerprint)
-        query_e = Embedder(encoder, cfg.query_prompt, device, dtype, fingerprint)
+        return (
+            encoder.embedder(cfg.doc_prompt),
+            encoder.embedder(cfg.query_prompt),
+            cfg.api_batch_size * cfg.api_concurrency,
+        )
+    return (
+        Embedder(encoder, cfg.doc_prompt, device, dtype, fingerprint),
+        Embedder(encoder, cfg.query_prompt, device, dtype, fingerprint),
+        cfg.batch_size,
+    )
+
+
+def query_keys(groups: Groups) -> tuple[np.ndarray, np.ndarray]:
+    """(exact-text hash, length in characters) of each group's query."""
+    qkeys = np.array([hash64(q) for q in groups.query.to_pylist()], dtype=np.uint64)
+    return qkeys, pc.utf8_length(groups.query).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def encode_all(cfg: MineConfig, corpus: Corpus, groups: Groups, encoder: Any, on_chunk=None) -> Embedded:
+    """Encode whatever the caches lack: documents with `--doc-prompt`, queries with `--query-prompt`."""
+    docs_e, query_e, bs = embedders(cfg, encoder)
     docs, queries = (
         EmbeddingStore(cfg.work_dir, docs_e.cache_fields()),
         EmbeddingStore(cfg.work_dir, query_e.cache_fields()),
     )
-    bs, cs = cfg.batch_size, cfg.chunk_size
+    cs = cfg.chunk_size
     n_docs = encode_missing(docs, corpus.texts, corpus.text_key, corpus.lengths(), docs_e, bs, cs, on_chunk)
-    qkeys = np.array([hash64(q) for q in groups.query.to_pylist()], dtype=np.uint64)
-    qlen = pc.utf8_length(groups.query).to_numpy(zero_copy_only=False).astype(np.int64)
+    qkeys, qlen = query_keys(groups)
     n_queries = encode_missing(queries, groups.query, qkeys, qlen, query_e, bs, cs, desc="encode queries")
-    return Embedded(docs, queries, qkeys, fingerprint, {"documents": n_docs, "queries": n_queries})
+    return Embedded(docs, queries, qkeys, docs_e.fingerprint, {"documents": n_docs, "queries": n_queries})
 
 
-def mine(cfg: MineConfig, encoder: Any = None, on_chunk: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Run the whole job; returns the manifest written to `cfg.output`. `encoder` overrides `--model` (tests)."""
+def mine(
+    cfg: MineConfig, encoder: Any = None, on_chunk: Callable[[int], None] | None = None, beam: dict | None = None
+) -> dict[str, Any]:
+    """Run the whole job; returns the manifest written to `cfg.output`. `encoder` overrides `--model` (tests).
+
+    `beam`: set by the Beam driver, whose pipeline has filled the caches; recorded in the manifest.
+    """
     clock = _Clock()
     if encoder is None and is_endpoint(cfg.model):
         encoder = load_encoder(cfg)  # an unreachable endpoint fails here, before the corpus is read
     spill = os.path.join(cfg.work_dir, "spill", uuid.uuid4().hex)
     try:
-        return _mine(cfg, encoder, on_chunk, clock, spill)
+        manifest = _mine(cfg, encoder, on_chunk, clock, spill, beam)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
+    return manifest
 
 
-def _mine(cfg: MineConfig, encoder: Any, on_chunk, clock: _Clock, spill: str) -> dict[str, Any]:
+def _mine(cfg: MineConfig, encoder: Any, on_chunk, clock: _Clock, spill: str, beam: dict | None) -> dict[str, Any]:
     rules, device = cfg.rules(), resolve_device(cfg.device)
     rejects: list[dict] = []
     corpus = build_corpus(cfg, rejects, os.path.join(spill, "corpus.arrow"))
@@ -136,8 +157,9 @@ def _mine(cfg: MineConfig, encoder: Any, on_chunk, clock: _Clock, spill: str) ->
     gpu = device == "cuda" and ix.gpu_available()
     if device == "cuda" and not gpu:
         log.warning("--device cuda, but this FAISS build has no GPU support: searching on CPU")
-    key = [emb.docs.key, emb.queries.key, corpus.text_key, emb.query_keys]
-    cand_s, cand = search(cfg, emb.docs, doc_loc, queries, k, gpu, key)
+    cand_s, cand = search(
+        cfg, emb.docs, doc_loc, queries, k, gpu, search_base(cfg, emb.docs, emb.queries, corpus, emb.query_keys)
+    )
     clock.lap("search")
     reranker = None
     if cfg.reranker:
@@ -167,7 +189,8 @@ def _mine(cfg: MineConfig, encoder: Any, on_chunk, clock: _Clock, spill: str) ->
         "reranker": reranker.name() if reranker else None,
         "work_dir": cfg.work_dir,
         "cache": {"documents": emb.docs.key, "queries": emb.queries.key},
-        "encoded": emb.encoded,
+        "encoded": beam["encoded"] if beam else emb.encoded,
+        "runner": beam["runner"] if beam else "in-process",
         "corpus": {
             "documents": len(corpus),
             "read": corpus.raw_count,
@@ -202,24 +225,25 @@ class _Clock:
         self.laps[name], self._t = now - self._t, now
 
 
-def search(cfg, store: EmbeddingStore, loc, queries: QueryVectors, k: int, gpu: bool, key_parts: list) -> tuple:
-    """Top-k candidates of every query group, `QUERY_BLOCK` queries at a time, into memory-mapped arrays cached in
-    the work dir (a re-run with other thresholds skips the search)."""
+def search_base(cfg: MineConfig, docs: EmbeddingStore, queries: EmbeddingStore, corpus: Corpus, qkeys) -> str:
+    """Path stem of the cached top-k for this corpus, these queries and encoder settings (both drivers use it)."""
     h = hashlib.sha256()
-    for part in key_parts:
+    for part in [docs.key, queries.key, corpus.text_key, qkeys]:
         h.update(part.encode() if isinstance(part, str) else np.ascontiguousarray(part).tobytes())
     h.update(cfg.index.encode())
-    base = os.path.join(cfg.work_dir, "search", h.hexdigest()[:24])
+    return os.path.join(cfg.work_dir, "search", h.hexdigest()[:24])
+
+
+def search(cfg, store: EmbeddingStore, loc, queries: QueryVectors, k: int, gpu: bool, base: str) -> tuple:
+    """Top-k candidates of every query group, `QUERY_BLOCK` queries at a time, into memory-mapped arrays cached in
+    the work dir at `base` (a re-run with other thresholds skips the search; the Beam driver fills it)."""
     if os.path.exists(base + ".idx.npy") and os.path.exists(base + ".scores.npy"):
         idx, scores = np.load(base + ".idx.npy", mmap_mode="r"), np.load(base + ".scores.npy", mmap_mode="r")
         if idx.shape[1] >= k:
             log.info("search: cached top-%d reused from %s", idx.shape[1], base)
             return scores[:, :k], idx[:, :k]
     chunk, row = loc
-    os.makedirs(os.path.dirname(base), exist_ok=True)
-    tmp = f"{base}.tmp-{uuid.uuid4().hex}"
-    out_s = np.lib.format.open_memmap(tmp + ".scores.npy", "w+", np.float32, (len(queries), k))
-    out_i = np.lib.format.open_memmap(tmp + ".idx.npy", "w+", np.int64, (len(queries), k))
+    cache = SearchCache(base, len(queries), k)
     index = ids = None
     if cfg.index != "flat":
         rng = np.random.default_rng(0)
@@ -234,15 +258,28 @@ def search(cfg, store: EmbeddingStore, loc, queries: QueryVectors, k: int, gpu: 
         q = queries[block]  # (B, D) float32
         if index is None:
             shards = ix.coalesce(store.shards(chunk, row), SEARCH_SHARD_GPU if gpu else SEARCH_SHARD_CPU)
-            out_s[block], out_i[block] = ix.search_sharded(q, shards, k, gpu=gpu, total=len(chunk))
+            cache.scores[block], cache.idx[block] = ix.search_sharded(q, shards, k, gpu=gpu, total=len(chunk))
         else:
-            out_s[block], out_i[block] = ix.search_ann(index, ids, q, k)
-    out_s.flush()
-    out_i.flush()
-    del out_s, out_i
-    os.replace(tmp + ".scores.npy", base + ".scores.npy")
-    os.replace(tmp + ".idx.npy", base + ".idx.npy")
-    return np.load(base + ".scores.npy", mmap_mode="r"), np.load(base + ".idx.npy", mmap_mode="r")
+            cache.scores[block], cache.idx[block] = ix.search_ann(index, ids, q, k)
+    return cache.commit()
+
+
+class SearchCache:
+    """(n, k) scores and candidates written into memory-mapped temp files, renamed into place by `commit()`."""
+
+    def __init__(self, base: str, n: int, k: int):
+        os.makedirs(os.path.dirname(base), exist_ok=True)
+        self.base, self.tmp = base, f"{base}.tmp-{uuid.uuid4().hex}"
+        self.scores = np.lib.format.open_memmap(self.tmp + ".scores.npy", "w+", np.float32, (n, k))
+        self.idx = np.lib.format.open_memmap(self.tmp + ".idx.npy", "w+", np.int64, (n, k))
+
+    def commit(self) -> tuple[np.ndarray, np.ndarray]:
+        self.scores.flush()
+        self.idx.flush()
+        del self.scores, self.idx
+        for part in (".scores.npy", ".idx.npy"):  # idx last: both exist only once both are whole
+            os.replace(self.tmp + part, self.base + part)
+        return np.load(self.base + ".scores.npy", mmap_mode="r"), np.load(self.base + ".idx.npy", mmap_mode="r")
 
 
 def select_all(

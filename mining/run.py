@@ -1,6 +1,7 @@
 """`negminer mine`: hard negatives for tuple shards (encoder + FAISS + positive-aware filters + optional reranker).
 
 Usage: negminer mine --input shards/msmarco --output shards/msmarco-mined --model sentence-transformers/all-MiniLM-L6-v2
+       (add --runner DirectRunner|DataflowRunner|FlinkRunner|SparkRunner and any Beam flags to run it on Beam)
 """
 
 from __future__ import annotations
@@ -112,16 +113,26 @@ def config_from_args(args: argparse.Namespace) -> MineConfig:
 
 
 def main(args: argparse.Namespace, extra: list[str]) -> int:
-    if extra:
-        raise SystemExit(f"negminer mine: unrecognized arguments: {' '.join(extra)}")
+    on_beam = any(a == "--runner" or a.startswith("--runner=") for a in extra)
+    if extra and not on_beam:
+        raise SystemExit(
+            f"negminer mine: unrecognized arguments: {' '.join(extra)} (Beam flags need --runner, e.g. --runner DirectRunner)"
+        )
     try:
         cfg = config_from_args(args)
+        if on_beam and cfg.index != "flat":
+            raise ValueError(f"--index {cfg.index}: on Beam the miner searches exactly (--index flat) only")
     except ValueError as e:
         raise SystemExit(f"negminer mine: {e}") from None
-    from negminer.mining.mine import mine
-
     t0 = time.perf_counter()
-    manifest = mine(cfg)
+    if on_beam:
+        from negminer.mining.beam_mine import mine_beam
+
+        manifest = mine_beam(cfg, extra)
+    else:
+        from negminer.mining.mine import mine
+
+        manifest = mine(cfg)
     m = manifest["mining"]
     log.info(
         "mined %d rows (%d negatives, %d short of %d) in %.1fs; encoded %s -> %s",

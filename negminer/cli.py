@@ -30,7 +30,11 @@ COMMANDS = {
 }
 
 
-BEAM_COMMANDS = ("build", "generate")  # commands that pass unknown flags on to Apache Beam
+BEAM_COMMANDS = (
+    "build",
+    "generate",
+    "mine",
+)  # commands that pass unknown flags on to Apache Beam (mine: with --runner)
 
 
 def _load(module: str):

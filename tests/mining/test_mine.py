@@ -146,6 +146,8 @@ def test_bad_flags_fail_before_any_work(tmp_path, capsys):
         (["--range-min", "5", "--range-max", "5"], "5..5"),
         (["--near-dup-threshold", "abc"], "expected a number or 'none'"),
         (["--batch-size", "0"], "--batch-size must be > 0, got 0"),
+        (["--direct_num_workers=2"], "Beam flags need --runner"),
+        (["--runner=DirectRunner", "--index", "hnsw"], "on Beam the miner searches exactly (--index flat) only"),
     ]:
         with pytest.raises(SystemExit) as e:
             cli.main(base + flags)

@@ -1,0 +1,82 @@
+"""The Beam miner (DirectRunner, 2 worker processes) writes the same bytes as the in-process miner."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from negminer.mining.beam_mine import mine_beam
+from negminer.mining.mine import mine
+from tests.mining.conftest import mine_config
+from tests.mining.test_golden import MSMARCO, MULTI_POSITIVE, digests, msmarco_config
+
+TWO_WORKERS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+
+
+def test_beam_and_in_process_write_the_same_bytes_multi_positive(mine_data, tmp_path, tiny_bert_dir):
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, positive_aware="perc:0.99", near_dup=0.99)
+    beam_manifest = mine_beam(dataclasses.replace(cfg, output=str(tmp_path / "beam")), ["--runner=DirectRunner"])
+    assert digests(tmp_path / "beam") == MULTI_POSITIVE
+    assert beam_manifest["mining"]["runner"] == "DirectRunner"
+    assert beam_manifest["mining"]["encoded"]["documents"] == beam_manifest["mining"]["corpus"]["documents"]
+    # the in-process miner on the same work dir: nothing left to encode, same bytes
+    local = mine(cfg)
+    assert local["mining"]["encoded"] == {"documents": 0, "queries": 0}
+    assert digests(cfg.output) == MULTI_POSITIVE
+    assert local["mining"]["removed"] == beam_manifest["mining"]["removed"]
+
+
+@pytest.mark.slow
+def test_beam_on_two_workers_matches_in_process_on_msmarco(tmp_path):
+    cfg = msmarco_config(tmp_path)
+    mine_beam(dataclasses.replace(cfg, output=str(tmp_path / "beam")), TWO_WORKERS)
+    assert digests(tmp_path / "beam") == MSMARCO
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def test_killed_beam_run_reruns_only_the_missing_chunks(mine_data, tmp_path, tiny_bert_dir, monkeypatch):
+    from negminer.mining import beam_mine
+    from negminer.mining.store import EmbeddingStore
+
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, positive_aware="perc:0.99", near_dup=0.99)
+    real, written = beam_mine.WriteChunkFn.process, []
+
+    def die_on_third(self, element):
+        if len(written) == 2:
+            raise Killed("worker died while encoding")
+        written.append(len(element[1]))
+        yield from real(self, element)
+
+    monkeypatch.setattr(beam_mine.WriteChunkFn, "process", die_on_third)
+    with pytest.raises(Exception, match="worker died"):
+        mine_beam(cfg, ["--runner=DirectRunner"])
+    monkeypatch.setattr(beam_mine.WriteChunkFn, "process", real)
+    cached = sum(len(EmbeddingStore(cfg.work_dir, f).cached_keys()) for f in _store_fields(cfg.work_dir))
+    assert cached == sum(written) > 0
+    rerun = mine_beam(cfg, ["--runner=DirectRunner"])
+    encoded = rerun["mining"]["encoded"]
+    total = rerun["mining"]["corpus"]["documents"] + rerun["mining"]["groups"]
+    assert encoded["documents"] + encoded["queries"] == total - cached  # only what the killed run had not stored
+    assert digests(cfg.output) == MULTI_POSITIVE
+
+
+def _store_fields(work_dir) -> list[dict]:
+    return [json.loads(m.read_text()) for m in sorted(Path(work_dir).glob("embeddings/*/meta.json"))]
+
+
+def test_cli_with_runner_runs_the_beam_pipeline(mine_data, tmp_path, tiny_bert_dir):
+    from negminer import cli
+    from negminer.pipelines import io
+
+    out = tmp_path / "cli-beam"
+    argv = ["mine", "--input", mine_data["input"], "--output", str(out), "--model", str(tiny_bert_dir)]
+    argv += ["--corpus", mine_data["corpus"], "--work-dir", str(tmp_path / "w"), "--num-negatives", "3"]
+    argv += ["--max-length", "64", "--runner", "DirectRunner"]
+    assert cli.main(argv) == 0
+    assert io.read_manifest(str(out))["mining"]["runner"] == "DirectRunner"
