@@ -120,7 +120,7 @@ def encode_all(cfg: MineConfig, corpus: Corpus, groups: Groups, encoder: Any, on
     n_docs = encode_missing(docs, corpus.texts, corpus.text_key, corpus.lengths(), docs_e, bs, cs, on_chunk)
     qkeys, qlen = query_keys(groups)
     n_queries = encode_missing(queries, groups.query, qkeys, qlen, query_e, bs, cs, desc="encode queries")
-    return Embedded(docs, queries, qkeys, docs_e.fingerprint, {"documents": n_docs, "queries": n_queries})
+    return Embedded(docs, queries, qkeys, encoder.fingerprint(), {"documents": n_docs, "queries": n_queries})
 
 
 def mine(
