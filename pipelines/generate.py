@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
@@ -139,6 +140,16 @@ def parse_passage(record: Record, clean: bool = True) -> tuple[str, Text] | str:
         return "empty_text"
     pid = str(pid) if pid is not None and str(pid).strip() else "sha1:" + S.make_id("passage", "", full)[:16]
     return pid, Text(pid, full, record.path, record.line)
+
+
+def passage_files(patterns: Iterable[str]) -> list[str]:
+    """Input files: a shard directory (it has a manifest) gives its shard files (not the manifest or rejects/);
+    anything else is a file, glob or directory as for every build."""
+    files: list[str] = []
+    for pat in patterns:
+        is_shard_dir = FileSystems.exists(io.join(pat, S.MANIFEST_NAME)) if "*" not in pat else False
+        files.extend(io.shard_files(pat) if is_shard_dir else io.expand_patterns([pat]))
+    return sorted(set(files))
 
 
 def first_of(element: tuple[str, Iterable[tuple]]) -> Iterator[Any]:
@@ -275,7 +286,7 @@ def llm_metrics(result: Any) -> dict[str, Any]:
 
 def build(config: GenerateConfig, beam_args: list[str]) -> dict[str, Any]:
     """Check the endpoint, run the pipeline, add the LLM counters to the manifest; return it."""
-    inputs = io.expand_patterns(config.inputs)
+    inputs = passage_files(config.inputs)
     llm = LLM(config.llm_config())
     if llm.cfg.base_url:
         llm.check()  # unreachable endpoint: one line, before any work
@@ -342,7 +353,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         required=True,
         action="extend",
-        help="passages: a shard dir's files, BEIR corpus.jsonl, "
+        help="passages: a shard dir (its positives), BEIR corpus.jsonl, "
         "MS MARCO collection .tsv, or Parquet/JSONL with id + text (files or globs)",
     )
     a("--output", required=True, help="output shard directory (local or gs://)")

@@ -224,6 +224,25 @@ def test_round_trip_through_an_embeddings_endpoint(tmp_path):
     assert prov["round_trip"] == {"model": "bow", "k": 1, "query_prompt": "Q ", "doc_prompt": None}
 
 
+def test_resume_asks_only_what_is_missing_and_shard_dir_input(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.jsonl")
+    with FaultServer([], ok_body=scripted_reply) as srv:
+        argv = ["generate", "--input", str(corpus), "--llm", srv.base_url, "--llm-model", "fake", "--language", "any"]
+        argv += ["--cache-dir", str(tmp_path / "cache")]
+        assert cli.main([*argv, "--output", str(tmp_path / "part"), "--limit", "3"]) == 0  # a run cut short ...
+        assert len(srv.seen) == 3
+        assert cli.main([*argv, "--output", str(tmp_path / "all")]) == 0  # ... then the whole: 5 new questions
+        assert len(srv.seen) == len(PASSAGES)
+        m = io.read_manifest(str(tmp_path / "all"))
+        assert (m["generate"]["cache_hits"], m["generate"]["cache_misses"]) == (3, 5)
+        # a shard directory as input: its positives are the passages (manifest and rejects/ are not read)
+        argv[2] = str(tmp_path / "all")
+        assert cli.main([*argv, "--output", str(tmp_path / "again")]) == 0
+    again = io.read_manifest(str(tmp_path / "again"))
+    assert again["generate"]["passages"] == m["rows"] and again["generate"]["cache_misses"] == 0
+    assert again["rejects_total"] == m["rows"] - again["rows"] and "malformed_json" not in again["rejects"]
+
+
 @pytest.mark.slow  # builds the tiny LM (session fixture) and runs it twice: ~15-30 s on a loaded CPU
 def test_generate_with_local_tiny_llm_and_limit(tiny_causal_lm, tmp_path, one_torch_thread):
     collection = shared_file("msmarco", "splade-toy_collection.head89.tsv")
