@@ -36,6 +36,11 @@ class MineConfig:
     triangle: float | None = None
     lexical: float | None = None
     preset: str | None = None
+    judge: str | None = None
+    judge_url: str | None = None
+    judge_relabel: bool = False
+    judge_rounds: int = 2
+    judge_concurrency: int = 8
     sampling: str = "top"
     seed: int = 0
     drop_shortfall: bool = False
@@ -73,6 +78,12 @@ class MineConfig:
             (self.reranker_max_length > 0, f"--reranker-max-length must be > 0, got {self.reranker_max_length}"),
             (self.num_shards is None or self.num_shards > 0, f"--num-shards must be > 0, got {self.num_shards}"),
             (bool(self.model), "--model is required"),
+            (self.judge_rounds >= 1, f"--judge-rounds must be >= 1, got {self.judge_rounds}"),
+            (self.judge_concurrency >= 1, f"--judge-concurrency must be >= 1, got {self.judge_concurrency}"),
+            (
+                bool(self.judge) or not (self.judge_url or self.judge_relabel),
+                "--judge-url/--judge-relabel need --judge",
+            ),
             (
                 bool(self.api_model) == self.model.startswith(("http://", "https://")),
                 "--api-model NAME is required with an endpoint URL in --model, and only then",

@@ -46,6 +46,7 @@ class Mined:
     pos_score: np.ndarray  # (len(pos_docs),) teacher
     pos_retriever: np.ndarray  # (len(pos_docs),)
     removed: dict[str, int]
+    relabel: dict[int, list[tuple[int, float]]] = dataclasses.field(default_factory=dict)  # group -> judged positives
 
 
 def load_encoder(cfg: MineConfig):
@@ -143,6 +144,7 @@ def mine(
 
 def _mine(cfg: MineConfig, encoder: Any, on_chunk, clock: _Clock, spill: str, beam: dict | None) -> dict[str, Any]:
     rules, device = cfg.rules(), resolve_device(cfg.device)
+    judge = make_judge(cfg)  # an unreachable judge endpoint fails here, before the corpus is read
     rejects: list[dict] = []
     corpus = build_corpus(cfg, rejects, os.path.join(spill, "corpus.arrow"))
     groups = build_groups(cfg.input, corpus)
@@ -173,7 +175,7 @@ def _mine(cfg: MineConfig, encoder: Any, on_chunk, clock: _Clock, spill: str, be
 
         lexical = LexicalIndex(corpus.texts.to_pylist())
         clock.lap("lexical_index")
-    mined = select_all(rules, groups, corpus, emb.docs, doc_loc, queries, cand, cand_s, reranker, lexical)
+    mined = select_all(rules, groups, corpus, emb.docs, doc_loc, queries, cand, cand_s, reranker, lexical, judge)
     clock.lap("select")
     info = {
         "model": cfg.model,
@@ -187,6 +189,7 @@ def _mine(cfg: MineConfig, encoder: Any, on_chunk, clock: _Clock, spill: str, be
         "faiss_gpu": gpu,
         "k": k,
         "reranker": reranker.name() if reranker else None,
+        "judge": judge.summary() if judge else None,
         "work_dir": cfg.work_dir,
         "cache": {"documents": emb.docs.key, "queries": emb.queries.key},
         "encoded": beam["encoded"] if beam else emb.encoded,
@@ -282,8 +285,51 @@ class SearchCache:
         return np.load(self.base + ".scores.npy", mmap_mode="r"), np.load(self.base + ".idx.npy", mmap_mode="r")
 
 
+def _judged(judge, select, c, score, pos, gb, groups: Groups, corpus: Corpus, out: Mined):
+    """The LLM judge's rounds over one batch; with `--judge-relabel` its relevant picks become extra positives."""
+    from negminer.mining.judge import RELEVANT, judge_rounds
+
+    text = lambda d: corpus.texts[int(d)].as_py()  # noqa: E731
+    triple = lambda g, d: (groups.query[int(gb[g])].as_py(), text(pos[g, 0]), text(d))  # noqa: E731
+    sel, judged = judge_rounds(judge, select, c, triple)
+    if judge.cfg.relabel:
+        for g, k in zip(*np.nonzero(judged == RELEVANT), strict=True):
+            out.relabel.setdefault(int(gb[g]), []).append((int(c[g, k]), float(score[g, k])))
+    return sel
+
+
+def make_judge(cfg: MineConfig):
+    """The LLM judge of `--judge`, checked (one-line error when its endpoint is unreachable), or None."""
+    if not cfg.judge:
+        return None
+    from negminer.mining.judge import Judge, JudgeConfig
+
+    jc = JudgeConfig(
+        model=cfg.judge,
+        base_url=cfg.judge_url,
+        relabel=cfg.judge_relabel,
+        rounds=cfg.judge_rounds,
+        concurrency=cfg.judge_concurrency,
+        cache_dir=os.path.join(cfg.work_dir, "judge"),
+    )
+    judge = Judge(jc)
+    if jc.base_url:
+        judge.check()
+    return judge
+
+
 def select_all(
-    rules: Rules, groups: Groups, corpus: Corpus, store, doc_loc, queries, cand, cand_s, reranker, lexical=None
+    rules: Rules,
+    groups: Groups,
+    corpus: Corpus,
+    store,
+    doc_loc,
+    queries,
+    cand,
+    cand_s,
+    reranker,
+    lexical=None,
+    judge=None,
 ) -> Mined:
     """Selection over all groups in batches of `GROUP_BATCH` (bounded memory for the near-duplicate gathers)."""
     n_groups, n = len(groups), rules.num_negatives
@@ -321,9 +367,12 @@ def select_all(
         score, pos_teacher = cs, pos_ret
         if reranker is not None:
             score, pos_teacher = rescore(reranker, groups.query.take(gb), corpus.texts, c, keep, pos)
-        sel = choose(
-            c, score, keep, lowest_positive(pos_teacher), sim, groups.key[gb], rules, triangle=tri, lexical=lex
-        )
+        args = (c, score, keep, lowest_positive(pos_teacher), sim, groups.key[gb], rules)
+
+        def pick(judged=None, a=args, t=tri, x=lex):
+            return choose(*a, triangle=t, lexical=x, judged=judged)
+
+        sel = pick() if judge is None else _judged(judge, pick, c, score, pos, gb, groups, corpus, out)
         for rule, count in {**removed, **sel.removed}.items():
             out.removed[rule] = out.removed.get(rule, 0) + count
         out.neg_doc[gb], out.neg_score[gb], out.found[gb] = sel.doc, sel.score, sel.found

@@ -78,6 +78,7 @@ def clear_output(out_dir: str) -> None:
 def mined_rows(cfg: MineConfig, corpus: Corpus, groups: Groups, mined, counters: dict[str, int]):
     """Yield (split, shard count, row dict) for every kept input row, with its negatives and scores."""
     slot = row_positive_slot(groups)
+    relabelled: set[int] = set()
     reranked = cfg.reranker is not None
     r = 0
     for path in io.shard_files(cfg.input):
@@ -107,7 +108,22 @@ def mined_rows(cfg: MineConfig, corpus: Corpus, groups: Groups, mined, counters:
                     row[S.PROVENANCE] = with_retriever_scores(row[S.PROVENANCE], float(mined.pos_retriever[s]), negs)
                 cut += f
                 yield split, count, row
+                yield from ((split, count, x) for x in relabelled_rows(row, corpus, mined, int(g[i]), relabelled))
             r += len(rows)
+
+
+def relabelled_rows(row: dict, corpus: Corpus, mined, group: int, done: set[int]):
+    """`--judge-relabel`: once per query group, one extra row per candidate the judge called relevant, as the
+    positive (teacher score as its score), with the group's negatives and `relabelled_by: judge` provenance."""
+    if group in done or group not in mined.relabel:
+        return
+    done.add(group)
+    for doc, score in mined.relabel[group]:
+        text, doc_id = corpus.texts[doc].as_py(), corpus.doc_ids[doc].as_py()
+        extra = {**row, S.POSITIVE: text, S.POSITIVE_ID: doc_id, S.POSITIVE_SCORE: score}
+        extra[S.ID] = S.make_id(row[S.SOURCE], row[S.QUERY], text)
+        extra[S.PROVENANCE] = S.provenance_json(relabelled_by="judge", from_row=row[S.ID])
+        yield extra
 
 
 def write_output(cfg: MineConfig, corpus: Corpus, groups: Groups, mined, rejects, info, timings) -> dict[str, Any]:

@@ -83,6 +83,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.98,
         help="drop candidates whose cosine to a positive is >= this; 'none' disables (default 0.98)",
     )
+    a("--judge", help="LLM relevance judge: a local causal LM dir, or the model name served at --judge-url")
+    a(
+        "--judge-url",
+        help="OpenAI-compatible endpoint of the judge (e.g. http://localhost:8000/v1; key in $OPENAI_API_KEY)",
+    )
+    a(
+        "--judge-relabel",
+        action="store_true",
+        help="add what the judge calls relevant as extra positive rows (default: drop it)",
+    )
+    a(
+        "--judge-rounds",
+        type=int,
+        default=2,
+        help="judge, replace the relevant picks, judge again: at most N rounds (default 2)",
+    )
+    a("--judge-concurrency", type=int, default=8, help="judge requests in flight (default 8)")
     a("--sampling", choices=SAMPLINGS, default="top", help="top: hardest first; random: seeded draw (default top)")
     a("--seed", type=int, default=0, help="seed of --sampling random (default 0)")
     a("--drop-shortfall", action="store_true", help="drop rows that got fewer than --num-negatives (default: keep)")

@@ -19,6 +19,7 @@ RULES = (
 )
 CEILING_KINDS = ("perc", "margin", "z", "none")
 SAMPLINGS = ("top", "random")
+JUDGED_RELEVANT = 1  # the LLM judge's verdict code for "relevant" (mining/judge.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +197,7 @@ def choose(
     *,
     triangle: np.ndarray | None = None,
     lexical: np.ndarray | None = None,
+    judged: np.ndarray | None = None,
 ) -> Selection:
     """Stage 2: score bounds, positive-aware ceiling, near-duplicates, triangle, lexical, then `top` or seeded
     `random` sampling.
@@ -203,7 +205,8 @@ def choose(
     `score` is in the teacher's space (the retriever's, or the reranker's when one rescored the candidates),
     `min_positive` the lowest positive score of each group in that same space, `near_dup_sim` the highest cosine
     of each candidate to any positive of its group, `triangle` the `triangle_gap` and `lexical` the
-    `lexical_ratio` of each candidate (needed when their rule is on). Order of the result: score descending,
+    `lexical_ratio` of each candidate (needed when their rule is on), `judged` the LLM judge's verdicts
+    (`JUDGED_RELEVANT` drops; any other value keeps; None: no judge). Order of the result: score descending,
     retrieval rank on ties.
     """
     g, k = cand.shape
@@ -240,6 +243,7 @@ def choose(
         none = np.zeros_like(keep)
         drop("triangle", triangle >= rules.triangle if rules.triangle is not None else none)
         drop("lexical", lexical >= rules.lexical if rules.lexical is not None else none)  # nan: abstains
+        drop("judge", judged == JUDGED_RELEVANT if judged is not None else none)
     picked = _sample(alive, score, cand, group_key, rules)
     counts["not_sampled"] = int(alive.sum() - picked.sum())
     return _gather(cand, score, picked, rules.num_negatives, counts)
