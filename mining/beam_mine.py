@@ -22,7 +22,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.ml.inference.base import ModelHandler, RunInference
-from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.options.pipeline_options import StandardOptions, TestOptions
 
 from negminer.mining import index as ix
 from negminer.mining import mine as core
@@ -35,6 +35,7 @@ from negminer.pipelines import io
 from negminer.pipelines import runner as R
 
 KINDS = ("documents", "queries")
+QUERY_BLOCK = 16384  # queries per search task: the query batch of one FAISS call in `index.search_sharded`
 
 
 class _Run:
@@ -193,39 +194,60 @@ class FinishFn(beam.DoFn):
         yield core.mine(self.run.cfg, beam={"encoded": encoded, "runner": self.runner})["rows"]
 
 
+def build_pipeline(p: beam.Pipeline, run: _Run, runner: str) -> None:
+    """Wire the mining stages into `p` (see the module docstring)."""
+    block = QUERY_BLOCK
+    plan = p | "Start" >> beam.Create([None]) | "Prepare" >> beam.ParDo(PrepareFn(run))
+    encoded = (
+        plan
+        | "Spread" >> beam.Reshuffle()
+        | "Encode" >> RunInference(PlannedChunkHandler(run))
+        | "WriteChunks" >> beam.ParDo(WriteChunkFn(run))
+        | "CountEncoded" >> beam.CombinePerKey(sum)
+    )
+    done = beam.pvalue.AsDict(encoded)  # a side input: the stages below start once encoding has finished
+    k = beam.pvalue.AsSingleton(plan | "K" >> beam.CombineGlobally(_KFn(run)))
+    corpus = p | "StartSearch" >> beam.Create([None]) | "CorpusBlocks" >> beam.ParDo(CorpusBlocksFn(run), done)
+    queries = p | "StartQueries" >> beam.Create([None]) | "QueryBlocks" >> beam.ParDo(QueryBlocksFn(run, block), done)
+    saved = (corpus, queries) | "Search" >> SearchBlocks(k) | "SaveTop" >> beam.ParDo(SaveTopFn(run))
+    _ = (
+        p
+        | "StartFinish" >> beam.Create([None])
+        | "Finish" >> beam.ParDo(FinishFn(run, block, runner), beam.pvalue.AsList(saved), done)
+    )
+
+
+class _KFn(beam.CombineFn):
+    """The search depth Prepare worked out (read once Prepare has run: it depends on the plan)."""
+
+    def __init__(self, run: _Run):
+        self.run = run
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, _):
+        return acc
+
+    def merge_accumulators(self, accs):
+        return None
+
+    def extract_output(self, acc) -> int:
+        return int(self.run.meta()["k"])
+
+
 def mine_beam(cfg: MineConfig, beam_args: list[str]) -> dict[str, Any]:
-    """Run the mining pipeline on the runner the Beam flags name; returns the manifest written to `cfg.output`."""
+    """Run the mining pipeline on the runner the Beam flags name; returns the manifest written to `cfg.output`
+    (an empty dict for a `--dry_run=True` job graph, which runs nothing)."""
     if cfg.index != "flat":
         raise ValueError(f"--index {cfg.index}: the Beam miner searches exactly (--index flat) only")
     opts = R.pipeline_options(beam_args)
     runner = opts.view_as(StandardOptions).runner or R.DEFAULT_RUNNER
     run = _Run(cfg, os.path.join(cfg.work_dir, "beam", uuid.uuid4().hex))
-    block = 16384  # queries per FAISS call, as in `index.search_sharded`
     try:
         with beam.Pipeline(runner=R.local_runner(opts), options=opts) as p:
-            plan = p | "Start" >> beam.Create([None]) | "Prepare" >> beam.ParDo(PrepareFn(run))
-            encoded = (
-                plan
-                | "Spread" >> beam.Reshuffle()
-                | "Encode" >> RunInference(PlannedChunkHandler(run))
-                | "WriteChunks" >> beam.ParDo(WriteChunkFn(run))
-                | "CountEncoded" >> beam.CombinePerKey(sum)
-            )
-            done = beam.pvalue.AsDict(encoded)
-            k = beam.pvalue.AsSingleton(plan | "K" >> beam.CombineGlobally(lambda _: run.meta()["k"]))
-            corpus = p | "StartSearch" >> beam.Create([None]) | "CorpusBlocks" >> beam.ParDo(CorpusBlocksFn(run), done)
-            queries = (
-                p
-                | "StartQueries" >> beam.Create([None])
-                | "QueryBlocks" >> beam.ParDo(QueryBlocksFn(run, block), done)
-            )
-            saved = (corpus, queries) | "Search" >> SearchBlocks(k) | "SaveTop" >> beam.ParDo(SaveTopFn(run))
-            _ = (
-                p
-                | "StartFinish" >> beam.Create([None])
-                | "Finish" >> beam.ParDo(FinishFn(run, block, runner), beam.pvalue.AsList(saved), done)
-            )
+            build_pipeline(p, run, runner)
     finally:
         if os.path.isdir(run.dir):
             shutil.rmtree(run.dir, ignore_errors=True)
-    return io.read_manifest(cfg.output)
+    return {} if opts.view_as(TestOptions).dry_run else io.read_manifest(cfg.output)

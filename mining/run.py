@@ -146,6 +146,9 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
         from negminer.mining.beam_mine import mine_beam
 
         manifest = mine_beam(cfg, extra)
+        if not manifest:
+            log.info("job graph built (--dry_run): nothing was run")
+            return 0
     else:
         from negminer.mining.mine import mine
 
