@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -86,6 +87,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop a server started with `start_new_session=True` and every process it spawned (LitServe's workers
+    outlive a plain terminate() of their parent): SIGTERM to its process group, SIGKILL after 15 s."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        try:  # the leader is gone; its workers may not be
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+
+
 def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0) -> None:
     start = time.time()
     while time.time() - start < timeout:
@@ -129,16 +148,12 @@ def llm_server(tiny_causal_lm, tmp_path_factory):
     cmd = [str(cli), "serve", str(tiny_causal_lm), "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--device", "cpu", "--dtype", "float32", "--log-level", "warning"]
     log_file = open(hf_home / "serve.log", "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/health", proc)
         yield f"http://127.0.0.1:{port}/v1", str(tiny_causal_lm)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_group(proc)
         log_file.close()
 
 
@@ -217,18 +232,13 @@ def embedding_server(tmp_path_factory):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     script = Path(__file__).with_name("embedding_server.py")
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, str(script), model_dir, str(port)], env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
+        cmd = [sys.executable, str(script), model_dir, str(port)]
+        proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_http(f"http://127.0.0.1:{port}/health", proc)
             yield f"http://127.0.0.1:{port}/v1", model_dir
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_group(proc)
 
 
 def embeddings_body(request: dict, dim: int = 8) -> dict:
