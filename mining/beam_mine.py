@@ -76,8 +76,9 @@ class PrepareFn(beam.DoFn):
     def process(self, _):
         run, cfg = self.run, self.run.cfg
         os.makedirs(run.dir, exist_ok=True)
-        corpus = core.build_corpus(cfg, [], run.path("documents.arrow"))
-        groups = build_groups(cfg.input, corpus)
+        files = cfg.input_files()  # the split, checked against the input's manifest
+        corpus = core.build_corpus(cfg, [], files, run.path("documents.arrow"))
+        groups = build_groups(files, corpus)
         docs_e, query_e, _ = core.embedders(cfg, core.load_encoder(cfg))
         qkeys, qlen = core.query_keys(groups)
         with pa.ipc.new_file(run.path("queries.arrow"), pa.schema([("text", pa.string())])) as w:

@@ -9,6 +9,8 @@ from negminer.mining.encode import DEVICES, DTYPES
 from negminer.mining.index import INDEX_KINDS
 from negminer.mining.preset import PRESETS
 from negminer.mining.select import SAMPLINGS, Ceiling, Rules
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 
 POOLINGS = ("auto", "mean", "cls", "last")
 
@@ -24,6 +26,8 @@ class MineConfig:
     input: str
     output: str
     model: str
+    split: str = "train"
+    no_manifest_check: bool = False
     corpus: tuple[str, ...] = ()
     reranker: str | None = None
     num_negatives: int = 7
@@ -66,6 +70,8 @@ class MineConfig:
         if not self.work_dir:
             object.__setattr__(self, "work_dir", default_work_dir())
         self.rules()  # validates the selection settings, with their own messages
+        S.check_split_name(self.split)
+        io.check_output_dir(self.output)
         checks = [
             (self.index in INDEX_KINDS, f"--index must be one of {INDEX_KINDS}, got {self.index!r}"),
             (self.pooling in POOLINGS, f"--pooling must be one of {POOLINGS}, got {self.pooling!r}"),
@@ -99,6 +105,10 @@ class MineConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    def input_files(self) -> list[str]:
+        """The input shard files of `split`, checked against the input's manifest (see `io.shard_files`)."""
+        return io.shard_files(self.input, self.split, check=not self.no_manifest_check)
 
     def ceiling(self) -> Ceiling:
         return Ceiling.parse(self.positive_aware)

@@ -37,12 +37,12 @@ def query_key(query: str, instruction: str | None) -> int:
     return hash64(f"{instruction or ''}\x1f{normalize_for_match(query)}")
 
 
-def build_groups(input_path: str, corpus: Corpus) -> Groups:
+def build_groups(input_files: str | list[str], corpus: Corpus) -> Groups:
     """Read the input shards' queries and positives and group the rows (the corpus must hold every positive)."""
     queries, qkeys, pos_doc, excl_rows, excl_docs = [], [], [], [], []
     n_rows = 0
     cols = [S.QUERY, S.INSTRUCTION, S.POSITIVE, S.POSITIVE_ID]
-    for batch in io.read_shards(input_path, columns=cols):
+    for batch in io.read_shards(input_files, columns=cols):
         q = batch.column(S.QUERY)
         instr = batch.column(S.INSTRUCTION).to_pylist()
         queries.append(q)
@@ -58,7 +58,7 @@ def build_groups(input_path: str, corpus: Corpus) -> Groups:
         excl_docs += [docs, by_id]
         n_rows += batch.num_rows
     if not n_rows:
-        raise ValueError(f"no rows in the input shards at {input_path}")
+        raise ValueError(f"no rows in the input shards {input_files}")
     qk = np.concatenate(qkeys)
     uniq, first, inverse = np.unique(qk, return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")  # groups in first-occurrence order

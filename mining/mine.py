@@ -62,10 +62,11 @@ def load_encoder(cfg: MineConfig):
     )
 
 
-def build_corpus(cfg: MineConfig, rejects: list[dict], path: str | None = None) -> Corpus:
-    """The deduplicated corpus; with `path`, its texts live in a memory-mapped Arrow file there."""
+def build_corpus(cfg: MineConfig, rejects: list[dict], files: list[str], path: str | None = None) -> Corpus:
+    """The deduplicated corpus of the input `files` and `--corpus`; with `path`, its texts live in a memory-mapped
+    Arrow file there."""
     builder = CorpusBuilder(path)
-    for ids, texts in shard_documents(cfg.input):
+    for ids, texts in shard_documents(files):
         builder.add(ids, texts)
     for path in io.expand_patterns(cfg.corpus) if cfg.corpus else []:
         for ids, texts in corpus_documents(path, rejects):
@@ -129,25 +130,31 @@ def mine(
 ) -> dict[str, Any]:
     """Run the whole job; returns the manifest written to `cfg.output`. `encoder` overrides `--model` (tests).
 
-    `beam`: set by the Beam driver, whose pipeline has filled the caches; recorded in the manifest.
+    `beam`: set by the Beam driver, whose pipeline has filled the caches; recorded in the manifest. The output
+    directory is locked for the whole run: a second command writing it refuses at once.
     """
+    resolve_device(cfg.device)  # settings first, then the input (refused when incomplete), then the output
+    files = cfg.input_files()
     clock = _Clock()
     if encoder is None and is_endpoint(cfg.model):
         encoder = load_encoder(cfg)  # an unreachable endpoint fails here, before the corpus is read
     spill = os.path.join(cfg.work_dir, "spill", uuid.uuid4().hex)
     try:
-        manifest = _mine(cfg, encoder, on_chunk, clock, spill, beam)
+        with io.output_lock(cfg.output, "mine"):
+            manifest = _mine(cfg, files, encoder, on_chunk, clock, spill, beam)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
     return manifest
 
 
-def _mine(cfg: MineConfig, encoder: Any, on_chunk, clock: _Clock, spill: str, beam: dict | None) -> dict[str, Any]:
+def _mine(
+    cfg: MineConfig, files: list[str], encoder: Any, on_chunk, clock: _Clock, spill: str, beam: dict | None
+) -> dict[str, Any]:
     rules, device = cfg.rules(), resolve_device(cfg.device)
     judge = make_judge(cfg)  # an unreachable judge endpoint fails here, before the corpus is read
     rejects: list[dict] = []
-    corpus = build_corpus(cfg, rejects, os.path.join(spill, "corpus.arrow"))
-    groups = build_groups(cfg.input, corpus)
+    corpus = build_corpus(cfg, rejects, files, os.path.join(spill, "corpus.arrow"))
+    groups = build_groups(files, corpus)
     clock.lap("corpus")
     encoder = encoder if encoder is not None else load_encoder(cfg)
     clock.lap("load_model")
@@ -202,7 +209,7 @@ def _mine(cfg: MineConfig, encoder: Any, on_chunk, clock: _Clock, spill: str, be
         },
         "groups": len(groups),
     }
-    return write_output(cfg, corpus, groups, mined, rejects, info, clock.laps)
+    return write_output(cfg, files, corpus, groups, mined, rejects, info, clock.laps)
 
 
 class QueryVectors:

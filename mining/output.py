@@ -6,31 +6,27 @@ import array
 import dataclasses
 import json
 import os
-import re
 import shutil
-import sys
 import uuid
 from typing import Any
 
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
 import negminer
 from negminer.mining.config import MineConfig
 from negminer.mining.corpus import Corpus
 from negminer.mining.groups import Groups
 from negminer.mining.spool import ShardSpool
-from negminer.pipelines import io
+from negminer.pipelines import io, runner
 from negminer.pipelines import schema as S
 
-_SHARD = re.compile(r"^(?P<split>.+)-\d{5}-of-(?P<count>\d{5})\.parquet$")
 RETRIEVER_KEY = "retriever_scores"  # provenance key holding the retriever's scores when a reranker is the teacher
 
 
-def split_of(path: str) -> tuple[str, int]:
-    """(split, shard count) from a `{split}-{i:05d}-of-{n:05d}.parquet` name; (`train`, 1) for other names."""
-    m = _SHARD.match(path.rsplit("/", 1)[-1])
-    return (m["split"], int(m["count"])) if m else ("train", 1)
+def shard_count(files: list[str]) -> int:
+    """Output shards when `--num-shards` is not given: as many as the input split has (1 for other file names)."""
+    parsed = [S.parse_shard_name(f) for f in files]
+    return max((p[2] for p in parsed if p), default=1)
 
 
 def score_stats(values: np.ndarray) -> dict[str, float | int]:
@@ -67,23 +63,14 @@ def row_positive_slot(groups: Groups) -> np.ndarray:
     return order[np.searchsorted(keys, want, sorter=order)]
 
 
-def clear_output(out_dir: str) -> None:
-    pats = [io.join(out_dir, "*-*-of-*.parquet"), io.join(out_dir, S.REJECTS_DIR, "*.parquet")]
-    stale = [m.path for r in FileSystems.match(pats) for m in r.metadata_list]
-    stale += [p for p in [io.join(out_dir, S.MANIFEST_NAME)] if FileSystems.exists(p)]
-    if stale:
-        FileSystems.delete(stale)
-
-
-def mined_rows(cfg: MineConfig, corpus: Corpus, groups: Groups, mined, counters: dict[str, int]):
-    """Yield (split, shard count, row dict) for every kept input row, with its negatives and scores."""
+def mined_rows(cfg: MineConfig, files: list[str], corpus: Corpus, groups: Groups, mined, counters: dict[str, int]):
+    """Yield every kept input row (of `files`, in order), with its negatives and scores."""
     slot = row_positive_slot(groups)
     relabelled: set[int] = set()
     reranked = cfg.reranker is not None
     r = 0
-    for path in io.shard_files(cfg.input):
-        split, count = split_of(path)
-        for batch in io.read_shards(path):
+    for path in files:
+        for batch in io.read_shards([path]):
             rows = batch.to_pylist()
             g = groups.row_group[r : r + len(rows)]
             docs = mined.neg_doc[g]
@@ -107,8 +94,8 @@ def mined_rows(cfg: MineConfig, corpus: Corpus, groups: Groups, mined, counters:
                     negs = [float(x) for x in mined.neg_retriever[g[i], :f]]
                     row[S.PROVENANCE] = with_retriever_scores(row[S.PROVENANCE], float(mined.pos_retriever[s]), negs)
                 cut += f
-                yield split, count, row
-                yield from ((split, count, x) for x in relabelled_rows(row, corpus, mined, int(g[i]), relabelled))
+                yield row
+                yield from relabelled_rows(row, corpus, mined, int(g[i]), relabelled)
             r += len(rows)
 
 
@@ -126,40 +113,31 @@ def relabelled_rows(row: dict, corpus: Corpus, mined, group: int, done: set[int]
         yield extra
 
 
-def write_output(cfg: MineConfig, corpus: Corpus, groups: Groups, mined, rejects, info, timings) -> dict[str, Any]:
-    """Write every split's shards (streamed through a `ShardSpool`), the corpus rejects and the manifest."""
-    clear_output(cfg.output)
+def write_output(
+    cfg: MineConfig, files: list[str], corpus: Corpus, groups: Groups, mined, rejects, info, timings
+) -> dict[str, Any]:
+    """Write split `cfg.split` of the output (its shards streamed through a `ShardSpool`, the corpus rejects, then
+    its manifest entry; other splits of the output directory are kept); returns the manifest."""
     counters = {"shortfall_rows": 0, "dropped_rows": 0}
-    spools: dict[str, ShardSpool] = {}
     pos_scores, neg_scores = array.array("f"), array.array("f")  # float32, as the shards store them
     spill = os.path.join(cfg.work_dir, "spill", uuid.uuid4().hex)
+    io.begin_split(cfg.output, cfg.split)
+    n = cfg.num_shards or shard_count(files)
+    spool = ShardSpool(spill, cfg.output, cfg.split, n, len(groups.row_group))
     try:
-        for split, count, row in mined_rows(cfg, corpus, groups, mined, counters):
-            if split not in spools:
-                n = cfg.num_shards or count
-                spools[split] = ShardSpool(os.path.join(spill, split), cfg.output, split, n, len(groups.row_group))
-            spools[split].add(row)
+        for row in mined_rows(cfg, files, corpus, groups, mined, counters):
+            spool.add(row)
             pos_scores.append(row[S.POSITIVE_SCORE])
             neg_scores.extend(row[S.NEGATIVE_SCORES])
-        splits, stats = {}, {}
-        for split, spool in sorted(spools.items()):
-            st = spool.finish()
-            files = sorted(st.pop("files", []))
-            splits[split] = {
-                "rows": st.get("rows", 0),
-                "shards": len(files),
-                "files": [f.rsplit("/", 1)[-1] for f in files],
-            }
-            stats = io.merge_counts(stats, st)
+        stats = spool.finish()
     finally:
         shutil.rmtree(spill, ignore_errors=True)
-    held = max((s.max_held for s in spools.values()), default=0)
-    reject_counts = io.write_rejects(rejects, cfg.output)
     try:
         source = io.read_manifest(cfg.input)
     except FileNotFoundError:
         source = {}
-    inputs = io.shard_files(cfg.input) + (io.expand_patterns(cfg.corpus) if cfg.corpus else [])
+    source = {**source, **((source.get("splits") or {}).get(cfg.split) or {})}  # the input split's own build
+    inputs = files + (io.expand_patterns(cfg.corpus) if cfg.corpus else [])
     has_found = mined.found
     mining = {
         **info,
@@ -181,30 +159,16 @@ def write_output(cfg: MineConfig, corpus: Corpus, groups: Groups, mined, rejects
             "retriever_negative": score_stats(mined.neg_retriever),
         },
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "rows_held_max": held,
+        "rows_held_max": spool.max_held,
     }
-    manifest = {
-        **{k: v for k, v in source.items() if k not in ("mining",)},
+    record = {
         "negminer_version": negminer.__version__,
         "command": "mine",
-        "argv": list(sys.argv[1:]),
+        "argv": runner.command_line(),
         "config": dataclasses.asdict(cfg),
         "inputs": [io.fingerprint(f) for f in inputs],
         "input_build": {k: source.get(k) for k in ("command", "config", "inputs") if k in source},
-        "format_version": S.FORMAT_VERSION,
-        "splits": splits,
-        "counts": {
-            "split": {k: v["rows"] for k, v in splits.items()},
-            "source": dict(sorted(stats.get("source", {}).items())),
-            "pair_type": dict(sorted(stats.get("pair_type", {}).items())),
-        },
-        "rows": stats.get("rows", 0),
-        "negatives": stats.get("negatives", 0),
-        "rows_without_negatives": stats.get("rows_without_negatives", 0),
-        "duplicates_dropped": stats.get("duplicates", 0),
-        "rejects": reject_counts,
-        "rejects_total": sum(reject_counts.values()),
         "mining": mining,
     }
-    io.write_manifest(cfg.output, manifest)
-    return manifest
+    record["rejects"] = io.write_rejects(rejects, cfg.output, cfg.split)
+    return io.commit_split(cfg.output, cfg.split, stats, record)

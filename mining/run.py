@@ -31,7 +31,13 @@ def _optional_float(value: str) -> float | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("--input", required=True, help="tuple shards to mine for (a shard dir, a glob or a .parquet file)")
-    a("--output", required=True, help="directory for the mined shards (same splits and format)")
+    a("--output", required=True, help="directory for the mined shards (other splits already there are kept)")
+    a("--split", default="train", help="the input split to mine, written under the same name (default train)")
+    a(
+        "--no-manifest-check",
+        action="store_true",
+        help="read an input directory without a manifest (shards written by other tools): its {split}-*.parquet",
+    )
     a(
         "--model",
         required=True,
@@ -132,15 +138,12 @@ def config_from_args(args: argparse.Namespace) -> MineConfig:
 def main(args: argparse.Namespace, extra: list[str]) -> int:
     on_beam = any(a == "--runner" or a.startswith("--runner=") for a in extra)
     if extra and not on_beam:
-        raise SystemExit(
-            f"negminer mine: unrecognized arguments: {' '.join(extra)} (Beam flags need --runner, e.g. --runner DirectRunner)"
+        raise ValueError(
+            f"unrecognized arguments: {' '.join(extra)} (Beam flags need --runner, e.g. --runner DirectRunner)"
         )
-    try:
-        cfg = config_from_args(args)
-        if on_beam and cfg.index != "flat":
-            raise ValueError(f"--index {cfg.index}: on Beam the miner searches exactly (--index flat) only")
-    except ValueError as e:
-        raise SystemExit(f"negminer mine: {e}") from None
+    cfg = config_from_args(args)  # a bad setting is a ValueError: one line and exit 2 at the CLI
+    if on_beam and cfg.index != "flat":
+        raise ValueError(f"--index {cfg.index}: on Beam the miner searches exactly (--index flat) only")
     t0 = time.perf_counter()
     if on_beam:
         from negminer.mining.beam_mine import mine_beam

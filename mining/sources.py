@@ -42,8 +42,8 @@ def detect_format(path: str) -> str:
     raise ValueError(f"--corpus {path!r}: unknown format (want a shard dir, .parquet, .jsonl or .tsv, maybe .gz)")
 
 
-def shard_documents(path: str) -> Iterator[Batch]:
-    """Every positive and existing negative of the tuple shards at `path`, with their ids."""
+def shard_documents(path: str | list[str]) -> Iterator[Batch]:
+    """Every positive and existing negative of the tuple shards at `path` (or the files listed), with their ids."""
     cols = [S.POSITIVE, S.POSITIVE_ID, S.NEGATIVES, S.NEGATIVE_IDS]
     for batch in io.read_shards(path, columns=cols):
         yield batch.column(S.POSITIVE_ID), batch.column(S.POSITIVE)

@@ -75,7 +75,7 @@ class ShardSpool:
         for shard in range(self.num_shards):
             path = io.join(self.out_dir, io.shard_name(self.split, shard, self.num_shards))
             st = self._write_shard(shard, path)
-            st["files"] = [path]
+            st["files"], st["file_rows"] = [path], {posixpath.basename(path): st["rows"]}
             stats = io.merge_counts(stats, st)
         return stats
 

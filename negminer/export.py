@@ -6,16 +6,14 @@ Usage: negminer export --input out/snli-mined --format sentence-transformers --o
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import posixpath
 import sys
-import uuid
-from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO
+from collections.abc import Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,8 +43,12 @@ class ExportConfig:
     short_rows: str = "pad"
     prompt: str | None = None
     batch_size: int = 4096
+    split: str = "train"
+    no_manifest_check: bool = False
 
     def __post_init__(self) -> None:
+        S.check_split_name(self.split)
+        io.check_output_dir(self.output)
         if self.format not in FORMATS:
             raise ValueError(f"--format must be one of {FORMATS}, got {self.format!r}")
         if self.short_rows not in SHORT_ROWS:
@@ -141,38 +143,10 @@ def row_from_jsonl(line: str) -> S.TupleRow:
 # ---------------------------------------------------------------- files
 
 
-@contextlib.contextmanager
-def atomic_create(path: str) -> Iterator[BinaryIO]:
-    """A file handle whose content appears at `path` only when the block ends without error (temp, then rename)."""
-    parent, name = posixpath.split(path) if "://" in path else os.path.split(path)
-    if "://" not in path:
-        os.makedirs(parent or ".", exist_ok=True)
-    tmp = io.join(parent, f".{name}.tmp-{uuid.uuid4().hex}") if parent else f".{name}.tmp-{uuid.uuid4().hex}"
-    f = FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED)
-    try:
-        yield f
-    except BaseException:
-        f.close()
-        FileSystems.delete([tmp])
-        raise
-    f.close()
-    if "://" not in path:
-        os.replace(tmp, path)
-        return
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
-
-
 def output_name(shard_path: str, fmt: str) -> str:
     """`train-00000-of-00002.parquet` -> the same stem with the format's extension (the split survives)."""
     stem = posixpath.basename(shard_path).rsplit(".", 1)[0]
     return stem + (".parquet" if fmt == ST else ".jsonl")
-
-
-def _parquet_rows(path: str) -> int:
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        return pq.ParquetFile(f).metadata.num_rows
 
 
 def max_negatives(files: list[str]) -> int:
@@ -228,7 +202,7 @@ def export_file(src: str, dst: str, cfg: ExportConfig, n: int | None, bar: tqdm)
     """Convert one shard file into one output file, batch by batch; return its counts."""
     counts: dict[str, Any] = {"file": posixpath.basename(dst), "rows_in": 0, "rows": 0, "dropped": {}}
     st_schema = pa.schema([pa.field(c, pa.string(), nullable=False) for c in st_columns(n or 0)])
-    with atomic_create(dst) as f:
+    with io.atomic_create(dst) as f:
         writer = pq.ParquetWriter(f, st_schema, compression=io.PARQUET_COMPRESSION) if cfg.format == ST else None
         for batch in io.read_shards(src, batch_size=cfg.batch_size):
             records = []
@@ -252,7 +226,8 @@ def export_file(src: str, dst: str, cfg: ExportConfig, n: int | None, bar: tqdm)
 
 def export(cfg: ExportConfig) -> dict[str, Any]:
     """Export every shard at `cfg.input` into `cfg.output`; write and return the export manifest."""
-    files = io.shard_files(cfg.input)
+    split = None if cfg.split == S.ALL_SPLITS else cfg.split
+    files = io.shard_files(cfg.input, split, check=not cfg.no_manifest_check)
     check_paths(files, cfg)
     n = cfg.num_negatives
     if cfg.format == ST and n is None:
@@ -271,7 +246,7 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
         "rows": 0,
         "dropped": {},
     }
-    total = sum(_parquet_rows(f) for f in files)
+    total = sum(io.parquet_rows(f) for f in files)
     with tqdm(total=total, desc=f"export {cfg.format}", unit="row", disable=None, file=sys.stderr) as bar:
         for src in files:
             counts = export_file(src, io.join(cfg.output, output_name(src, cfg.format)), cfg, n, bar)
@@ -299,6 +274,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--format", required=True, choices=FORMATS, help="output layout")
     a("--output", required=True, help="output directory (local or gs://); one output file per input shard")
     a(
+        "--split",
+        default="train",
+        help="the split of an --input directory to export; 'all' for every split (default train)",
+    )
+    a(
+        "--no-manifest-check",
+        action="store_true",
+        help="read an --input directory without a manifest (shards written by other tools)",
+    )
+    a(
         "--num-negatives",
         type=runner.int_at_least(0),
         help="negatives per row, hardest first (default: all; sentence-transformers: the most any row has)",
@@ -324,6 +309,8 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
             num_negatives=args.num_negatives,
             short_rows=args.short_rows or "pad",
             prompt=args.prompt,
+            split=args.split,
+            no_manifest_check=args.no_manifest_check,
         )
         manifest = export(cfg)
     except (ValueError, FileNotFoundError) as e:  # SchemaError is a ValueError

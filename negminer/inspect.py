@@ -8,22 +8,17 @@ from __future__ import annotations
 import argparse
 import json
 import posixpath
-import re
 import sys
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 from negminer.pipelines import io, runner
 from negminer.pipelines import schema as S
 
 TEXT_FIELDS = (S.QUERY, S.POSITIVE, S.NEGATIVES)
-SHARD_RE = re.compile(r"^(?P<split>.+)-\d{5}-of-\d{5}\.parquet$")
 SAMPLE_CHARS = 200  # text mode cuts sample texts to this many characters
 
 
@@ -75,8 +70,8 @@ def text_lengths(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def split_of(path: str) -> str:
-    m = SHARD_RE.match(posixpath.basename(path))
-    return m.group("split") if m else posixpath.basename(path)
+    parsed = S.parse_shard_name(path)
+    return parsed[0] if parsed else posixpath.basename(path)
 
 
 def _add_counts(counts: dict[str, int], column: pa.Array) -> None:
@@ -85,15 +80,15 @@ def _add_counts(counts: dict[str, int], column: pa.Array) -> None:
 
 
 def file_format_version(path: str) -> str | None:
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        meta = pq.ParquetFile(f).schema_arrow.metadata or {}
+    with io.open_parquet(path) as pf:
+        meta = pf.schema_arrow.metadata or {}
     v = meta.get(b"negminer.format_version")
     return v.decode() if v else None
 
 
-def scan_shards(shard_dir: str, samples: int = 3) -> dict[str, Any]:
+def scan_shards(shard_dir: str | list[str], samples: int = 3) -> dict[str, Any]:
     """Counts, length statistics and the first `samples` rows of every shard, streamed batch by batch."""
-    files = io.shard_files(shard_dir)
+    files = io.shard_files(shard_dir) if isinstance(shard_dir, str) else shard_dir
     counts: dict[str, dict[str, int]] = {"split": {}, "source": {}, "pair_type": {}}
     hists = {f: (IntHistogram(), IntHistogram()) for f in TEXT_FIELDS}
     per_row = IntHistogram()
@@ -123,9 +118,9 @@ def scan_shards(shard_dir: str, samples: int = 3) -> dict[str, Any]:
     }
 
 
-def reject_counts(shard_dir: str) -> dict[str, int]:
+def reject_counts(shard_dir: str, split: str | None = None) -> dict[str, int]:
     """Rejects per reason, from the rejects/ files (for directories without a manifest)."""
-    reasons = io.read_rejects(shard_dir).column(S.REJECT_REASON).to_pylist()
+    reasons = io.read_rejects(shard_dir, split).column(S.REJECT_REASON).to_pylist()
     return {r: reasons.count(r) for r in sorted(set(reasons))}
 
 
@@ -137,20 +132,27 @@ def mining_lines(shard_dir: str, manifest: dict[str, Any], plot_path: str | None
     return list(report.describe(shard_dir, manifest, plot_path=plot_path))
 
 
-def summarize(shard_dir: str, samples: int = 3, plot_path: str | None = None) -> dict[str, Any]:
-    """Everything `inspect` reports, as one JSON-able dict."""
+def summarize(
+    shard_dir: str, samples: int = 3, plot_path: str | None = None, split: str | None = None, check: bool = True
+) -> dict[str, Any]:
+    """Everything `inspect` reports (of one split, or of all), as one JSON-able dict."""
+    files = io.shard_files(shard_dir, split, check=check)  # an incomplete directory is refused unless not `check`
     try:
         manifest = io.read_manifest(shard_dir)
-    except FileNotFoundError:
+    except (FileNotFoundError, io.DirectoryError):
         manifest = {}
-    scan = scan_shards(shard_dir, samples)
+    if split is not None and manifest:  # one split: its own entry's counts and build record
+        manifest = {**manifest, **manifest.get("splits", {}).get(split, {})}
+        manifest["rows"] = manifest.get("rows")
+    scan = scan_shards(files, samples)
     summary: dict[str, Any] = {
         "dir": shard_dir,
         "manifest": bool(manifest),
         **scan,
         "format_version": manifest.get("format_version") or scan["format_version"],
         "command": manifest.get("command"),
-        "rejects": manifest["rejects"] if "rejects" in manifest else reject_counts(shard_dir),
+        "split": split,
+        "rejects": manifest["rejects"] if "rejects" in manifest else reject_counts(shard_dir, split),
         "skipped": manifest.get("skipped", {}),
         "warnings": [],
     }
@@ -214,6 +216,12 @@ def render(summary: dict[str, Any]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="shard directory (local or gs://), or a glob of shard files")
+    parser.add_argument("--split", default=S.ALL_SPLITS, help="report one split only (default: all)")
+    parser.add_argument(
+        "--no-manifest-check",
+        action="store_true",
+        help="inspect a directory without a complete manifest (shards written by other tools, a killed build)",
+    )
     parser.add_argument("--samples", type=runner.int_at_least(0), default=3, help="sample rows to show (default 3)")
     parser.add_argument("--json", action="store_true", help="print one machine-readable JSON object instead")
     parser.add_argument(
@@ -223,8 +231,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, extra: list[str]) -> int:
     try:
-        summary = summarize(args.dir, samples=args.samples, plot_path=args.plot)
-    except (FileNotFoundError, S.SchemaError) as e:
+        summary = summarize(
+            args.dir,
+            samples=args.samples,
+            plot_path=args.plot,
+            split=None if args.split == S.ALL_SPLITS else args.split,
+            check=not args.no_manifest_check,
+        )
+    except (FileNotFoundError, ValueError) as e:  # SchemaError and DirectoryError are ValueErrors
         print(f"negminer inspect: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, ensure_ascii=False, default=str) if args.json else render(summary))

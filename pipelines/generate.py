@@ -284,6 +284,33 @@ def llm_metrics(result: Any) -> dict[str, Any]:
     return out
 
 
+def _run(config: GenerateConfig, inputs: list[str], provenance: dict, base: dict, beam_args: list[str]):
+    """Run the pipeline into the (locked) output; return its manifest with the LLM counters, and the seconds."""
+    t0 = time.perf_counter()
+    options = runner.pipeline_options(beam_args)
+    p = beam.Pipeline(runner=runner.local_runner(options), options=options)
+    outputs = p | "GenerateTuples" >> GenerateTuples(dataclasses.replace(config, inputs=tuple(inputs)), provenance)
+    _ = outputs | "WriteShardDir" >> WriteShardDir(
+        config.output, base, split=config.split, num_shards=config.num_shards
+    )
+    result = p.run()
+    result.wait_until_finish()
+    secs = time.perf_counter() - t0
+    try:
+        manifest = io.read_manifest(config.output)
+    except FileNotFoundError:  # a Dataflow dry run builds the job but writes nothing
+        return {}, secs
+    own = manifest["splits"][config.split]
+    passages = own["rows"] + own["rejects_total"] - own["rejects"].get("malformed_json", 0)
+    own["generate"] = manifest["generate"] = {
+        **llm_metrics(result),
+        "seconds": round(secs, 2),
+        "passages_per_s": round(passages / secs, 2),
+    }
+    io.write_manifest(config.output, manifest)
+    return manifest, secs
+
+
 def build(config: GenerateConfig, beam_args: list[str]) -> dict[str, Any]:
     """Check the endpoint, run the pipeline, add the LLM counters to the manifest; return it."""
     inputs = passage_files(config.inputs)
@@ -314,28 +341,11 @@ def build(config: GenerateConfig, beam_args: list[str]) -> dict[str, Any]:
         else None,
     }
     base = runner.manifest_base("generate", config, inputs)
-    runner.clear_output(config.output, config.split)
-    t0 = time.perf_counter()
-    options = runner.pipeline_options(beam_args)
-    p = beam.Pipeline(runner=runner.local_runner(options), options=options)
-    outputs = p | "GenerateTuples" >> GenerateTuples(dataclasses.replace(config, inputs=tuple(inputs)), provenance)
-    _ = outputs | "WriteShardDir" >> WriteShardDir(
-        config.output, base, split=config.split, num_shards=config.num_shards
-    )
-    result = p.run()
-    result.wait_until_finish()
-    secs = time.perf_counter() - t0
-    try:
-        manifest = io.read_manifest(config.output)
-    except FileNotFoundError:  # a Dataflow dry run builds the job but writes nothing
+    with io.output_lock(config.output, "generate"):  # one writer at a time; the split's old files go first
+        io.begin_split(config.output, config.split)
+        manifest, secs = _run(config, inputs, provenance, base, beam_args)
+    if not manifest:
         return {}
-    passages = manifest["rows"] + manifest["rejects_total"] - manifest["rejects"].get("malformed_json", 0)
-    manifest["generate"] = {
-        **llm_metrics(result),
-        "seconds": round(secs, 2),
-        "passages_per_s": round(passages / secs, 2),
-    }
-    io.write_manifest(config.output, manifest)
     log.info(
         "generate: %s rows, %s rejects in %.1fs -> %s",
         manifest["rows"],

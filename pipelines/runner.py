@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
@@ -69,19 +68,6 @@ def local_runner(options: PipelineOptions) -> PipelineRunner | None:
     return fn_runner.FnApiRunner(provision_info=info)
 
 
-def clear_output(out_dir: str, split: str) -> None:
-    """Remove a previous build's shards, rejects and manifest from `out_dir` so stale files cannot mix in."""
-    patterns = [
-        io.join(out_dir, f"{split}-*-of-*.parquet"),
-        io.join(out_dir, S.REJECTS_DIR, "*.parquet"),
-        io.join(out_dir, S.MANIFEST_NAME),
-    ]
-    stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
-    if stale:
-        log.info("removing %d files of a previous build in %s", len(stale), out_dir)
-        FileSystems.delete(stale)
-
-
 _command_line: list[str] | None = None
 
 
@@ -118,18 +104,24 @@ def run_build(
     split: str = "train",
     num_shards: int = 1,
 ) -> dict[str, Any]:
-    """Build `{'rows','rejects','skipped'}` with `build(pipeline)`, write them to `out_dir`, return the manifest."""
-    base = manifest_base(command, config, inputs)
-    clear_output(out_dir, split)
-    t0 = time.perf_counter()
+    """Build `{'rows','rejects','skipped'}` with `build(pipeline)`, write them as split `split` of `out_dir` (other
+    splits kept), return the manifest. The directory is locked for the whole build (`io.output_lock`)."""
+    io.check_output_dir(out_dir)
+    S.check_split_name(split)
     options = pipeline_options(beam_args)
-    with beam.Pipeline(runner=local_runner(options), options=options) as p:
-        outputs = build(p)
-        _ = outputs | "WriteShardDir" >> WriteShardDir(out_dir, base, split=split, num_shards=num_shards)
-    try:
-        manifest = io.read_manifest(out_dir)
-    except FileNotFoundError:  # e.g. a Dataflow dry run, which builds the job but writes nothing
-        manifest = {}
+    base = manifest_base(command, config, inputs)
+    t0 = time.perf_counter()
+    with io.output_lock(out_dir, command):
+        io.begin_split(out_dir, split)
+        with beam.Pipeline(runner=local_runner(options), options=options) as p:
+            outputs = build(p)
+            _ = outputs | "WriteShardDir" >> WriteShardDir(out_dir, base, split=split, num_shards=num_shards)
+        try:
+            manifest = io.read_manifest(out_dir)
+        except FileNotFoundError:  # e.g. a Dataflow dry run, which builds the job but writes nothing
+            manifest = {}
+    own = manifest.get("splits", {}).get(split) or {}
+    manifest.update({k: own[k] for k in (*io.COUNT_KEYS, "rejects", "skipped") if k in own})  # this build's counts
     secs = time.perf_counter() - t0
     log.info(
         "%s: %s rows, %s rejects in %.1fs -> %s",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -66,8 +67,29 @@ REJECT_SCHEMA = pa.schema(
 MAX_REJECT_RAW_CHARS = 10_000
 
 SHARD_TEMPLATE = "{split}-{index:05d}-of-{count:05d}.parquet"
+SHARD_PATTERN = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")  # SHARD_TEMPLATE, parsed
+SPLIT_PATTERN = re.compile(r"^[A-Za-z0-9_.]+$")  # a split name: no '-' or '/', so shard names parse back
+ALL_SPLITS = "all"  # `--split all` (export, inspect): every split of the directory
 MANIFEST_NAME = "manifest.json"
 REJECTS_DIR = "rejects"
+LOCK_NAME = ".negminer.lock"  # present while a command writes the directory
+
+
+def parse_shard_name(name: str) -> tuple[str, int, int] | None:
+    """(split, index, count) of a `{split}-{index:05d}-of-{count:05d}.parquet` file name (a path is fine), or None.
+
+    >>> parse_shard_name("out/dev-00001-of-00004.parquet")
+    ('dev', 1, 4)
+    """
+    m = SHARD_PATTERN.match(name.rsplit("/", 1)[-1])
+    return (m["split"], int(m["index"]), int(m["count"])) if m else None
+
+
+def check_split_name(split: str) -> str:
+    """`split` if it can name shard files (letters, digits, `_` and `.`), else a SchemaError naming it."""
+    if not SPLIT_PATTERN.match(split or ""):
+        raise SchemaError(f"split name {split!r} must be letters, digits, '_' or '.' (like train, dev, test)")
+    return split
 
 
 class SchemaError(ValueError):

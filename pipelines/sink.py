@@ -30,42 +30,23 @@ class WriteShardFn(beam.DoFn):
         yield stats
 
 
-def _write_rejects(element: tuple[int, Iterable[dict | None]], out_dir: str) -> dict[str, int]:
-    return io.write_rejects((r for r in element[1] if r is not None), out_dir)
+def _write_rejects(element: tuple[int, Iterable[dict | None]], out_dir: str, split: str) -> dict[str, int]:
+    return io.write_rejects((r for r in element[1] if r is not None), out_dir, split)
 
 
-def manifest_from_stats(base: dict[str, Any], split: str, stats: dict, rejects: dict, skipped: dict) -> dict:
-    """The manifest of a built shard directory (pure: tests build one without Beam)."""
-    stats = dict(stats)
-    files = sorted(stats.get("files", []))
-    manifest = {
-        **base,
-        "format_version": S.FORMAT_VERSION,
-        "splits": {
-            split: {"rows": stats.get("rows", 0), "shards": len(files), "files": [f.rsplit("/", 1)[-1] for f in files]}
-        },
-        "counts": {
-            "split": {split: stats.get("rows", 0)},
-            "source": dict(sorted(stats.get("source", {}).items())),
-            "pair_type": dict(sorted(stats.get("pair_type", {}).items())),
-        },
-        "rows": stats.get("rows", 0),
-        "negatives": stats.get("negatives", 0),
-        "rows_without_negatives": stats.get("rows_without_negatives", 0),
-        "duplicates_dropped": stats.get("duplicates", 0),
-        "rejects": dict(sorted(rejects.items())),
-        "rejects_total": sum(rejects.values()),
-        "skipped": dict(sorted(skipped.items())),
-    }
+def build_record(base: dict[str, Any], stats: dict, rejects: dict, skipped: dict) -> dict[str, Any]:
+    """What built a split (pure): the base (command, config, inputs), its rejects, skips and keep-rates."""
+    record = {**base, "rejects": dict(rejects), "skipped": dict(skipped)}
     if any(k.startswith(("filter:", "dedup:")) for k in skipped):
         from negminer.pipelines.transforms.quality import keep_rates  # only pipelines with quality filters need it
 
-        manifest["keep_rates"] = keep_rates(manifest)
-    return manifest
+        record["keep_rates"] = keep_rates({"counts": {S.PAIR_TYPE: stats.get(S.PAIR_TYPE, {})}, "skipped": skipped})
+    return record
 
 
 def _write_manifest(_, out_dir: str, base: dict, split: str, stats: dict, rejects: dict, skipped: dict) -> str:
-    return io.write_manifest(out_dir, manifest_from_stats(base, split, stats, rejects, skipped))
+    io.commit_split(out_dir, split, stats, build_record(base, stats, rejects, skipped))
+    return io.join(out_dir, S.MANIFEST_NAME)
 
 
 class WriteShardDir(beam.PTransform):
@@ -101,7 +82,7 @@ class WriteShardDir(beam.PTransform):
             )
             | "FlattenRejects" >> beam.Flatten()
             | "GroupRejects" >> beam.GroupByKey()
-            | "WriteRejects" >> beam.Map(_write_rejects, out_dir=self.out_dir)
+            | "WriteRejects" >> beam.Map(_write_rejects, out_dir=self.out_dir, split=self.split)
         )
         skipped = (
             pcolls.get("skipped", p | "NoSkipped" >> beam.Create([]))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 from negminer.training.model import POOLINGS
 
 LOSSES = ("infonce", "infonce-bidirectional")
@@ -16,6 +18,9 @@ class TrainConfig:
     data: tuple[str, ...]
     model: str
     output: str
+    split: str = "train"
+    eval_split: str | None = None
+    no_manifest_check: bool = False
     pooling: str = "auto"
     batch_size: int = 128
     num_negatives: int = 7
@@ -53,6 +58,9 @@ class TrainConfig:
                 raise ValueError(msg)
 
         need(bool(self.data), "at least one --data directory is required")
+        S.check_split_name(self.split)
+        need(self.eval_split is None or self.eval is not None, "--eval-split needs --eval")
+        io.check_output_dir(self.output)
         need(self.pooling == "auto" or self.pooling in POOLINGS, f"--pooling must be auto or one of {POOLINGS}")
         need(self.batch_size >= 2, f"--batch-size must be >= 2 (in-batch negatives), got {self.batch_size}")
         need(self.num_negatives >= 0, f"--num-negatives must be >= 0, got {self.num_negatives}")
@@ -91,7 +99,18 @@ class TrainConfig:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
-    a("--data", action="append", required=True, help="tuple-shard directory to train on (repeat for several)")
+    a(
+        "--data",
+        action="append",
+        required=True,
+        help="tuple-shard directory to train on (repeat for several); only its --split is read",
+    )
+    a("--split", default="train", help="the split of every --data directory to train on (default train)")
+    a(
+        "--no-manifest-check",
+        action="store_true",
+        help="read --data / --eval directories without a manifest: shards written by other tools (default off)",
+    )
     a("--model", required=True, help="Hugging Face model name or local path to start from (safetensors)")
     a("--output", required=True, help="output directory: model, train_log.jsonl, metrics.json, checkpoint/")
     a(
@@ -155,6 +174,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--query-prompt", default=None, help="text prepended to every query, saved with the model (default none)")
     a("--doc-prompt", default=None, help="text prepended to every document, saved with the model (default none)")
     a("--eval", default=None, help="BEIR-format directory or shard directory to evaluate on (default none)")
+    a(
+        "--eval-split",
+        default=None,
+        help="shard --eval: the split to evaluate on (default: every split, but never --split of a --data directory)",
+    )
     a(
         "--eval-every",
         type=int,

@@ -11,10 +11,6 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 
-import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
 from negminer.pipelines import io
 from negminer.pipelines import schema as S
 
@@ -45,24 +41,29 @@ class Batch:
         )
 
 
-def count_rows(path: str) -> int:
-    """Rows of a shard directory, from the Parquet footers (no data read)."""
-    total = 0
-    for f in io.shard_files(path):
-        with FileSystems.open(f, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-            total += pq.ParquetFile(fh).metadata.num_rows
-    return total
+# One training source: a shard directory (its `train` split, checked against its manifest) or the shard files to read.
+Source = str | list[str]
 
 
-def _dir_rows(path: str, rng: random.Random) -> Iterator[dict]:
-    files = io.shard_files(path)
+def source_files(source: Source) -> list[str]:
+    """The files of a source: a directory's `train` split (see `io.shard_files`), or the files given."""
+    return io.shard_files(source, "train") if isinstance(source, str) else list(source)
+
+
+def count_rows(source: Source) -> int:
+    """Rows of a source, from the Parquet footers (no data read)."""
+    return sum(io.parquet_rows(f) for f in source_files(source))
+
+
+def _dir_rows(source: Source, rng: random.Random) -> Iterator[dict]:
+    files = source_files(source)
     rng.shuffle(files)
     for f in files:
         for batch in io.read_shards(f, columns=COLUMNS):
             yield from batch.to_pylist()
 
 
-def shuffled_rows(dirs: list[str], seed: int, epoch: int, buffer: int) -> Iterator[dict]:
+def shuffled_rows(dirs: list[Source], seed: int, epoch: int, buffer: int) -> Iterator[dict]:
     """One epoch of rows: directories interleaved at random by remaining size, then a shuffle buffer."""
     rng = random.Random(f"{seed}-{epoch}")
     streams = [_dir_rows(d, random.Random(f"{seed}-{epoch}-{i}")) for i, d in enumerate(dirs)]
@@ -117,7 +118,7 @@ def _to_batch(rows: list[dict], num_negatives: int, source: str | None) -> Batch
 
 
 def batches(
-    dirs: list[str],
+    dirs: list[Source],
     batch_size: int,
     num_negatives: int,
     seed: int,

@@ -24,12 +24,16 @@ class EvalSet:
             raise ValueError("evaluation set has no query with relevance judgements")
 
 
-def load_eval(path: str) -> EvalSet:
-    """A BEIR-format directory (corpus.jsonl, queries.jsonl, qrels/test.tsv or dev.tsv) or a shard directory."""
-    p = Path(path)
-    if (p / "corpus.jsonl").is_file():
-        return _load_beir(p)
-    return _load_shards(path)
+def is_beir_dir(path: str) -> bool:
+    return (Path(path) / "corpus.jsonl").is_file()
+
+
+def load_eval(path: str, files: list[str] | None = None) -> EvalSet:
+    """A BEIR-format directory (corpus.jsonl, queries.jsonl, qrels/test.tsv or dev.tsv) or a shard directory
+    (every split, checked against its manifest), or the shard `files` given."""
+    if is_beir_dir(path):
+        return _load_beir(Path(path))
+    return _load_shards(path if files is None else files)
 
 
 def _load_beir(p: Path) -> EvalSet:
@@ -61,7 +65,7 @@ def _beir_texts(path: Path) -> dict[str, str]:
     return out
 
 
-def _load_shards(path: str) -> EvalSet:
+def _load_shards(path: str | list[str]) -> EvalSet:
     queries: dict[str, str] = {}
     corpus: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -21,11 +22,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from negminer.pipelines import io
+from negminer.pipelines import schema as S
 from negminer.training import checkpoint, distributed
 from negminer.training.config import TrainConfig
 from negminer.training.config import add_arguments as _config_arguments
 from negminer.training.data import Batch, batches, count_rows
-from negminer.training.evaluate import EvalSet, evaluate, load_eval
+from negminer.training.evaluate import EvalSet, evaluate, is_beir_dir, load_eval
 from negminer.training.model import Encoder
 from negminer.training.step import StepSettings, forward_backward, objective
 
@@ -44,10 +47,34 @@ def pick_device(name: str, ctx: distributed.Dist) -> torch.device:
     return torch.device(name)
 
 
-def total_steps(cfg: TrainConfig) -> int:
+def data_files(cfg: TrainConfig) -> list[list[str]]:
+    """The shard files of `--split` in every `--data` directory, checked against its manifest (before any work)."""
+    return [io.shard_files(d, cfg.split, check=not cfg.no_manifest_check) for d in cfg.data]
+
+
+def eval_files(cfg: TrainConfig) -> list[str] | None:
+    """The shard files to evaluate on: `--eval-split`, or every split except the training one of a --data dir."""
+    if cfg.eval is None or is_beir_dir(cfg.eval):
+        return None
+    check = not cfg.no_manifest_check
+    if cfg.eval_split is not None:
+        return io.shard_files(cfg.eval, cfg.eval_split, check=check)
+    files = io.shard_files(cfg.eval, None, check=check)
+    same = any(os.path.abspath(d.rstrip("/")) == os.path.abspath(cfg.eval.rstrip("/")) for d in cfg.data)
+    if same:
+        files = [f for f in files if (S.parse_shard_name(f) or ("",))[0] != cfg.split]
+        if not files:
+            raise ValueError(
+                f"--eval {cfg.eval} is a --data directory with no split besides {cfg.split!r}: "
+                "evaluating on the training rows needs --eval-split"
+            )
+    return files
+
+
+def total_steps(cfg: TrainConfig, sources: list[list[str]] | None = None) -> int:
     if cfg.max_steps is not None:
         return cfg.max_steps
-    rows = sum(count_rows(d) for d in cfg.data)
+    rows = sum(count_rows(s) for s in (sources if sources is not None else data_files(cfg)))
     return max(1, math.ceil(cfg.epochs * rows / cfg.batch_size))
 
 
@@ -126,6 +153,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         torch.cuda.set_device(device)
     if cfg.precision == "fp16" and device.type != "cuda":
         raise ValueError("--precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
+    sources, eval_at = data_files(cfg), eval_files(cfg)  # a bad directory fails here, before the model loads
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     random.seed(cfg.seed)
@@ -135,7 +163,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         cfg.model, cfg.pooling, cfg.max_length, trust_remote_code=cfg.trust_remote_code
     ).to(device)
     encoder.train()
-    steps = total_steps(cfg)
+    steps = total_steps(cfg, sources)
     optimizer, scheduler = make_optimizer(encoder, cfg, steps)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
     metrics: dict[str, Any] = {}
@@ -149,7 +177,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if state["total_steps"] != steps:
             raise ValueError(f"--resume: checkpoint was for {state['total_steps']} steps, this run has {steps}")
 
-    eval_set: EvalSet | None = load_eval(cfg.eval) if cfg.eval else None
+    eval_set: EvalSet | None = load_eval(cfg.eval, eval_at) if cfg.eval else None
     logger = Logger(out / "train_log.jsonl", start, ctx.is_main)
 
     def run_eval(step: int, key: str | None) -> None:
@@ -166,7 +194,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         run_eval(0, "before")
     data_stats: Counter = Counter()
     stream = batches(
-        list(cfg.data),
+        sources,
         cfg.batch_size,
         cfg.num_negatives,
         cfg.seed,

@@ -21,8 +21,8 @@ WORDS = (
 def write_rows(out_dir: Path, rows: list[dict], split: str = "train", num_shards: int = 1) -> Path:
     """Rows as dicts (TupleRow fields) -> a shard dir with a manifest."""
     full = [S.TupleRow(**r).to_dict() for r in rows]
-    io.write_shards(full, str(out_dir), split, num_shards)
-    io.write_manifest(str(out_dir), {"command": "test", "config": {"rows": len(full)}, "inputs": []})
+    record = {"command": "test", "config": {"rows": len(full)}, "inputs": []}
+    io.write_shards(full, str(out_dir), split, num_shards, record=record)
     return out_dir
 
 

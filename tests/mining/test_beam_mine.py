@@ -9,21 +9,22 @@ from pathlib import Path
 import pytest
 
 from negminer.mining.beam_mine import mine_beam
-from negminer.mining.mine import mine
 from tests.mining.conftest import mine_config
-from tests.mining.test_golden import MSMARCO, MULTI_POSITIVE, digests, msmarco_config
+from tests.mining.test_golden import MSMARCO, MULTI_POSITIVE, digests, mine_splits, msmarco_config
 
 TWO_WORKERS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 
 
 def test_beam_and_in_process_write_the_same_bytes_multi_positive(mine_data, tmp_path, tiny_bert_dir):
     cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, positive_aware="perc:0.99", near_dup=0.99)
-    beam_manifest = mine_beam(dataclasses.replace(cfg, output=str(tmp_path / "beam")), ["--runner=DirectRunner"])
+    beam_manifest = mine_splits(
+        dataclasses.replace(cfg, output=str(tmp_path / "beam")), lambda c: mine_beam(c, ["--runner=DirectRunner"])
+    )
     assert digests(tmp_path / "beam") == MULTI_POSITIVE
     assert beam_manifest["mining"]["runner"] == "DirectRunner"
     assert beam_manifest["mining"]["encoded"]["documents"] == beam_manifest["mining"]["corpus"]["documents"]
     # the in-process miner on the same work dir: nothing left to encode, same bytes
-    local = mine(cfg)
+    local = mine_splits(cfg)
     assert local["mining"]["encoded"] == {"documents": 0, "queries": 0}
     assert digests(cfg.output) == MULTI_POSITIVE
     assert local["mining"]["removed"] == beam_manifest["mining"]["removed"]
@@ -32,7 +33,7 @@ def test_beam_and_in_process_write_the_same_bytes_multi_positive(mine_data, tmp_
 @pytest.mark.slow
 def test_beam_on_two_workers_matches_in_process_on_msmarco(tmp_path):
     cfg = msmarco_config(tmp_path)
-    mine_beam(dataclasses.replace(cfg, output=str(tmp_path / "beam")), TWO_WORKERS)
+    mine_splits(dataclasses.replace(cfg, output=str(tmp_path / "beam")), lambda c: mine_beam(c, TWO_WORKERS))
     assert digests(tmp_path / "beam") == MSMARCO
 
 
@@ -63,6 +64,7 @@ def test_killed_beam_run_reruns_only_the_missing_chunks(mine_data, tmp_path, tin
     encoded = rerun["mining"]["encoded"]
     total = rerun["mining"]["corpus"]["documents"] + rerun["mining"]["groups"]
     assert encoded["documents"] + encoded["queries"] == total - cached  # only what the killed run had not stored
+    mine_beam(dataclasses.replace(cfg, split="dev"), ["--runner=DirectRunner"])
     assert digests(cfg.output) == MULTI_POSITIVE
 
 

@@ -33,10 +33,16 @@ def reference_embed(model_dir, texts):
 
 
 def test_mined_rows_match_a_brute_force_reference(mine_data, tmp_path, tiny_bert_dir):
-    manifest = mine(mine_config(mine_data, tmp_path, tiny_bert_dir, range_max=N_DOCS))  # k covers the corpus
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, range_max=N_DOCS)  # k covers the corpus
+    train = mine(cfg)
+    assert set(train["splits"]) == {"train"} and train["rows"] == 6  # dev is not mined with train
+    train_entry = io.read_manifest(cfg.output)["splits"]["train"]
+    manifest = mine(dataclasses.replace(cfg, split="dev"))  # a second command, into the same directory
+    assert io.read_manifest(cfg.output)["splits"]["train"] == train_entry and manifest["splits"]["dev"]["rows"] == 3
     out = list(io.iter_rows(str(tmp_path / "out")))
     assert sorted(r[S.ID] for r in out) == sorted(S.TupleRow(**r).id for r in mine_data["rows"])
-    assert set(manifest["splits"]) == {"train", "dev"} and manifest["splits"]["dev"]["rows"] == 3
+    train_ids = {r[S.ID] for r in io.iter_rows(io.shard_files(str(tmp_path / "out"), "train"))}
+    assert train_ids == {S.TupleRow(**r).id for r in mine_data["rows"][:6]}
     # every distinct normalised text once (the tokenizer lower-cases, so any spelling embeds the same)
     corpus = list(
         {normalize_for_match(t): t for t in mine_data["docs"] + [r["positive"] for r in mine_data["rows"]]}.values()
@@ -59,14 +65,22 @@ def test_mined_rows_match_a_brute_force_reference(mine_data, tmp_path, tiny_bert
         assert r[S.POSITIVE_SCORE] == pytest.approx(scores[where[normalize_for_match(r[S.POSITIVE])]], abs=3e-3)
         assert all(i.startswith("c") for i in r[S.NEGATIVE_IDS])
     m = manifest["mining"]
-    assert m["corpus"]["rejects"] == 1 and manifest["rejects"] == {
-        "tsv: expected 2 tab-separated fields (id, text), got 1": 1
-    }
+    bad_line = "tsv: expected 2 tab-separated fields (id, text), got 1"
+    assert m["corpus"]["rejects"] == 1 and manifest["splits"]["dev"]["rejects"] == {bad_line: 1}
+    assert manifest["rejects"] == {bad_line: 2}  # each split keeps its own rejects; the top level sums them
     assert m["corpus"]["documents"] == len(corpus)
-    assert m["removed"]["positive"] == sum(map(len, positives.values()))  # all retrieved, all removed
+
+    def n_positives(rows):  # every positive of each query group: all retrieved, all removed
+        groups: dict[str, set] = {}
+        for r in rows:
+            groups.setdefault(normalize_for_match(r["query"]), set()).add(normalize_for_match(r["positive"]))
+        return sum(map(len, groups.values()))
+
+    assert train["mining"]["removed"]["positive"] == n_positives(mine_data["rows"][:6])
+    assert m["removed"]["positive"] == n_positives(mine_data["rows"][6:])
     lines = describe(str(tmp_path / "out"), io.read_manifest(str(tmp_path / "out")), str(tmp_path / "h.png"))
     print("\n".join(lines))
-    assert any("removed:" in ln and "positive=9," in ln for ln in lines) and any(
+    assert any("removed:" in ln and f"positive={m['removed']['positive']}," in ln for ln in lines) and any(
         str(tiny_bert_dir) in ln for ln in lines
     )
     assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -149,9 +163,11 @@ def test_bad_flags_fail_before_any_work(tmp_path, capsys):
         (["--direct_num_workers=2"], "Beam flags need --runner"),
         (["--runner=DirectRunner", "--index", "hnsw"], "on Beam the miner searches exactly (--index flat) only"),
     ]:
-        with pytest.raises(SystemExit) as e:
-            cli.main(base + flags)
-        assert message in str(e.value) + capsys.readouterr().err
+        try:
+            code = cli.main(base + flags)
+        except SystemExit as e:  # argparse's own checks
+            code = e.code
+        assert code == 2 and message in capsys.readouterr().err
     with pytest.raises(ValueError, match="--output must differ from --input"):
         MineConfig(input="a/b", output="a/b/", model="m")
     if not torch.cuda.is_available():

@@ -56,6 +56,7 @@ def shards(tmp_path_factory) -> tuple[str, dict[str, dict]]:
 
 
 def _export(src: str, out: Path, fmt: str, *flags: str) -> dict:
+    flags = flags if "--split" in flags else ("--split", "all", *flags)
     assert cli.main(["export", "--input", src, "--format", fmt, "--output", str(out), *flags]) == 0
     return json.loads((out / export.MANIFEST_NAME).read_text())
 

@@ -45,20 +45,12 @@ def shard_dir(tmp_path):
     """train in 3 shards + dev in 1, a rejects file, and a manifest."""
     train, dev = make_rows(300, seed=1), make_rows(40, seed=2)
     d = str(tmp_path / "shards")
-    io.write_shards(train, d, split="train", num_shards=3)
-    io.write_shards(dev, d, split="dev", num_shards=1)
     rejects = [
         io.make_reject("in.jsonl", r, "x", line=i) for i, r in enumerate(["malformed_json"] * 2 + ["no_gold_label"])
     ]
-    io.write_rejects(rejects, d)
-    manifest = {
-        "format_version": S.FORMAT_VERSION,
-        "command": "build test",
-        "rows": len(train) + len(dev),
-        "rejects": {"malformed_json": 2, "no_gold_label": 1},
-        "skipped": {"neutral_hypothesis": 5},
-    }
-    io.write_manifest(d, manifest)
+    record = {"command": "build test", "skipped": {"neutral_hypothesis": 5}}
+    io.write_shards(train, d, split="train", num_shards=3, record=record, rejects=rejects)
+    io.write_shards(dev, d, split="dev", num_shards=1, record={"command": "build test"})
     return d, train + dev, {"train": len(train), "dev": len(dev)}
 
 
@@ -145,7 +137,9 @@ def test_text_report(shard_dir, capsys):
 def test_without_manifest_counts_rejects_from_files(shard_dir, capsys, tmp_path):
     d, rows, _ = shard_dir
     (tmp_path / "shards" / S.MANIFEST_NAME).unlink()
-    rc, out, _ = run([d, "--json"], capsys)
+    rc, _, err = run([d, "--json"], capsys)
+    assert rc == 2 and "no manifest.json" in err and "--no-manifest-check" in err
+    rc, out, _ = run([d, "--json", "--no-manifest-check"], capsys)
     s = json.loads(out)
     assert rc == 0 and s["manifest"] is False and s["rows"] == len(rows)
     assert s["format_version"] == S.FORMAT_VERSION  # from the Parquet schema metadata
@@ -158,6 +152,10 @@ def test_manifest_disagreeing_with_shards_is_flagged(shard_dir, capsys):
     io.write_manifest(d, {**m, "rows": len(rows) + 7})
     rc, out, _ = run([d], capsys)
     assert rc == 0 and f"WARNING: manifest.json says {len(rows) + 7} rows, the shards hold {len(rows)}" in out
+    m["splits"]["dev"]["file_rows"]["dev-00000-of-00001.parquet"] += 1  # a shard's count disagrees: refused
+    io.write_manifest(d, m)
+    rc, _, err = run([d], capsys)
+    assert rc == 2 and "dev-00000-of-00001.parquet holds 40 rows, manifest.json says 41" in err
 
 
 def test_mined_shards_call_mining_report_with_the_plot_path(shard_dir, capsys, monkeypatch, tmp_path):
@@ -203,7 +201,18 @@ def test_not_a_shard_dir_fails_clearly(tmp_path, capsys):
     bad.mkdir()
     pq.write_table(pa.table({"text": ["hello"]}), bad / "train-00000-of-00001.parquet")
     rc, _, err = run([str(bad)], capsys)
+    assert rc == 2 and "no manifest.json" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = run([str(bad), "--no-manifest-check"], capsys)
     assert rc == 2 and "train-00000-of-00001.parquet" in err and "'id'" in err
+
+
+def test_a_file_that_is_not_parquet_is_named(tmp_path, capsys):
+    notes = tmp_path / "notes.parquet"
+    notes.write_text("just some text, not Parquet\n")
+    for target in (notes, tmp_path / "notes.txt"):
+        target.write_text("just some text, not Parquet\n")
+        rc, _, err = run([str(target)], capsys)
+        assert rc == 2 and str(target) in err and "not a Parquet file" in err and len(err.strip().splitlines()) == 1
 
 
 def test_bad_samples_value_is_a_usage_error(shard_dir, capsys):

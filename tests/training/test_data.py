@@ -97,3 +97,25 @@ def test_num_negatives_caps_and_scores_align(tmp_path):
     negs, neg_scores, pos_score = by_query["q"]
     assert negs == ["n1", "n2"] and neg_scores == pytest.approx([0.5, 0.4]) and pos_score == pytest.approx(0.9)
     assert by_query["q2"][0] == [] and by_query["q2"][2] is None
+
+
+def test_training_on_a_train_and_dev_directory_sees_only_train_rows(tmp_path):
+    from negminer.training.config import TrainConfig
+    from negminer.training.train import data_files, eval_files, total_steps
+
+    d = str(tmp_path / "mined")
+    io.write_shards(_rows(30, "train"), d, "train", 2)
+    io.write_shards(_rows(10, "dev"), d, "dev", 1)
+    cfg = TrainConfig(data=(d,), model="m", output=str(tmp_path / "o"), batch_size=4, epochs=1.0, eval=d)
+    sources = data_files(cfg)
+    seen = Counter()
+    for batch in itertools.islice(batches(sources, 4, 1, seed=0, shuffle_buffer=8), 20):  # 20 batches: > 2 epochs
+        seen.update(q.split()[0] for q in batch.queries)
+    assert set(seen) == {"train"}
+    assert total_steps(cfg) == 8  # ceil(30 / 4): dev rows are not counted either
+    # evaluating on the same directory: every split but the training one, unless named
+    assert [f.rsplit("/", 1)[-1] for f in eval_files(cfg)] == ["dev-00000-of-00001.parquet"]
+    named = TrainConfig(data=(d,), model="m", output=str(tmp_path / "o"), max_steps=1, eval=d, eval_split="train")
+    assert len(eval_files(named)) == 2
+    with pytest.raises(ValueError, match="has no split 'test'"):
+        data_files(TrainConfig(data=(d,), model="m", output=str(tmp_path / "o"), max_steps=1, split="test"))

@@ -36,7 +36,7 @@ def _cfg(data: str, model: str, out: Path, **kw) -> TrainConfig:
 
 def test_resume_continues_exactly(tmp_path, toy_shards):
     model = make_tiny_bert(tmp_path / "m", dropout=0.2)  # dropout: the RNG state must be restored too
-    kw = dict(distill=True, eval=toy_shards, eval_every=2)
+    kw = dict(distill=True, eval=toy_shards, eval_split="train", eval_every=2)
     full = train(_cfg(toy_shards, model, tmp_path / "full", **kw))
     first = train(_cfg(toy_shards, model, tmp_path / "split", stop_after=4, **kw))
     assert first["steps"] == 4 and not (tmp_path / "split" / "model.safetensors").exists()
@@ -87,7 +87,11 @@ def test_tiny_decoder_trains_with_last_token_pooling(tmp_path, toy_shards):
     lengths = enc["attention_mask"].sum(1)
     assert [int(enc["input_ids"][i, lengths[i] - 1]) for i in range(2)] == [eos, eos]
     out = tmp_path / "out"
-    result = train(_cfg(toy_shards, model, out, max_steps=12, lr=3e-3, query_prompt="query: ", eval=toy_shards))
+    result = train(
+        _cfg(
+            toy_shards, model, out, max_steps=12, lr=3e-3, query_prompt="query: ", eval=toy_shards, eval_split="train"
+        )
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["after"]["mrr@10"] > metrics["before"]["mrr@10"]
     assert sum(result["losses"][-3:]) < sum(result["losses"][:3])
