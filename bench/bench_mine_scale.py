@@ -32,23 +32,9 @@ VOCAB = [f"w{i}" for i in range(2000)]
 
 
 def make_model(out: Path) -> None:
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizer
+    from tests.tiny_models import tiny_bert
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *VOCAB]) + "\n")
-    tok = BertTokenizer(vocab=str(out / "vocab.txt"))
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(cfg).save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
+    tiny_bert(out, VOCAB, layers=1, max_positions=64, fast=False)
 
 
 def make_data(out: Path, n_docs: int, n_queries: int, seed: int = 0) -> tuple[int, Path, Path]:

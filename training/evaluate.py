@@ -1,9 +1,8 @@
-"""Retrieval evaluation: MRR@10, nDCG@10 (graded, linear gains as trec_eval) and Recall@100 by exact search."""
+"""Retrieval evaluation: MRR@10, nDCG@10 (graded, linear gains) and Recall@100 by exact search, scored by ir-measures."""
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,25 +84,20 @@ def _load_shards(path: str | list[str]) -> EvalSet:
 
 
 def metrics_from_rankings(rankings: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
-    """Mean MRR@10, nDCG@10 and Recall@100 of ranked doc ids per query (a pure function)."""
-    mrr, ndcg, recall = [], [], []
-    for qid, ranked in rankings.items():
-        rels = qrels.get(qid, {})
-        relevant = {d for d, r in rels.items() if r > 0}
-        rr = 0.0
-        for rank, d in enumerate(ranked[:10], start=1):
-            if d in relevant:
-                rr = 1.0 / rank
-                break
-        mrr.append(rr)
-        dcg = sum(
-            rels.get(d, 0) / math.log2(rank + 1) for rank, d in enumerate(ranked[:10], start=1) if rels.get(d, 0) > 0
-        )
-        ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:10]
-        idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
-        ndcg.append(dcg / idcg if idcg > 0 else 0.0)
-        recall.append(len(relevant.intersection(ranked[:100])) / len(relevant) if relevant else 0.0)
-    return {"ndcg@10": float(np.mean(ndcg)), "mrr@10": float(np.mean(mrr)), "recall@100": float(np.mean(recall))}
+    """Mean nDCG@10, MRR@10 and Recall@100 of ranked doc ids per query, by ir-measures (trec_eval's definitions:
+    linear gains, judged grade > 0 is relevant). A query without a relevant document scores 0 on each."""
+    import ir_measures
+    from ir_measures import RR, R, nDCG
+
+    measures = {"ndcg@10": nDCG @ 10, "mrr@10": RR @ 10, "recall@100": R @ 100}
+    # strictly falling scores keep our order (trec_eval would break score ties by doc id)
+    run = {q: {d: float(len(ranked) - i) for i, d in enumerate(ranked)} for q, ranked in rankings.items()}
+    judged = {q: {d: int(r) for d, r in rels.items()} for q, rels in qrels.items() if q in rankings}
+    per_query = {(m.query_id, m.measure): m.value for m in ir_measures.iter_calc(list(measures.values()), judged, run)}
+    return {
+        name: float(np.mean([per_query.get((q, m), 0.0) for q in rankings])) if rankings else 0.0
+        for name, m in measures.items()
+    }
 
 
 def evaluate(embed: Callable[[list[str], bool], np.ndarray], data: EvalSet, k: int = 100) -> dict[str, float]:

@@ -79,21 +79,17 @@ def total_steps(cfg: TrainConfig, sources: list[list[str]] | None = None) -> int
 
 
 def make_optimizer(encoder: Encoder, cfg: TrainConfig, steps: int):
-    """AdamW without decay on biases and norms; linear warm-up over cfg.warmup of the steps, then linear decay to 0."""
+    """AdamW without decay on biases and norms; transformers' linear schedule: warm-up from 0 over cfg.warmup of the
+    steps, then linear decay to 0 (as the Hugging Face Trainer does)."""
+    from transformers import get_linear_schedule_with_warmup
+
     decay, no_decay = [], []
     for name, p in encoder.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-    warm = math.ceil(cfg.warmup * steps)
-
-    def factor(step: int) -> float:  # step = optimizer steps taken so far
-        if step < warm:
-            return (step + 1) / (warm + 1)
-        return max(0.0, (steps - step) / max(1, steps - warm))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup * steps), steps)
 
 
 def embedder(encoder: Encoder, cfg: TrainConfig, batch_size: int = 64):

@@ -10,6 +10,7 @@ import pytest
 from negminer.mining.config import MineConfig
 from negminer.pipelines import io
 from negminer.pipelines import schema as S
+from tests.tiny_models import tiny_bert
 
 WORDS = (
     "the a of and to in is was for on with as by at from river city music data model paris france capital "
@@ -26,55 +27,17 @@ def write_rows(out_dir: Path, rows: list[dict], split: str = "train", num_shards
     return out_dir
 
 
-def make_vocab(path: Path) -> Path:
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    path.write_text("\n".join(specials + sorted(set(WORDS))) + "\n")
-    return path
-
-
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A tiny random BERT (hidden 32, 2 layers) saved as safetensors with a WordPiece tokenizer."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    d = tmp_path_factory.mktemp("tiny-bert")
-    tok = BertTokenizer(vocab=str(make_vocab(d / "vocab.txt")), do_lower_case=True)
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(cfg).save_pretrained(d, safe_serialization=True)
-    tok.save_pretrained(d)
-    return d
+    return Path(tiny_bert(tmp_path_factory.mktemp("tiny-bert"), sorted(set(WORDS)), fast=False))
 
 
 @pytest.fixture(scope="session")
 def tiny_cross_encoder_dir(tmp_path_factory) -> Path:
     """A tiny random BertForSequenceClassification (1 label) built in-process."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
-
     d = tmp_path_factory.mktemp("tiny-ce")
-    tok = BertTokenizer(vocab=str(make_vocab(d / "vocab.txt")), do_lower_case=True)
-    torch.manual_seed(1)
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=1,
-    )
-    BertForSequenceClassification(cfg).save_pretrained(d, safe_serialization=True)
-    tok.save_pretrained(d)
-    return d
+    return Path(tiny_bert(d, sorted(set(WORDS)), layers=1, num_labels=1, seed=1, fast=False))
 
 
 N_DOCS = 60

@@ -11,6 +11,7 @@ import pytest
 from negminer import cli, export
 from negminer.pipelines import io
 from negminer.pipelines import schema as S
+from tests.tiny_models import tiny_bert
 
 # The documented line schemas (FlagEmbedding's fine-tuning README; Tevatron v1's training data).
 FLAG_KEYS = {"query": str, "pos": list, "neg": list, "pos_scores": list, "neg_scores": list, "prompt": str}
@@ -128,22 +129,12 @@ def test_sentence_transformers_drop_and_default_width(shards, tmp_path):
 
 
 def _tiny_sentence_transformer(path: Path):
-    import torch
     from sentence_transformers import SentenceTransformer
-    from transformers import BertConfig, BertModel, BertTokenizerFast
 
     words = sorted(
         {w.strip("?(),.") for r in _rows()["train"] + _rows()["dev"] for t in (r[S.QUERY],) for w in t.split()}
     )
-    path.mkdir()
-    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)  # fmt: skip
-    BertModel(cfg).save_pretrained(path, safe_serialization=True)
-    tok.save_pretrained(path)
-    return SentenceTransformer(str(path), device="cpu")
+    return SentenceTransformer(tiny_bert(path, words, layers=1, max_positions=64), device="cpu")
 
 
 def test_sentence_transformers_trainer_runs_on_the_export(shards, tmp_path):

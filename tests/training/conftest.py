@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast, Qwen2Config, Qwen2Model
 
 from tests.conftest import shared_file
+from tests.tiny_models import tiny_bert, tiny_decoder, write_vocab
 
 WORDS = (
     "a the man woman dog cat is are on in at with plays runs sits eats sleeps red blue big small park street "
@@ -14,63 +14,27 @@ WORDS = (
 ).split()
 
 
+# the training tests' vocabulary: words, then WordPiece pieces for letters and digits (rare words still tokenize)
+VOCAB = [
+    *WORDS,
+    *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"],
+    *"abcdefghijklmnopqrstuvwxyz0123456789.,!?",
+    *[f"##{c}" for c in "0123456789"],
+]
+
+
 def _vocab_file(tmp_path) -> str:
-    vocab = [
-        "[PAD]",
-        "[UNK]",
-        "[CLS]",
-        "[SEP]",
-        "[MASK]",
-        "[EOS]",
-        *WORDS,
-        *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"],
-    ]
-    vocab += list("abcdefghijklmnopqrstuvwxyz0123456789.,!?") + [f"##{c}" for c in "0123456789"]
-    path = tmp_path / "vocab.txt"
-    path.write_text("\n".join(dict.fromkeys(vocab)) + "\n")
-    return str(path)
+    return str(write_vocab(tmp_path / "vocab.txt", VOCAB, ["[EOS]"]))
 
 
 def make_tiny_bert(path, dtype=torch.float32, dropout=0.0, seed=0) -> str:
     """A 2-layer random BERT + WordPiece tokenizer saved to `path`."""
-    path.mkdir(parents=True, exist_ok=True)
-    tok = BertTokenizerFast(vocab=_vocab_file(path))
-    torch.manual_seed(seed)
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-    )
-    BertModel(cfg).to(dtype).save_pretrained(path, safe_serialization=True)
-    tok.save_pretrained(path)
-    return str(path)
+    return tiny_bert(path, ["[EOS]", *VOCAB], dtype=dtype, dropout=dropout, seed=seed)
 
 
 def make_tiny_decoder(path, seed=0) -> str:
     """A 2-layer random Qwen2 decoder with a tokenizer that has an EOS token, saved to `path`."""
-    path.mkdir(parents=True, exist_ok=True)
-    tok = BertTokenizerFast(vocab=_vocab_file(path), eos_token="[EOS]")
-    torch.manual_seed(seed)
-    cfg = Qwen2Config(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=128,
-        architectures=["Qwen2ForCausalLM"],
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    Qwen2Model(cfg).save_pretrained(path, safe_serialization=True)
-    tok.save_pretrained(path)
-    return str(path)
+    return tiny_decoder(path, VOCAB, seed=seed)
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,34 @@ def _write_beir(path, corpus, queries, qrels) -> None:
     (path / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
 
 
+def _hand_metrics(rankings, qrels):
+    """The trainer's former hand-written metrics (kept here as the reference for the library)."""
+    mrr, ndcg, recall = [], [], []
+    for qid, ranked in rankings.items():
+        rels = qrels.get(qid, {})
+        relevant = {d for d, r in rels.items() if r > 0}
+        mrr.append(next((1.0 / k for k, d in enumerate(ranked[:10], start=1) if d in relevant), 0.0))
+        dcg = sum(rels.get(d, 0) / math.log2(k + 1) for k, d in enumerate(ranked[:10], start=1) if rels.get(d, 0) > 0)
+        ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:10]
+        idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+        ndcg.append(dcg / idcg if idcg > 0 else 0.0)
+        recall.append(len(relevant.intersection(ranked[:100])) / len(relevant) if relevant else 0.0)
+    return {"ndcg@10": np.mean(ndcg), "mrr@10": np.mean(mrr), "recall@100": np.mean(recall)}
+
+
+def test_library_metrics_equal_the_former_hand_values_on_random_rankings():
+    rng = np.random.default_rng(0)
+    docs = [f"d{i}" for i in range(300)]
+    for _ in range(20):
+        qrels, rankings = {}, {}
+        for q in range(int(rng.integers(1, 8))):
+            judged = rng.choice(docs, size=int(rng.integers(1, 15)), replace=False)
+            qrels[f"q{q}"] = {d: int(rng.integers(0, 4)) for d in judged}  # grades 0..3; some queries all 0
+            rankings[f"q{q}"] = list(rng.choice(docs, size=int(rng.integers(1, 150)), replace=False))
+        got, want = metrics_from_rankings(rankings, qrels), _hand_metrics(rankings, qrels)
+        assert got == pytest.approx(want, abs=1e-9)
+
+
 def test_evaluate_beir_dir_with_exact_search(tmp_path):
     corpus = [{"_id": "a", "title": "T", "text": "alpha"}, {"_id": "b", "text": "beta"}, {"_id": "c", "text": "gamma"}]
     queries = [{"_id": "1", "text": "find beta"}, {"_id": "2", "text": "find gamma"}, {"_id": "3", "text": "unjudged"}]
