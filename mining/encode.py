@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -109,7 +112,7 @@ def encode_missing(
     texts: pa.Array | pa.ChunkedArray,
     keys: np.ndarray,
     lengths: np.ndarray,
-    embed: Callable[[list[str]], np.ndarray],
+    embed: Callable[[list[str]], np.ndarray] | Sequence[Callable[[list[str]], np.ndarray]],
     batch_size: int = 64,
     chunk_size: int = 16384,
     on_chunk: Callable[[int], None] | None = None,
@@ -117,7 +120,9 @@ def encode_missing(
 ) -> int:
     """Encode every text whose hash the cache lacks, `chunk_size` at a time, each chunk stored atomically.
 
-    Returns how many texts were encoded (0 when everything was cached). `on_chunk(i)` runs after chunk i is stored.
+    `embed` may be a list of embedders (one per GPU): each then takes the next planned chunk in its own thread
+    (torch releases the GIL while it computes). Returns how many texts were encoded (0 when everything was cached).
+    `on_chunk(i)` runs after chunk i is stored.
     """
     if not len(keys) == len(texts) == len(lengths):
         raise ValueError(f"{len(texts)} texts, {len(keys)} keys, {len(lengths)} lengths")
@@ -126,14 +131,57 @@ def encode_missing(
         return 0
     log.info("%s: %d of %d texts not cached, encoding into %s", desc, len(order), len(keys), store.dir)
     bar = tqdm(total=len(order), unit="text", desc=desc)
-    for c, lo in enumerate(range(0, len(order), chunk_size)):
-        part = order[lo : lo + chunk_size]
-        vecs = encode_chunk(texts.take(pa.array(part)).to_pylist(), embed, batch_size, bar.update)
+    chunks = [order[lo : lo + chunk_size] for lo in range(0, len(order), chunk_size)]
+    workers = list(embed) if isinstance(embed, Sequence) else [embed]
+    lock = threading.Lock()
+
+    def encode_one(c: int, e: Callable[[list[str]], np.ndarray]) -> None:
+        part = chunks[c]
+        vecs = encode_chunk(texts.take(pa.array(part)).to_pylist(), e, batch_size, bar.update)
         store.write_chunk(keys[part], vecs)
         if on_chunk is not None:
-            on_chunk(c)
+            with lock:
+                on_chunk(c)
+
+    if len(workers) == 1:
+        for c in range(len(chunks)):
+            encode_one(c, workers[0])
+    else:
+        log.info("%s: %d chunks over %d devices", desc, len(chunks), len(workers))
+        next_chunk = iter(range(len(chunks)))
+
+        def worker(e) -> None:
+            while True:
+                with lock:
+                    c = next(next_chunk, None)
+                if c is None:
+                    return
+                encode_one(c, e)
+
+        with ThreadPoolExecutor(len(workers)) as pool:
+            for f in [pool.submit(worker, e) for e in workers]:
+                f.result()  # re-raises a worker's error
     bar.close()
     return len(order)
+
+
+def on_all_gpus(embedders: Sequence[Embedder]) -> list[list[Embedder]]:
+    """For each embedder, one copy per visible GPU (encoder copies shared between the embedders, one per device);
+    on CPU or with one GPU, the embedders as they are."""
+    if (
+        not embedders
+        or not str(getattr(embedders[0], "device", "")).startswith("cuda")
+        or torch.cuda.device_count() < 2
+    ):
+        return [[e] for e in embedders]
+    copies = {0: embedders[0].encoder}
+    for i in range(1, torch.cuda.device_count()):
+        copies[i] = copy.deepcopy(embedders[0].encoder)
+    out = []
+    for e in embedders:
+        same = [e] + [Embedder(copies[i], e.prompt, f"cuda:{i}", e.dtype, e.fingerprint) for i in sorted(copies)[1:]]
+        out.append(same)
+    return out
 
 
 def plan_missing(store: EmbeddingStore, keys: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -18,7 +18,14 @@ import pyarrow.compute as pc
 from negminer.mining import index as ix
 from negminer.mining.config import MineConfig
 from negminer.mining.corpus import Corpus, CorpusBuilder, hash64
-from negminer.mining.encode import Embedder, dtype_reason, encode_missing, resolve_device, resolve_dtype
+from negminer.mining.encode import (
+    Embedder,
+    dtype_reason,
+    encode_missing,
+    on_all_gpus,
+    resolve_device,
+    resolve_dtype,
+)
 from negminer.mining.groups import Groups, build_groups, padded
 from negminer.mining.output import write_output
 from negminer.mining.remote import EndpointEncoder, is_endpoint
@@ -114,14 +121,15 @@ def query_keys(groups: Groups) -> tuple[np.ndarray, np.ndarray]:
 def encode_all(cfg: MineConfig, corpus: Corpus, groups: Groups, encoder: Any, on_chunk=None) -> Embedded:
     """Encode whatever the caches lack: documents with `--doc-prompt`, queries with `--query-prompt`."""
     docs_e, query_e, bs = embedders(cfg, encoder)
+    docs_on, query_on = on_all_gpus([docs_e, query_e])  # one worker per visible GPU
     docs, queries = (
         EmbeddingStore(cfg.work_dir, docs_e.cache_fields()),
         EmbeddingStore(cfg.work_dir, query_e.cache_fields()),
     )
     cs = cfg.chunk_size
-    n_docs = encode_missing(docs, corpus.texts, corpus.text_key, corpus.lengths(), docs_e, bs, cs, on_chunk)
+    n_docs = encode_missing(docs, corpus.texts, corpus.text_key, corpus.lengths(), docs_on, bs, cs, on_chunk)
     qkeys, qlen = query_keys(groups)
-    n_queries = encode_missing(queries, groups.query, qkeys, qlen, query_e, bs, cs, desc="encode queries")
+    n_queries = encode_missing(queries, groups.query, qkeys, qlen, query_on, bs, cs, desc="encode queries")
     return Embedded(docs, queries, qkeys, encoder.fingerprint(), {"documents": n_docs, "queries": n_queries})
 
 

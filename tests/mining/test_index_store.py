@@ -173,3 +173,49 @@ def test_malformed_chunks_are_removed_and_encoded_again(tmp_path):
         fresh.write_chunk(np.array([999], np.uint64), np.ones((1, 4), np.float32))
     chunk, row = fresh.locate(keys)
     np.testing.assert_allclose(fresh.gather(chunk, row)[np.argsort(keys)], fake_embed([])(texts), atol=2e-3)
+
+
+def test_encoding_over_several_devices_gives_the_same_store(tmp_path):
+    import threading
+
+    texts = [f"passage {i} " + "z" * (i % 11) for i in range(40)]
+    keys = np.arange(1, 41, dtype=np.uint64) * 7907
+    lengths = np.array([len(t) for t in texts])
+    one = EmbeddingStore(str(tmp_path / "one"), {"fingerprint": "fake"})
+    encode_missing(one, pa.array(texts), keys, lengths, fake_embed([]), batch_size=4, chunk_size=8)
+    seen: dict[str, list] = {}
+
+    def on_device(name):
+        def embed(batch):
+            seen.setdefault(name, []).append((threading.get_ident(), list(batch)))
+            return fake_embed([])(batch)
+
+        return embed
+
+    two = EmbeddingStore(str(tmp_path / "two"), {"fingerprint": "fake"})
+    n = encode_missing(two, pa.array(texts), keys, lengths, [on_device("a"), on_device("b")], 4, 8)
+    assert n == 40 and sum(len(b) for calls in seen.values() for _, b in calls) == 40  # every text once
+    assert sorted(two.chunk_names()) == sorted(one.chunk_names())  # the same planned chunks
+    for name in one.chunk_names():
+        a = np.load(os.path.join(one.dir, name + EMB_SUFFIX))
+        np.testing.assert_array_equal(np.load(os.path.join(two.dir, name + EMB_SUFFIX)), a)
+
+
+@pytest.mark.gpu
+def test_mining_on_all_gpus_matches_one_gpu(mine_data, tmp_path, tiny_bert_dir, monkeypatch):
+    import dataclasses
+
+    import torch
+
+    from negminer.mining.mine import mine
+    from negminer.pipelines import io
+    from tests.mining.conftest import mine_config
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs at least 2 CUDA GPUs")
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, device="cuda", dtype="float32")
+    all_gpus = mine(cfg)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    one = mine(dataclasses.replace(cfg, output=str(tmp_path / "one"), work_dir=str(tmp_path / "w1")))
+    assert all_gpus["rows"] == one["rows"]
+    assert list(io.iter_rows(cfg.output)) == list(io.iter_rows(str(tmp_path / "one")))
