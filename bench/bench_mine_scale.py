@@ -34,7 +34,7 @@ VOCAB = [f"w{i}" for i in range(2000)]
 def make_model(out: Path) -> None:
     from tests.tiny_models import tiny_bert
 
-    tiny_bert(out, VOCAB, layers=1, max_positions=64, fast=False)
+    tiny_bert(out, VOCAB, num_hidden_layers=1, max_position_embeddings=64, fast=False)
 
 
 def make_data(out: Path, n_docs: int, n_queries: int, seed: int = 0) -> tuple[int, Path, Path]:

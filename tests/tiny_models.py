@@ -26,20 +26,10 @@ def _tokenizer(path: Path, words: Sequence[str], fast: bool, lower_case: bool, e
     return (BertTokenizerFast if fast else BertTokenizer)(vocab=vocab, **kwargs)
 
 
-def tiny_bert(
-    path: Path,
-    words: Sequence[str],
-    *,
-    layers: int = 2,
-    max_positions: int = 128,
-    seed: int = 0,
-    num_labels: int | None = None,
-    dropout: float | None = None,
-    fast: bool = True,
-    dtype=None,
-) -> str:
-    """A random BERT (hidden 32, 2 heads, FFN 64): a `BertModel` encoder, or with `num_labels` a cross-encoder
-    (`BertForSequenceClassification`). `dropout` None keeps the config's default; `fast` picks the tokenizer class.
+def tiny_bert(path: Path, words: Sequence[str], *, seed: int = 0, fast: bool = True, dtype=None, **config) -> str:
+    """A random BERT (hidden 32, 2 layers, 2 heads, FFN 64, 128 positions): a `BertModel` encoder, or with
+    `num_labels=N` a cross-encoder (`BertForSequenceClassification`). `config` overrides `BertConfig` fields
+    (`num_hidden_layers=1`, `hidden_dropout_prob=0.0`, ...); `fast` picks the tokenizer class.
     """
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertModel
@@ -48,24 +38,19 @@ def tiny_bert(
     path.mkdir(parents=True, exist_ok=True)
     tok = _tokenizer(path, words, fast, lower_case=True)
     torch.manual_seed(seed)
-    drop = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-    labels = {} if num_labels is None else {"num_labels": num_labels}
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=max_positions,
-        **drop,
-        **labels,
-    )
-    model = BertModel(cfg) if num_labels is None else BertForSequenceClassification(cfg)
+    base = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    cfg = BertConfig(vocab_size=tok.vocab_size, **{**base, "max_position_embeddings": 128, **config})
+    model = BertForSequenceClassification(cfg) if "num_labels" in config else BertModel(cfg)
     if dtype is not None:
         model = model.to(dtype)
     model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
     return str(path)
+
+
+def dropout(p: float) -> dict[str, float]:
+    """`BertConfig` overrides setting both dropout probabilities to `p`."""
+    return {"hidden_dropout_prob": p, "attention_probs_dropout_prob": p}
 
 
 def tiny_decoder(path: Path, words: Sequence[str], *, seed: int = 0) -> str:

@@ -37,7 +37,7 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 def tiny_cross_encoder_dir(tmp_path_factory) -> Path:
     """A tiny random BertForSequenceClassification (1 label) built in-process."""
     d = tmp_path_factory.mktemp("tiny-ce")
-    return Path(tiny_bert(d, sorted(set(WORDS)), layers=1, num_labels=1, seed=1, fast=False))
+    return Path(tiny_bert(d, sorted(set(WORDS)), num_hidden_layers=1, num_labels=1, seed=1, fast=False))
 
 
 N_DOCS = 60

@@ -134,7 +134,7 @@ def _tiny_sentence_transformer(path: Path):
     words = sorted(
         {w.strip("?(),.") for r in _rows()["train"] + _rows()["dev"] for t in (r[S.QUERY],) for w in t.split()}
     )
-    return SentenceTransformer(tiny_bert(path, words, layers=1, max_positions=64), device="cpu")
+    return SentenceTransformer(tiny_bert(path, words, num_hidden_layers=1, max_position_embeddings=64), device="cpu")
 
 
 def test_sentence_transformers_trainer_runs_on_the_export(shards, tmp_path):

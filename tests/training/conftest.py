@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import shared_file
+from tests.tiny_models import dropout as dropout_probs
 from tests.tiny_models import tiny_bert, tiny_decoder, write_vocab
 
 WORDS = (
@@ -29,7 +30,7 @@ def _vocab_file(tmp_path) -> str:
 
 def make_tiny_bert(path, dtype=torch.float32, dropout=0.0, seed=0) -> str:
     """A 2-layer random BERT + WordPiece tokenizer saved to `path`."""
-    return tiny_bert(path, ["[EOS]", *VOCAB], dtype=dtype, dropout=dropout, seed=seed)
+    return tiny_bert(path, ["[EOS]", *VOCAB], dtype=dtype, seed=seed, **dropout_probs(dropout))
 
 
 def make_tiny_decoder(path, seed=0) -> str:
