@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -159,3 +160,27 @@ def reject_at(path: str, reason: str, raw: Any, offset: int | None = None, line:
     """A counted reject located by byte offset (WARC record, dump unit) or line, for file-level readers."""
     Metrics.counter("negminer", f"rejected_{reason}").inc()
     return beam.pvalue.TaggedOutput(REJECTS, io.make_reject(path, reason, raw, line=line, offset=offset))
+
+
+def add_pretraining_arguments(parser: argparse.ArgumentParser, pair_types: Sequence[str]) -> None:
+    """The flags every pre-training builder shares (after its own `--input` and format flags)."""
+    parser.add_argument(
+        "--pair-types", default=",".join(pair_types), help="comma-separated subset of " + ",".join(pair_types)
+    )
+    parser.add_argument("--num-shards", type=int, default=1, help="number of output shard files (default 1)")
+    parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
+    quality.add_arguments(parser)
+    dedup.add_arguments(parser)
+
+
+def pretraining_fields(args: argparse.Namespace, pair_types: Sequence[str]) -> dict[str, Any]:
+    """The config fields those shared flags (and `--input`, `--output`) set."""
+    return dict(
+        inputs=tuple(args.input),
+        output=args.output,
+        pair_types=parse_pair_types(args.pair_types, pair_types),
+        quality=quality.config_from_args(args),
+        dedup=dedup.config_from_args(args),
+        num_shards=args.num_shards,
+        split=args.split,
+    )

@@ -156,25 +156,11 @@ class BuildWebcrawlPairs(beam.PTransform):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", nargs="+", required=True, action="extend", help="WARC/WET files, globs or dirs")
     parser.add_argument("--output", required=True, help="output shard directory (local or gs://)")
-    parser.add_argument(
-        "--pair-types", default=",".join(PAIR_TYPES), help="comma-separated subset of " + ",".join(PAIR_TYPES)
-    )
-    parser.add_argument("--num-shards", type=int, default=1, help="number of output shard files (default 1)")
-    parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
-    quality.add_arguments(parser)
-    dedup.add_arguments(parser)
+    docpairs.add_pretraining_arguments(parser, PAIR_TYPES)
 
 
 def config_from_args(args: argparse.Namespace) -> WebcrawlConfig:
-    return WebcrawlConfig(
-        inputs=tuple(args.input),
-        output=args.output,
-        pair_types=docpairs.parse_pair_types(args.pair_types, PAIR_TYPES),
-        quality=quality.config_from_args(args),
-        dedup=dedup.config_from_args(args),
-        num_shards=args.num_shards,
-        split=args.split,
-    )
+    return WebcrawlConfig(**docpairs.pretraining_fields(args, PAIR_TYPES))
 
 
 CONVERTER = Converter("webcrawl", lambda c: c.inputs, lambda c, files: BuildWebcrawlPairs(files, c), config_from_args)

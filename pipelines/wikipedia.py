@@ -248,29 +248,14 @@ class BuildWikipediaPairs(beam.PTransform):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", nargs="+", required=True, action="extend", help="files, globs or directories")
     parser.add_argument("--output", required=True, help="output shard directory (local or gs://)")
-    parser.add_argument(
-        "--pair-types", default=",".join(PAIR_TYPES), help="comma-separated subset of " + ",".join(PAIR_TYPES)
-    )
     parser.add_argument("--format", default="auto", choices=FORMATS, help="input layout (auto: by file name)")
     parser.add_argument("--unit-mb", type=float, default=64.0, help="compressed MB per dump work unit (default 64)")
-    parser.add_argument("--num-shards", type=int, default=1, help="number of output shard files (default 1)")
-    parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
-    quality.add_arguments(parser)
-    dedup.add_arguments(parser)
+    docpairs.add_pretraining_arguments(parser, PAIR_TYPES)
 
 
 def config_from_args(args: argparse.Namespace) -> WikipediaConfig:
-    return WikipediaConfig(
-        inputs=tuple(args.input),
-        output=args.output,
-        pair_types=docpairs.parse_pair_types(args.pair_types, PAIR_TYPES),
-        input_format=args.format,
-        quality=quality.config_from_args(args),
-        dedup=dedup.config_from_args(args),
-        unit_mb=args.unit_mb,
-        num_shards=args.num_shards,
-        split=args.split,
-    )
+    fields = docpairs.pretraining_fields(args, PAIR_TYPES)
+    return WikipediaConfig(input_format=args.format, unit_mb=args.unit_mb, **fields)
 
 
 CONVERTER = Converter(

@@ -77,3 +77,29 @@ def tiny_decoder(path: Path, words: Sequence[str], *, seed: int = 0) -> str:
     Qwen2Model(cfg).save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
     return str(path)
+
+
+def tiny_modernbert(path: Path, words: Sequence[str], *, seed: int = 0) -> str:
+    """A random 2-layer ModernBERT encoder (global attention in every layer) with a WordPiece tokenizer."""
+    import torch
+    from transformers import ModernBertConfig, ModernBertModel
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tok = _tokenizer(path, words, fast=True, lower_case=True)
+    ids = dict(pad_token_id=tok.pad_token_id, cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id)
+    cfg = ModernBertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+        global_attn_every_n_layers=1,
+        **ids,
+    )
+    torch.manual_seed(seed)
+    ModernBertModel(cfg).save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return str(path)

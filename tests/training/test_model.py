@@ -72,27 +72,13 @@ def test_resolve_pooling_explicit_and_bad(tmp_path):
 
 
 def test_tiny_modernbert_pools_like_a_hand_mean(tmp_path):
-    from transformers import AutoModel, BertTokenizerFast, ModernBertConfig, ModernBertModel
+    from transformers import AutoModel, AutoTokenizer
 
-    from tests.training.conftest import _vocab_file
+    from tests.tiny_models import tiny_modernbert
+    from tests.training.conftest import VOCAB
 
-    tok = BertTokenizerFast(vocab=_vocab_file(tmp_path))
-    cfg = ModernBertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        pad_token_id=tok.pad_token_id,
-        cls_token_id=tok.cls_token_id,
-        sep_token_id=tok.sep_token_id,
-        bos_token_id=tok.cls_token_id,
-        eos_token_id=tok.sep_token_id,
-        global_attn_every_n_layers=1,
-    )
-    torch.manual_seed(0)
-    ModernBertModel(cfg).save_pretrained(tmp_path, safe_serialization=True)
-    tok.save_pretrained(tmp_path)
+    tiny_modernbert(tmp_path, ["[EOS]", *VOCAB])
+    tok = AutoTokenizer.from_pretrained(str(tmp_path))
     texts = ["a man plays the guitar", "two dogs"]
     enc = Encoder.from_pretrained(str(tmp_path)).eval()
     assert enc.pooling == "mean"  # an encoder: not a decoder, and no sentence-transformers config
