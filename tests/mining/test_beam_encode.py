@@ -5,6 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pytest
 import torch
 from apache_beam.testing.test_pipeline import TestPipeline
 
@@ -35,6 +36,7 @@ def run(spec, texts):
         _ = p | beam.Create([(wire_key(hash64(t)), t) for t in texts + texts[:5]]) | EncodeMissing(spec)
 
 
+@pytest.mark.slow
 def test_beam_encoding_fills_the_store_and_resumes(tmp_path, tiny_bert_dir):
     rng = np.random.default_rng(3)
     texts = list(dict.fromkeys(sentence(rng) for _ in range(50)))

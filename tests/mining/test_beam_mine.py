@@ -15,6 +15,7 @@ from tests.mining.test_golden import MSMARCO, MULTI_POSITIVE, digests, mine_spli
 TWO_WORKERS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 
 
+@pytest.mark.slow
 def test_beam_and_in_process_write_the_same_bytes_multi_positive(mine_data, tmp_path, tiny_bert_dir):
     cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, positive_aware="perc:0.99", near_dup=0.99)
     beam_manifest = mine_splits(
@@ -41,6 +42,7 @@ class Killed(RuntimeError):
     pass
 
 
+@pytest.mark.slow
 def test_killed_beam_run_reruns_only_the_missing_chunks(mine_data, tmp_path, tiny_bert_dir, monkeypatch):
     from negminer.mining import beam_mine
     from negminer.mining.store import EmbeddingStore
@@ -72,6 +74,7 @@ def _store_fields(work_dir) -> list[dict]:
     return [json.loads(m.read_text()) for m in sorted(Path(work_dir).glob("embeddings/*/meta.json"))]
 
 
+@pytest.mark.slow
 def test_cli_with_runner_runs_the_beam_pipeline(mine_data, tmp_path, tiny_bert_dir):
     from negminer import cli
     from negminer.pipelines import io
