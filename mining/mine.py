@@ -34,6 +34,7 @@ from negminer.mining.select import Rules, choose, eligible, lexical_ratio, lowes
 from negminer.mining.sources import corpus_documents, shard_documents
 from negminer.mining.store import EmbeddingStore
 from negminer.pipelines import io
+from negminer.training.model import check_model_ref
 
 log = logging.getLogger("negminer.mining")
 GROUP_BATCH = 512
@@ -143,6 +144,10 @@ def mine(
     """
     resolve_device(cfg.device)  # settings first, then the input (refused when incomplete), then the output
     files = cfg.input_files()
+    if encoder is None:
+        check_model_ref(cfg.model)  # a missing model: one line, before anything loads
+    if cfg.reranker:
+        check_model_ref(cfg.reranker, "--reranker")
     clock = _Clock()
     if encoder is None and is_endpoint(cfg.model):
         encoder = load_encoder(cfg)  # an unreachable endpoint fails here, before the corpus is read

@@ -152,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command not in BEAM_COMMANDS and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra and args.command != "mine":  # mine checks its own (Beam flags only with --runner)
+        from negminer.pipelines.runner import unknown_beam_flags  # noqa: PLC0415
+
+        unknown = unknown_beam_flags(extra)
+        if unknown:  # a mistyped flag is not silently dropped by Beam
+            parser.error(f"unrecognized arguments: {' '.join(unknown)} (neither negminer nor Apache Beam knows them)")
     from negminer.llm import LLMError  # noqa: PLC0415
     from negminer.pipelines import runner  # noqa: PLC0415 — light, and only needed once a command runs
 

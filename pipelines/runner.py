@@ -134,7 +134,31 @@ def run_build(
     return manifest
 
 
+def unknown_beam_flags(args: list[str]) -> list[str]:
+    """The flags of `args` (with their values) that no Beam `PipelineOptions` class knows, parsed as Beam parses
+    them (`PipelineOptions.get_all_options`), which only warns about them and drops them."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    classes: dict[str, type] = {}
+    for cls in PipelineOptions.__subclasses__():
+        classes.setdefault(str(cls), cls)
+    for cls in classes.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(args)
+    return unknown
+
+
 def report(manifest: dict[str, Any], out_dir: str) -> int:
-    """Print the one-line result of a build for the command line; the exit status (0)."""
-    print(f"wrote {manifest.get('rows', 0)} rows ({manifest.get('rejects_total', 0)} rejects) to {out_dir}")
+    """Print the one-line result of a build for the command line; the exit status: 0, or 2 when the input gave
+    no row and every record was rejected (all of it bad: the reasons are named)."""
+    rows, rejects = manifest.get("rows", 0), manifest.get("rejects_total", 0)
+    if rows == 0 and rejects:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted((manifest.get("rejects") or {}).items()))
+        where = f"negminer {manifest.get('command') or 'build'}"
+        print(
+            f"{where}: error: wrote 0 rows to {out_dir}: every input record was rejected ({reasons})", file=sys.stderr
+        )
+        return 2
+    print(f"wrote {rows} rows ({rejects} rejects) to {out_dir}")
     return 0

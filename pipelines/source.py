@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bz2
 import functools
+import gzip
 import json
 import posixpath
 import zlib
@@ -55,18 +57,31 @@ def skip(reason: str, counter_ns: str = "negminer") -> beam.pvalue.TaggedOutput:
     return beam.pvalue.TaggedOutput(SKIPPED, reason)
 
 
+class TruncatedFileError(EOFError):
+    """A compressed file that ends before its end-of-stream marker: it was cut short (an interrupted download)."""
+
+
 def read_text_lines(path: str) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw bytes without newline) of a plain or compressed (.gz/.bz2 by extension) file."""
-    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as f:
+    """(line number, raw bytes without newline) of a plain or compressed (.gz/.bz2 by extension) file.
+
+    Compressed files are read with Python's gzip / bz2 over the raw stream, which notice a file cut short (Beam's
+    decompressor stops there without a word): the lines before the cut come out, then `TruncatedFileError`.
+    """
+    opener = {".gz": gzip.GzipFile, ".bz2": bz2.BZ2File}.get(posixpath.splitext(path.lower())[1])
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw_file:
+        f = opener(fileobj=raw_file) if opener is gzip.GzipFile else opener(raw_file) if opener else raw_file
         n = 0
-        # readline(), not iteration: Beam's CompressedFile (.gz/.bz2) is not iterable.
-        while raw := f.readline():
-            n += 1
-            yield n, raw.rstrip(b"\r\n")
+        try:
+            while raw := f.readline():
+                n += 1
+                yield n, raw.rstrip(b"\r\n")
+        except EOFError as e:
+            raise TruncatedFileError(f"cut short after line {n}: {e}") from None
 
 
 # A file that cannot be read on (not gzip despite its name, corrupt Parquet, ...): one reject, the rest goes on.
 UNREADABLE_FILE_ERRORS = (OSError, EOFError, zlib.error, pa.ArrowException)
+TRUNCATED_FILE = "truncated_file"  # the reject reason of a compressed file cut short
 
 
 def parquet_records(path: str) -> Iterator[Record]:
@@ -99,6 +114,8 @@ class ReadRecordsFn(beam.DoFn):
             for item in parquet_records(path) if is_parquet(path) else text_records(path):
                 line = item.line if isinstance(item, Record) else line + 1
                 yield item
+        except TruncatedFileError as e:
+            yield reject(Record(path, line + 1, str(e)), TRUNCATED_FILE)
         except UNREADABLE_FILE_ERRORS as e:
             yield reject(Record(path, line + 1, f"{type(e).__name__}: {e}"), "unreadable_file")
 

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 
+from negminer.pipelines import io
+
 WEIGHTS, STATE = "model.safetensors", "trainer_state.pt"
 
 
@@ -33,6 +35,7 @@ def save(path: Path, model: torch.nn.Module, trainer: dict[str, Any]) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / WEIGHTS))
+    io.follow_umask(str(tmp / WEIGHTS))  # safetensors writes 0600
     torch.save({**trainer, "rng": rng_state()}, tmp / STATE)
     old = path.with_name(path.name + ".old")
     if path.exists():

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
+from negminer.pipelines import io
+
 POOLINGS = ("mean", "cls", "last")
 _VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version"}  # where it was loaded from is not its identity
 _ST_POOLING_KEYS = {
@@ -18,6 +20,30 @@ _ST_POOLING_KEYS = {
     "pooling_mode_mean_tokens": "mean",
     "pooling_mode_lasttoken": "last",
 }
+
+
+def check_model_ref(ref: str, flag: str = "--model") -> None:
+    """Fail in one line, before anything loads, when `ref` can be neither a local model nor a hub model.
+
+    A path (absolute, relative with `./`/`../`/`~`, or more than one `/`) must exist; a hub name (`org/name`)
+    must be in the Hugging Face cache when the hub is offline (`HF_HUB_OFFLINE=1`).
+    """
+    if "://" in ref or os.path.exists(os.path.expanduser(ref)):
+        return
+    if ref.startswith(("/", "./", "../", "~")) or ref.count("/") > 1 or ref.endswith("/") or not ref.strip():
+        raise FileNotFoundError(f"{flag} {ref}: no such model directory")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(ref, "config.json"), str):
+        raise FileNotFoundError(
+            f"{flag} {ref}: not a local directory, and not in the Hugging Face cache (the hub is offline)"
+        )
+
+
+def follow_umask(out_dir: str | Path) -> None:
+    """Weights written by safetensors are 0600 whatever the umask: give them the mode every other file gets."""
+    for f in Path(out_dir).glob("*.safetensors"):
+        io.follow_umask(str(f))
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -146,6 +172,7 @@ class Encoder(torch.nn.Module):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(out, safe_serialization=True)
+        follow_umask(out)
         self.tokenizer.save_pretrained(out)
         modules = [
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},

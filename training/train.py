@@ -29,7 +29,7 @@ from negminer.training.config import TrainConfig
 from negminer.training.config import add_arguments as _config_arguments
 from negminer.training.data import Batch, batches, count_rows
 from negminer.training.evaluate import EvalSet, evaluate, is_beir_dir, load_eval
-from negminer.training.model import Encoder
+from negminer.training.model import Encoder, check_model_ref
 from negminer.training.step import StepSettings, forward_backward, objective
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -150,6 +150,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.precision == "fp16" and device.type != "cuda":
         raise ValueError("--precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
     sources, eval_at = data_files(cfg), eval_files(cfg)  # a bad directory fails here, before the model loads
+    check_model_ref(cfg.model)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     random.seed(cfg.seed)
@@ -170,6 +171,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start, metrics = state["step"], json.loads(state["metrics"])
+        check_resume(json.loads(state["config"]), _jsonable(cfg))
         if state["total_steps"] != steps:
             raise ValueError(f"--resume: checkpoint was for {state['total_steps']} steps, this run has {steps}")
 
@@ -263,6 +265,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         distributed.barrier(ctx)
     distributed.shutdown(ctx)
     return {"losses": losses, "metrics": metrics, "steps": last}
+
+
+# Settings a resumed run may change (where it logs, saves, evaluates, stops, runs); every other one must match.
+RESUME_MAY_CHANGE = frozenset(
+    {"output", "resume", "stop_after", "save_every", "eval", "eval_split", "eval_every", "log_every", "device"}
+)
+
+
+def check_resume(saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse `--resume` with settings that differ from the checkpoint's (batch size, learning rate, data, ...)."""
+    diff = [k for k in sorted(now) if k not in RESUME_MAY_CHANGE and k in saved and saved[k] != now[k]]
+    if diff:
+        was = ", ".join(f"{k}={saved[k]!r}" for k in diff)
+        got = ", ".join(f"{k}={now[k]!r}" for k in diff)
+        raise ValueError(f"--resume: the checkpoint was trained with {was}; this run has {got}: resume with the same")
 
 
 def _jsonable(cfg: TrainConfig) -> dict[str, Any]:

@@ -150,3 +150,25 @@ def test_mixed_precision_on_cuda(tmp_path, toy_shards, precision):
     result = train(_cfg(toy_shards, model, out, max_steps=3, precision=precision, device="cuda", grad_cache_chunk=5))
     assert all(torch.isfinite(torch.tensor(result["losses"])))
     assert Encoder.from_pretrained(str(out)).pooling == "mean"
+
+
+def test_resume_with_other_settings_is_refused_and_weights_follow_the_umask(tmp_path, toy_shards, capsys):
+    from negminer import cli
+    from negminer.pipelines import io
+
+    model = make_tiny_bert(tmp_path / "m")
+    out = tmp_path / "run"
+    argv = ["train", "--data", toy_shards, "--model", model, "--output", str(out), "--max-steps", "4"]
+    argv += ["--batch-size", "8", "--num-negatives", "1", "--lr", "1e-3", "--max-length", "24", "--log-every", "2"]
+    assert cli.main([*argv, "--stop-after", "2"]) == 0
+    mode = io.umask_mode()
+    assert os.stat(out / "checkpoint" / "model.safetensors").st_mode & 0o777 == mode
+    for flag, value in (("--batch-size", "4"), ("--lr", "2e-3")):
+        changed = [*argv, "--resume"]
+        changed[changed.index(flag) + 1] = value
+        assert cli.main(changed) == 2
+        errors = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]  # (tqdm bars aside)
+        assert len(errors) == 1 and "--resume: the checkpoint was trained with" in errors[0]
+        assert flag[2:].replace("-", "_") in errors[0]
+    assert cli.main([*argv, "--resume", "--log-every", "1"]) == 0  # where it logs may change
+    assert os.stat(out / "model.safetensors").st_mode & 0o777 == mode
