@@ -101,8 +101,9 @@ def mine_hard_negatives(  # noqa: PLR0913 — sentence-transformers' signature, 
       of the group is excluded from its negatives and the margin is taken from the lowest positive score (as in
       sentence-transformers). Positives and corpus texts are deduplicated the same insensitive way.
     - Margins: one of `absolute_margin` and `relative_margin` (not both); kept are scores strictly below the bound.
-    - A `cross_encoder` always rescores (sentence-transformers rescores only when a margin or score bound is set);
-      its scores are probabilities (sigmoid of one logit, softmax of two).
+    - A `cross_encoder` always rescores, the candidates inside the rank window; sentence-transformers rescores only
+      when a margin or score bound is set, and cuts its window after rescoring. Scores are probabilities (sigmoid of
+      one logit, softmax of two), as a 1-label `CrossEncoder.predict` gives.
     - `sampling_strategy="random"` draws with a seeded hash of (seed, query, document): reproducible, and a
       different draw from sentence-transformers' `random.sample`.
     - Search is exact inner product on FAISS either way (`use_faiss` and `faiss_batch_size` change nothing);

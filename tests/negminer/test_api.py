@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from negminer import api
@@ -206,3 +207,23 @@ def test_dl19_negatives_agree_with_sentence_transformers(tmp_path):
     assert len(st_pairs) >= 20  # not vacuous
     both = len(st_pairs & our_pairs)
     assert both / len(st_pairs) >= 0.95 and both / len(our_pairs) >= 0.95, (both, len(st_pairs), len(our_pairs))
+
+
+def test_cross_encoder_rescoring_matches_sentence_transformers(small, st_model, cache, tmp_path):
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.util import mine_hard_negatives as st_mine
+
+    from tests.mining.conftest import WORDS
+    from tests.tiny_models import tiny_bert
+
+    words = sorted({w.strip(".,'?").lower() for t in CORPUS + [q for qs in QUERIES for q in qs] for w in t.split()})
+    ce_dir = tiny_bert(
+        tmp_path / "ce", [*words, *WORDS], num_hidden_layers=1, num_labels=1, seed=3, initializer_range=1.0
+    )
+    ds, model_dir = small
+    # a window over the whole corpus: sentence-transformers cuts its window after rescoring, negminer before
+    kw = dict(corpus=CORPUS, num_negatives=3, range_max=30, max_score=0.99, output_scores=True)
+    st = st_mine(ds, st_model, cross_encoder=CrossEncoder(ce_dir, device="cpu"), verbose=False, **kw)
+    ours = api.mine_hard_negatives(ds, model_dir, cross_encoder=ce_dir, verbose=False, cache_folder=cache, **kw)
+    assert ours["negative"] == st["negative"] and ours.num_rows == 7 * 3 > 0
+    assert np.allclose(ours["scores"], st["scores"], atol=1e-5)  # probabilities of the same cross-encoder
