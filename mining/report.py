@@ -118,6 +118,13 @@ def describe(shard_dir: str, manifest: dict[str, Any], plot_path: str | None = N
         "  thresholds: " + " ".join(f"{k}={v}" for k, v in th.items()),
         "  removed: " + (", ".join(f"{k}={v}" for k, v in m.get("removed", {}).items()) or "nothing"),
     ]
+    j = m.get("judge")
+    if j:
+        lines.append(
+            f"  judge: {j.get('model')} ({j.get('backend')}, {j.get('mode')}, {j.get('rounds')} rounds): asked "
+            f"{j.get('asked')}, relevant {j.get('relevant')}, not relevant {j.get('not_relevant')}, unparseable "
+            f"{j.get('unparseable')}, failed {j.get('failed')}; cache hits {j.get('llm', {}).get('cache_hits')}"
+        )
     short = m.get("shortfall", {})
     lines.append(
         f"  shortfall: {short.get('rows', 0)} rows ({short.get('groups', 0)} queries) got fewer than "

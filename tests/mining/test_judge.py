@@ -106,3 +106,13 @@ def test_real_transformers_serve_nonsense_is_counted_unparseable(llm_server, tmp
     assert judge.counts["asked"] == 2 and judge.llm.stats.cache_misses == 1
     assert judge.counts["unparseable"] + judge.counts["relevant"] + judge.counts["not_relevant"] == 2
     assert set(got.tolist()) <= {UNKNOWN, RELEVANT, NOT_RELEVANT}
+
+
+def test_local_causal_lm_judge_counts_every_answer(tiny_causal_lm, tmp_path):
+    judge = Judge(JudgeConfig(model=str(tiny_causal_lm), cache_dir=str(tmp_path / "c"), concurrency=2))
+    triples = [("what is the capital of france ?", "paris is the capital of france .", c) for c in ("water", "paris")]
+    got = judge.verdicts(triples)
+    assert judge.counts["asked"] == 2 and len(got) == 2
+    assert sum(judge.counts[k] for k in ("relevant", "not_relevant", "unparseable", "failed")) == 2
+    again = Judge(JudgeConfig(model=str(tiny_causal_lm), cache_dir=str(tmp_path / "c")))
+    assert again.verdicts(triples).tolist() == got.tolist() and again.llm.stats.cache_hits == 2

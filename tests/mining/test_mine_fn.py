@@ -109,9 +109,14 @@ def test_report_places_kept_negatives_relative_to_their_positive(tmp_path):
     io.write_shards([S.TupleRow(**r).to_dict() for r in rows], str(tmp_path / "m"))
     p, n = read_relative(str(tmp_path / "m"))
     np.testing.assert_allclose(np.sort(n - p), [-0.3, -0.1, 0.1], atol=1e-6)  # shard order is by row id
-    manifest = {"mining": {"model": "m", "removed": {"positive_aware": 4, "triangle": 2, "lexical": 1}}}
+    judge = {"model": "j", "backend": "openai", "mode": "drop", "rounds": 2, "asked": 9, "relevant": 3}
+    judge |= {"not_relevant": 5, "unparseable": 1, "failed": 0, "llm": {"cache_hits": 4}}
+    manifest = {
+        "mining": {"model": "m", "removed": {"positive_aware": 4, "triangle": 2, "lexical": 1}, "judge": judge}
+    }
     lines = describe(str(tmp_path / "m"), manifest, str(tmp_path / "plots" / "h.png"))
     text = "\n".join(lines)
     assert "triangle=2" in text and "lexical=1" in text
+    assert "asked 9, relevant 3, not relevant 5, unparseable 1, failed 0; cache hits 4" in text
     assert "mean=-0.1000" in text and "1 of 3 score at or above their positive" in text
     assert (tmp_path / "plots" / RELATIVE_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
