@@ -94,3 +94,12 @@ def test_faiss_loader_lines_only_with_verbose():
     }
     assert runs["q"].returncode == 0 and "faiss" not in runs["q"].stderr.lower()
     assert "Loading faiss" in runs["v"].stderr  # the loader's INFO lines (the AVX2 one among them on AVX2 CPUs)
+
+
+def test_python_api_import_does_not_print_beams_gcp_warning():
+    code = (
+        "import sys, logging; sys.modules['apitools'] = None; import negminer.api; print(logging.getLogger().handlers)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "apitools" not in out.stderr and out.stdout.strip() == "[]"  # nor was the root logger set up for the user
