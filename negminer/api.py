@@ -151,28 +151,31 @@ def mine_hard_negatives(  # noqa: PLR0913 — sentence-transformers' signature, 
         dtype=dt,
     )
     with tempfile.TemporaryDirectory(prefix="negminer-") as tmp:
-        manifest, rows = _run(dataset, pairs, corpus, settings, model, tmp, cache_folder, output_dir)
+        given = os.fspath(dataset) if isinstance(dataset, (str, os.PathLike)) else None
+        paths = dict(
+            input=given or os.path.join(tmp, "input"),
+            output=output_dir or os.path.join(tmp, "output"),
+            corpus=(os.path.join(tmp, "corpus.parquet"),) if corpus is not None else (),
+            work_dir=cache_folder or os.path.join(tmp, "work"),
+        )
+        manifest, rows = _run(MineConfig(**paths, **settings), pairs if given is None else None, corpus, model)
     if verbose:
         print_summary(manifest)
     return to_dataset(pairs, rows, output_format, output_scores, num_negatives)
 
 
-def _run(dataset, pairs: Pairs, corpus, settings: dict, model, tmp: str, cache_folder, output_dir):
-    """Check the settings, write the inputs, load the model, mine; the mined rows keyed by (query, positive)."""
+def _run(cfg: MineConfig, pairs: Pairs | None, corpus: Sequence[str] | None, model: Any):
+    """Write the pairs (unless the input is a shard directory) and the corpus, load the model, mine; the mined rows
+    keyed by (query, positive). `cfg` was built first, so a bad setting fails before anything is written or loaded."""
     from negminer.mining.mine import mine as mine_job
 
-    inp = os.fspath(dataset) if isinstance(dataset, (str, os.PathLike)) else os.path.join(tmp, "input")
-    extra = (os.path.join(tmp, "corpus.parquet"),) if corpus is not None else ()
-    out = output_dir or os.path.join(tmp, "output")
-    work = cache_folder or os.path.join(tmp, "work")
-    cfg = MineConfig(input=inp, output=out, corpus=extra, work_dir=work, **settings)  # fails here on a bad setting
-    if inp.startswith(tmp):
-        write_pairs(pairs, inp)
-    if extra:
-        write_corpus(corpus, extra[0])
+    if pairs is not None:
+        write_pairs(pairs, cfg.input)
+    if corpus is not None:
+        write_corpus(corpus, cfg.corpus[0])
     manifest = mine_job(cfg, encoder=load_encoder(model, cfg.max_length))
     cols = [S.ID, S.QUERY, S.POSITIVE, S.NEGATIVES, S.POSITIVE_SCORE, S.NEGATIVE_SCORES]
-    rows = {(r[S.QUERY], r[S.POSITIVE]): r for r in io.iter_rows(out, columns=cols)}
+    rows = {(r[S.QUERY], r[S.POSITIVE]): r for r in io.iter_rows(cfg.output, columns=cols)}
     return manifest, rows
 
 

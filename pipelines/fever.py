@@ -119,6 +119,16 @@ def parse_claim(
     claim = tidy(claim, clean)
     if not claim.strip():
         return "empty_text"
+    found = evidence_pages(evidence, positive)
+    if isinstance(found, str):
+        return found
+    cid = str(obj.get("id"))
+    return [(page_key(p), Evidence(cid, claim, label, p, n, record.path, record.line)) for p, n in found]
+
+
+def evidence_pages(evidence: Any, positive: str) -> dict[tuple[str, int | None], None] | str:
+    """A claim's evidence sets -> its distinct (page, sentence line) pairs (line None for `--positive page`), or a
+    reject reason (`malformed_evidence`, `no_evidence`)."""
     if not isinstance(evidence, list) or not all(isinstance(s, list) for s in evidence):
         return "malformed_evidence"
     found: dict[tuple[str, int | None], None] = {}
@@ -129,10 +139,7 @@ def parse_claim(
         if not isinstance(page, str) or not page or isinstance(line, bool) or not isinstance(line, int):
             return "malformed_evidence"
         found[(page, line if positive == "sentence" else None)] = None
-    if not found:
-        return "no_evidence"
-    cid = str(obj.get("id"))
-    return [(page_key(p), Evidence(cid, claim, label, p, n, record.path, record.line)) for p, n in found]
+    return found or "no_evidence"
 
 
 def parse_page(record: Record, positive: str = "sentence", clean: bool = True) -> tuple[str, Page] | str | Skip:

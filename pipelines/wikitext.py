@@ -74,19 +74,24 @@ def _node_text(node) -> str:
     if isinstance(node, HTMLEntity):
         return node.normalize()
     if isinstance(node, Tag):
-        tag = str(node.tag).strip().lower()
-        if tag in _DROP_TAGS or node.wiki_markup == "{|":
-            return ""
-        if node.wiki_markup in _LIST_MARKUP or tag in ("li", "dd", "dt"):
-            return "\n" + _LIST_LINE
-        if tag == "br":
-            return " "
-        if tag == "hr":
-            return "\n\n"
-        return _plain(node.contents.nodes) if node.contents else ""
+        return _tag_text(node)
     if isinstance(node, (Template, Comment, Argument, Heading)):
         return ""
     return ""  # parser functions and anything else without running text
+
+
+def _tag_text(node: Tag) -> str:
+    """Tables and dropped tags vanish, list items start a list line, br/hr break; other tags keep their text."""
+    tag = str(node.tag).strip().lower()
+    if tag in _DROP_TAGS or node.wiki_markup == "{|":
+        return ""
+    if node.wiki_markup in _LIST_MARKUP or tag in ("li", "dd", "dt"):
+        return "\n" + _LIST_LINE
+    if tag == "br":
+        return " "
+    if tag == "hr":
+        return "\n\n"
+    return _plain(node.contents.nodes) if node.contents else ""
 
 
 def _paragraphs(text: str) -> tuple[str, ...]:

@@ -125,19 +125,19 @@ def document_problem(lines: Sequence[str], cfg: QualityConfig) -> str | None:
     return None
 
 
-def text_problem(text: str, cfg: QualityConfig) -> str | None:
-    """The first Gopher-style heuristic that a positive text fails, or None."""
-    words = text.split()
-    if len(words) < cfg.min_positive_words:
-        return "too_few_words"
-    if not words:
-        return None
+def _char_problem(text: str, words: list[str], cfg: QualityConfig) -> str | None:
+    """Too many symbols per word or digits per character."""
     if cfg.max_symbol_ratio is not None:
         symbols = sum(text.count(s) for s in _SYMBOLS)
         if symbols / len(words) > cfg.max_symbol_ratio:
             return "symbol_ratio"
     if cfg.max_digit_ratio is not None and len(_DIGIT.findall(text)) / len(text) > cfg.max_digit_ratio:
         return "digit_ratio"
+    return None
+
+
+def _word_problem(words: list[str], cfg: QualityConfig) -> str | None:
+    """Mean word length out of bounds, or too few words with a letter."""
     mean_len = sum(len(w) for w in words) / len(words)
     if cfg.min_mean_word_length is not None and mean_len < cfg.min_mean_word_length:
         return "mean_word_length"
@@ -147,6 +147,19 @@ def text_problem(text: str, cfg: QualityConfig) -> str | None:
         alpha = sum(1 for w in words if _LETTER.search(w))
         if alpha / len(words) < cfg.min_alpha_word_ratio:
             return "alpha_words"
+    return None
+
+
+def text_problem(text: str, cfg: QualityConfig) -> str | None:
+    """The first Gopher-style heuristic that a positive text fails, or None."""
+    words = text.split()
+    if len(words) < cfg.min_positive_words:
+        return "too_few_words"
+    if not words:
+        return None
+    problem = _char_problem(text, words, cfg) or _word_problem(words, cfg)
+    if problem:
+        return problem
     if cfg.require_stop_words and "en" in cfg.languages:
         lowered = {w.casefold() for w in _WORD.findall(text)}
         if len(lowered & STOP_WORDS) < 2:
