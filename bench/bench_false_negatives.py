@@ -109,7 +109,7 @@ def measure(ls: LabelledSet, out_dir: str, rank: dict[str, dict[str, int]]) -> d
     return {"fn": fn / max(kept, 1), "rank": mean(rk), "rel": mean(rel), "kept": kept / max(queries, 1), "n": queries}
 
 
-def evaluate(ls, paths, settings, work, tmp, encoder, rank) -> dict[str, float]:
+def evaluate(ls, paths, settings, work, tmp, encoder, rank) -> dict[str, float]:  # noqa: PLR0913 — a bench helper handing one labelled set's run its pieces
     out = run(ls, paths, dict(settings), work, os.path.join(tmp, ls.name, "out"), encoder)
     return measure(ls, out, rank)
 

@@ -107,7 +107,7 @@ def length_order(lengths: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(lengths)), -np.asarray(lengths, dtype=np.int64)))
 
 
-def encode_missing(
+def encode_missing(  # noqa: C901, PLR0913 — one resumable cache loop over aligned arrays (texts, keys, lengths); split, its chunk/resume logic would be harder to follow
     store: EmbeddingStore,
     texts: pa.Array | pa.ChunkedArray,
     keys: np.ndarray,

@@ -160,7 +160,7 @@ def mine(
     return manifest
 
 
-def _mine(
+def _mine(  # noqa: PLR0913 — the job's inner driver: cfg plus what the two public entry points resolved
     cfg: MineConfig, files: list[str], encoder: Any, on_chunk, clock: _Clock, spill: str, beam: dict | None
 ) -> dict[str, Any]:
     rules, device = cfg.rules(), resolve_device(cfg.device)
@@ -257,7 +257,7 @@ def search_base(cfg: MineConfig, docs: EmbeddingStore, queries: EmbeddingStore, 
     return os.path.join(cfg.work_dir, "search", h.hexdigest()[:24])
 
 
-def search(cfg, store: EmbeddingStore, loc, queries: QueryVectors, k: int, gpu: bool, base: str) -> tuple:
+def search(cfg, store: EmbeddingStore, loc, queries: QueryVectors, k: int, gpu: bool, base: str) -> tuple:  # noqa: PLR0913 — one search's arrays and cache base; cfg carries the settings
     """Top-k candidates of every query group, `QUERY_BLOCK` queries at a time, into memory-mapped arrays cached in
     the work dir at `base` (a re-run with other thresholds skips the search; the Beam driver fills it)."""
     if os.path.exists(base + ".idx.npy") and os.path.exists(base + ".scores.npy"):
@@ -305,7 +305,7 @@ class SearchCache:
         return np.load(self.base + ".scores.npy", mmap_mode="r"), np.load(self.base + ".idx.npy", mmap_mode="r")
 
 
-def _judged(judge, select, c, score, pos, gb, groups: Groups, corpus: Corpus, out: Mined):
+def _judged(judge, select, c, score, pos, gb, groups: Groups, corpus: Corpus, out: Mined):  # noqa: PLR0913 — one batch's aligned arrays for the judge
     """The LLM judge's rounds over one batch; with `--judge-relabel` its relevant picks become extra positives."""
     from negminer.mining.judge import RELEVANT, judge_rounds
 
@@ -338,7 +338,7 @@ def make_judge(cfg: MineConfig):
     return judge
 
 
-def select_all(
+def select_all(  # noqa: PLR0913 — the aligned arrays every selection stage reads (numpy core, no config to fold them into)
     rules: Rules,
     groups: Groups,
     corpus: Corpus,

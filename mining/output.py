@@ -113,7 +113,7 @@ def relabelled_rows(row: dict, corpus: Corpus, mined, group: int, done: set[int]
         yield extra
 
 
-def write_output(
+def write_output(  # noqa: PLR0913 — the mined job's parts; cfg carries the settings
     cfg: MineConfig, files: list[str], corpus: Corpus, groups: Groups, mined, rejects, info, timings
 ) -> dict[str, Any]:
     """Write split `cfg.split` of the output (its shards streamed through a `ShardSpool`, the corpus rejects, then

@@ -186,7 +186,7 @@ def eligible(cand: np.ndarray, pos: np.ndarray, rules: Rules) -> tuple[np.ndarra
     return in_window, counts
 
 
-def choose(
+def choose(  # noqa: PLR0913 — a pure function of aligned (G, K) arrays and Rules: each array is its own input
     cand: np.ndarray,
     score: np.ndarray,
     keep: np.ndarray,

@@ -94,7 +94,7 @@ def manifest_base(command: str, config: Any, inputs: list[str]) -> dict[str, Any
     }
 
 
-def run_build(
+def run_build(  # noqa: PLR0913 — the build driver under Converter.build, which is the config-object front
     command: str,
     config: Any,
     inputs: list[str],

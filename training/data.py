@@ -117,7 +117,7 @@ def _to_batch(rows: list[dict], num_negatives: int, source: str | None) -> Batch
     )
 
 
-def batches(
+def batches(  # noqa: PLR0913 — the stream's settings, explicit so the generator stays a pure function of them
     dirs: list[Source],
     batch_size: int,
     num_negatives: int,

@@ -138,7 +138,7 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
+def train(cfg: TrainConfig) -> dict[str, Any]:  # noqa: C901, PLR0915 — the one readable training loop (STYLE: nanoGPT); setup/eval/checkpoint are helpers already
     """Run the training job; return {"losses": [...], "metrics": {...}}. The model lands in cfg.output."""
     kind = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
     ctx = distributed.init(kind)

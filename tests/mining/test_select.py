@@ -19,7 +19,7 @@ from negminer.mining.select import (
 NAN = np.nan
 
 
-def run(cand, score, pos, pos_score, rules, sim=None, keys=None):
+def run(cand, score, pos, pos_score, rules, sim=None, keys=None):  # noqa: PLR0913 — test helper mirroring choose()'s inputs
     cand, score, pos = np.array(cand), np.array(score, np.float32), np.array(pos)
     keep, counts = eligible(cand, pos, rules)
     keys = np.arange(len(cand), dtype=np.uint64) if keys is None else np.array(keys, np.uint64)
