@@ -13,6 +13,8 @@ from negminer.pipelines import io
 from negminer.pipelines import schema as S
 
 POOLINGS = ("auto", "mean", "cls", "last")
+AUTO_RETRIEVER_CEILING = "perc:0.95"  # NV-Retriever's TopK-PercPos on cosines
+AUTO_RERANKER_CEILING = "margin:1"  # logits: a negative's odds at most e^-1 of the positive's, for every query
 
 
 def default_work_dir() -> str:
@@ -33,7 +35,8 @@ class MineConfig:
     num_negatives: int = 7
     range_min: int = 0
     range_max: int = 100
-    positive_aware: str = "perc:0.95"
+    positive_aware: str = "auto"
+    reranker_threshold: float | None = 0.0
     max_score: float | None = None
     min_score: float | None = None
     near_dup: float | None = 0.98
@@ -111,7 +114,13 @@ class MineConfig:
         return io.shard_files(self.input, self.split, check=not self.no_manifest_check)
 
     def ceiling(self) -> Ceiling:
-        return Ceiling.parse(self.positive_aware)
+        return Ceiling.parse(self.positive_aware_spec())
+
+    def positive_aware_spec(self) -> str:
+        """`auto`: `perc:0.95` of retriever cosines, or `margin:1` between reranker logits (odds ratio e^-1)."""
+        if self.positive_aware.strip().lower() != "auto":
+            return self.positive_aware
+        return AUTO_RERANKER_CEILING if self.reranker else AUTO_RETRIEVER_CEILING
 
     def rules(self) -> Rules:
         return Rules(

@@ -38,6 +38,7 @@ from negminer.training.model import check_model_ref
 
 log = logging.getLogger("negminer.mining")
 GROUP_BATCH = 512
+RERANKER_RELEVANT = "reranker_relevant"  # removal count: candidates the reranker judged relevant
 SEARCH_SHARD_CPU = 65_536  # documents per flat search: bounds float32 vectors in memory (x dim x 4 bytes)
 SEARCH_SHARD_GPU = 1 << 20
 QUERY_BLOCK = 65_536  # queries searched at once: bounds query vectors and top-k lists in memory
@@ -195,7 +196,20 @@ def _mine(  # noqa: PLR0913 — the job's inner driver: cfg plus what the two pu
 
         lexical = LexicalIndex(corpus.texts.to_pylist())
         clock.lap("lexical_index")
-    mined = select_all(rules, groups, corpus, emb.docs, doc_loc, queries, cand, cand_s, reranker, lexical, judge)
+    mined = select_all(
+        rules,
+        groups,
+        corpus,
+        emb.docs,
+        doc_loc,
+        queries,
+        cand,
+        cand_s,
+        reranker,
+        lexical,
+        judge,
+        cfg.reranker_threshold,
+    )
     clock.lap("select")
     info = {
         "model": cfg.model,
@@ -350,6 +364,7 @@ def select_all(  # noqa: PLR0913 — the aligned arrays every selection stage re
     reranker,
     lexical=None,
     judge=None,
+    reranker_threshold: float | None = None,
 ) -> Mined:
     """Selection over all groups in batches of `GROUP_BATCH` (bounded memory for the near-duplicate gathers)."""
     n_groups, n = len(groups), rules.num_negatives
@@ -387,6 +402,10 @@ def select_all(  # noqa: PLR0913 — the aligned arrays every selection stage re
         score, pos_teacher = cs, pos_ret
         if reranker is not None:
             score, pos_teacher = rescore(reranker, groups.query.take(gb), corpus.texts, c, keep, pos)
+            if reranker_threshold is not None:  # the reranker's own verdict: what it calls relevant is no negative
+                relevant = keep & (score >= reranker_threshold)
+                removed = {**removed, RERANKER_RELEVANT: int(relevant.sum())}
+                keep = keep & ~relevant
         args = (c, score, keep, lowest_positive(pos_teacher), sim, groups.key[gb], rules)
 
         def pick(judged=None, a=args, t=tri, x=lex):

@@ -16,11 +16,17 @@ import negminer
 from negminer.mining.config import MineConfig
 from negminer.mining.corpus import Corpus
 from negminer.mining.groups import Groups
+from negminer.mining.rerank import SCORE_KIND as RERANKER_KIND
 from negminer.mining.spool import ShardSpool
 from negminer.pipelines import io, runner
 from negminer.pipelines import schema as S
 
 RETRIEVER_KEY = "retriever_scores"  # provenance key holding the retriever's scores when a reranker is the teacher
+
+
+def score_kind(cfg: MineConfig) -> str:
+    """What the shards' teacher scores are: reranker logits, or retriever cosines (encoders are L2-normalised)."""
+    return RERANKER_KIND if cfg.reranker else "cosine"
 
 
 def shard_count(files: list[str]) -> int:
@@ -144,6 +150,7 @@ def write_output(  # noqa: PLR0913 — the mined job's parts; cfg carries the se
         "thresholds": {
             **{k: v for k, v in dataclasses.asdict(cfg.rules()).items() if k != "ceiling"},
             "positive_aware": str(cfg.ceiling()),
+            "reranker_threshold": cfg.reranker_threshold if cfg.reranker else None,
         },
         "removed": dict(mined.removed),
         "shortfall": {
@@ -153,6 +160,7 @@ def write_output(  # noqa: PLR0913 — the mined job's parts; cfg carries the se
         },
         "scores": {
             "teacher": "reranker" if cfg.reranker else "retriever",
+            "kind": score_kind(cfg),
             "positive": score_stats(np.array(pos_scores)),
             "negative": score_stats(np.array(neg_scores)),
             "retriever_positive": score_stats(mined.pos_retriever),

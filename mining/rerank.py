@@ -9,18 +9,22 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
+SCORE_KIND = "logit"  # what the reranker's scores are (manifest `mining.scores.kind`; the trainer reads it)
+
 
 def scores_from_logits(logits: np.ndarray) -> np.ndarray:
-    """(n, 1) logits -> sigmoid; (n, 2) -> softmax probability of label 1: a relevance in (0, 1) either way.
+    """The relevance logit of each pair: (n, 1) -> the logit; (n, 2) -> l1 - l0, the log-odds of label 1.
 
-    A probability keeps the positive-aware ceiling (`perc`, `margin`) meaningful in reranker space.
+    Raw logits, not probabilities: sigmoid(logit) >= 0.5 is the reranker's "relevant" verdict (logit >= 0), a margin
+    M between logits is the same odds ratio e^M for every query, and a distilling trainer gets the teacher's own
+    scale (a probability near 1 flattens every difference).
     """
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim != 2 or logits.shape[1] not in (1, 2):
         raise ValueError(f"a reranker must output 1 or 2 logits per pair, got shape {logits.shape}")
     if logits.shape[1] == 1:
-        return (1.0 / (1.0 + np.exp(-logits[:, 0]))).astype(np.float32)
-    return (1.0 / (1.0 + np.exp(logits[:, 0] - logits[:, 1]))).astype(np.float32)  # softmax[:, 1]
+        return logits[:, 0].astype(np.float32)
+    return (logits[:, 1] - logits[:, 0]).astype(np.float32)  # log(softmax[:, 1] / softmax[:, 0])
 
 
 class Reranker:
@@ -43,7 +47,7 @@ class Reranker:
 
     @torch.inference_mode()
     def score(self, queries: list[str], docs: list[str], desc: str = "rerank") -> np.ndarray:
-        """Relevance of each (query, doc) pair, float32 (n,)."""
+        """Relevance logit of each (query, doc) pair, float32 (n,)."""
         if len(queries) != len(docs):
             raise ValueError(f"{len(queries)} queries for {len(docs)} documents")
         order = np.argsort([-(len(q) + len(d)) for q, d in zip(queries, docs, strict=True)], kind="stable")

@@ -53,7 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="extra candidate documents: shard dirs, BEIR corpus.jsonl, "
         "MS MARCO collection.tsv, Parquet/JSONL with id+text (globs ok, .gz ok)",
     )
-    a("--reranker", help="cross-encoder (AutoModelForSequenceClassification) whose scores become the teacher scores")
+    a(
+        "--reranker",
+        help="cross-encoder (AutoModelForSequenceClassification) whose logits become the teacher scores (default none)",
+    )
+    a(
+        "--reranker-threshold",
+        type=_optional_float,
+        default=0.0,
+        help="drop candidates whose reranker logit is >= this: the ones it judges relevant; 0 = probability 0.5, "
+        "'none' keeps them (default 0)",
+    )
     a("--num-negatives", type=int, default=7, help="negatives per row (default 7)")
     a("--range-min", type=int, default=0, help="skip this many best non-positive candidates (default 0)")
     a("--range-max", type=int, default=100, help="consider candidates ranked below this (default 100)")
@@ -66,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--positive-aware",
         default=argparse.SUPPRESS,
         help="perc:P (score < P x lowest positive score), margin:M (score < lowest positive - M), "
-        "z:A (score < lowest positive - A x the query's candidate-score std) or none (default perc:0.95)",
+        "z:A (score < lowest positive - A x the query's candidate-score std) or none; in the teacher's space "
+        "(default auto: perc:0.95 of cosines, margin:1 between reranker logits)",
     )
     a(
         "--triangle",

@@ -28,7 +28,7 @@ class TrainConfig:
     loss: str = "infonce"
     distill: bool = False
     distill_weight: float = 1.0
-    teacher_temperature: float = 1.0
+    teacher_temperature: float | None = None
     lr: float = 2e-5
     warmup: float = 0.05
     weight_decay: float = 0.01
@@ -82,7 +82,7 @@ class TrainConfig:
         need(self.max_grad_norm >= 0, f"--max-grad-norm must be >= 0 (0 = no clipping), got {self.max_grad_norm}")
         need(self.shuffle_buffer >= 1, f"--shuffle-buffer must be >= 1, got {self.shuffle_buffer}")
         need(
-            self.distill_weight >= 0 and self.teacher_temperature > 0,
+            self.distill_weight >= 0 and (self.teacher_temperature is None or self.teacher_temperature > 0),
             "--distill-weight >= 0, --teacher-temperature > 0",
         )
         need(
@@ -138,8 +138,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a(
         "--teacher-temperature",
         type=float,
-        default=1.0,
-        help="temperature of the teacher scores' softmax (default 1.0)",
+        default=None,
+        help="temperature of the teacher scores' softmax (default: by the scores' kind in the manifest: "
+        "cosine 0.05, logit 1, probability 1 after turning it into a logit)",
     )
     a("--lr", type=float, default=2e-5, help="peak learning rate of AdamW (default 2e-5)")
     a(

@@ -17,6 +17,14 @@ from negminer.pipelines import schema as S
 COLUMNS = [S.SOURCE, S.QUERY, S.POSITIVE, S.NEGATIVES, S.POSITIVE_SCORE, S.NEGATIVE_SCORES]
 
 
+# What teacher scores are (`mining.scores.kind` in a mined manifest) and the teacher temperature each gets by default:
+# cosines from an encoder trained at τ ≈ 0.05 (MiniLM, E5, BGE: 0.01-0.05), a cross-encoder's logits as they are,
+# probabilities turned back into logits first.
+SCORE_KINDS = ("cosine", "logit", "probability")
+TEACHER_TEMPERATURE = {"cosine": 0.05, "logit": 1.0, "probability": 1.0}
+SCORE_KIND = "score_kind"  # the key each row dict carries it under
+
+
 @dataclasses.dataclass
 class Batch:
     queries: list[str]
@@ -25,6 +33,7 @@ class Batch:
     positive_scores: list[float | None]
     negative_scores: list[list[float] | None]
     source: str | None = None
+    score_kinds: list[str | None] | None = None  # per row, the kind of its teacher scores
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -38,6 +47,7 @@ class Batch:
             self.positive_scores[start:stop],
             self.negative_scores[start:stop],
             self.source,
+            None if self.score_kinds is None else self.score_kinds[start:stop],
         )
 
 
@@ -55,18 +65,39 @@ def count_rows(source: Source) -> int:
     return sum(io.parquet_rows(f) for f in source_files(source))
 
 
-def _dir_rows(source: Source, rng: random.Random) -> Iterator[dict]:
+def score_kind(path: str, split: str = "train") -> str | None:
+    """The kind of the teacher scores of a mined directory's split, from its manifest (None when unknown).
+
+    Shards mined before kinds were recorded: a reranker's scores were probabilities, a retriever's cosines.
+    """
+    try:
+        manifest = io.read_manifest(path)
+    except (FileNotFoundError, ValueError):
+        return None
+    mining = ((manifest.get("splits") or {}).get(split) or {}).get("mining") or manifest.get("mining") or {}
+    scores = mining.get("scores") or {}
+    if scores.get("kind"):
+        return scores["kind"]
+    return {"reranker": "probability", "retriever": "cosine"}.get(scores.get("teacher"))
+
+
+def _dir_rows(source: Source, rng: random.Random, kind: str | None = None) -> Iterator[dict]:
     files = source_files(source)
     rng.shuffle(files)
     for f in files:
         for batch in io.read_shards(f, columns=COLUMNS):
-            yield from batch.to_pylist()
+            for row in batch.to_pylist():
+                row[SCORE_KIND] = kind
+                yield row
 
 
-def shuffled_rows(dirs: list[Source], seed: int, epoch: int, buffer: int) -> Iterator[dict]:
+def shuffled_rows(
+    dirs: list[Source], seed: int, epoch: int, buffer: int, kinds: list[str | None] | None = None
+) -> Iterator[dict]:
     """One epoch of rows: directories interleaved at random by remaining size, then a shuffle buffer."""
     rng = random.Random(f"{seed}-{epoch}")
-    streams = [_dir_rows(d, random.Random(f"{seed}-{epoch}-{i}")) for i, d in enumerate(dirs)]
+    kinds = kinds or [None] * len(dirs)
+    streams = [_dir_rows(d, random.Random(f"{seed}-{epoch}-{i}"), kinds[i]) for i, d in enumerate(dirs)]
     remaining = [count_rows(d) for d in dirs]
     pool: list[dict] = []
     while any(remaining):
@@ -114,6 +145,7 @@ def _to_batch(rows: list[dict], num_negatives: int, source: str | None) -> Batch
         [r[S.POSITIVE_SCORE] for r in rows],
         neg_scores,
         source,
+        [r.get(SCORE_KIND) for r in rows],
     )
 
 
@@ -125,6 +157,7 @@ def batches(  # noqa: PLR0913 — the stream's settings, explicit so the generat
     shuffle_buffer: int,
     same_source: bool = False,
     stats: Counter | None = None,
+    kinds: list[str | None] | None = None,
 ) -> Iterator[Batch]:
     """Endless batches over epochs. A row whose texts clash with the batch (a false in-batch negative) waits for the next.
 
@@ -138,7 +171,7 @@ def batches(  # noqa: PLR0913 — the stream's settings, explicit so the generat
     waiting: list[dict] = []
     while True:
         produced = False
-        for row in shuffled_rows(dirs, seed, epoch, shuffle_buffer):
+        for row in shuffled_rows(dirs, seed, epoch, shuffle_buffer, kinds):
             texts = _texts(row, num_negatives)
             if len(set(texts)) < len(texts):
                 stats["skipped_repeated_text"] += 1

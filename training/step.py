@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Callable
 
 import torch
 
 from negminer.training import distributed
 from negminer.training.config import TrainConfig
-from negminer.training.data import Batch
+from negminer.training.data import TEACHER_TEMPERATURE, Batch
 from negminer.training.loss import distill_kl, infonce, infonce_bidirectional, row_scores
 from negminer.training.model import Encoder
 
@@ -30,8 +31,28 @@ class StepSettings:
     doc_prompt: str | None = None
 
 
-def distill_targets(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(rows, doc_index (R, K), teacher (R, K)) for rows that carry teacher scores; padding is -1 / -inf."""
+def teacher_logits(scores: list[float], kind: str | None, temperature: float | None = None) -> list[float]:
+    """Teacher scores as the logits of the target softmax: score / τ (probabilities first become log-odds).
+
+    τ is `temperature` when given, else `TEACHER_TEMPERATURE[kind]` (scores of unknown kind count as cosines).
+    """
+    kind = kind or "cosine"
+    if kind not in TEACHER_TEMPERATURE:
+        raise ValueError(f"unknown teacher score kind {kind!r}; known: {tuple(TEACHER_TEMPERATURE)}")
+    tau = temperature if temperature is not None else TEACHER_TEMPERATURE[kind]
+    if kind == "probability":
+        eps = 1e-6
+        scores = [math.log(min(max(p, eps), 1 - eps) / (1 - min(max(p, eps), 1 - eps))) for p in scores]
+    return [s / tau for s in scores]
+
+
+def distill_targets(
+    batch: Batch, teacher_temperature: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, doc_index (R, K), teacher logits (R, K)) for rows that carry teacher scores; padding is -1 / -inf.
+
+    Each row's scores become logits by its score kind (`teacher_logits`): the target is softmax(teacher) as is.
+    """
     B = len(batch)
     offsets, total = [], B
     for negs in batch.negatives:
@@ -44,7 +65,8 @@ def distill_targets(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
             continue
         rows.append(i)
         index.append([i, *range(offsets[i], offsets[i] + len(negs))])
-        teacher.append([pos, *negs])
+        kind = batch.score_kinds[i] if batch.score_kinds is not None else None
+        teacher.append(teacher_logits([pos, *negs], kind, teacher_temperature))
     K = max((len(x) for x in index), default=1)
     idx = torch.full((len(rows), K), -1, dtype=torch.long)
     tea = torch.full((len(rows), K), float("-inf"), dtype=torch.float32)
@@ -68,12 +90,11 @@ def objective(q: torch.Tensor, d: torch.Tensor, batch: Batch, cfg: TrainConfig) 
     else:
         loss = infonce(q, d, cfg.temperature)
     if cfg.distill:
-        rows, idx, teacher = distill_targets(batch)
+        rows, idx, teacher = distill_targets(batch, cfg.teacher_temperature)
         if len(rows):
             student = row_scores(q[rows.to(q.device)], d, idx.to(q.device))
-            loss = loss + cfg.distill_weight * distill_kl(
-                student, teacher.to(q.device), cfg.temperature, cfg.teacher_temperature
-            )
+            # teacher already in logits (its temperature applied per score kind): softmax(teacher) is the target
+            loss = loss + cfg.distill_weight * distill_kl(student, teacher.to(q.device), cfg.temperature, 1.0)
     return loss
 
 

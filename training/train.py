@@ -27,7 +27,7 @@ from negminer.pipelines import schema as S
 from negminer.training import checkpoint, distributed
 from negminer.training.config import TrainConfig
 from negminer.training.config import add_arguments as _config_arguments
-from negminer.training.data import Batch, batches, count_rows
+from negminer.training.data import Batch, batches, count_rows, score_kind
 from negminer.training.evaluate import EvalSet, evaluate, is_beir_dir, load_eval
 from negminer.training.model import Encoder, check_model_ref
 from negminer.training.step import StepSettings, forward_backward, objective
@@ -199,6 +199,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:  # noqa: C901, PLR0915 — the on
         cfg.shuffle_buffer,
         cfg.same_source_batches,
         data_stats,
+        [score_kind(d, cfg.split) for d in cfg.data],
     )
     for _ in range(start):  # the batch sequence is deterministic: skipping re-creates the data position
         next(stream)

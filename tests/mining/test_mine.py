@@ -131,16 +131,16 @@ def test_reranker_scores_equal_a_direct_call(mine_data, tmp_path, tiny_bert_dir,
     tok = AutoTokenizer.from_pretrained(tiny_cross_encoder_dir)
     ce = AutoModelForSequenceClassification.from_pretrained(tiny_cross_encoder_dir).eval()
 
-    def direct(q, d):
+    def direct(q, d):  # the raw logit: the teacher score stored, kind "logit"
         with torch.no_grad():
-            return torch.sigmoid(ce(**tok([q], [d], return_tensors="pt")).logits[0, 0]).item()
+            return ce(**tok([q], [d], return_tensors="pt")).logits[0, 0].item()
 
     rows = list(io.iter_rows(cfg.output))
     min_pos: dict[str, float] = {}
     for r in rows:
         key = normalize_for_match(r[S.QUERY])
         min_pos[key] = min(min_pos.get(key, 1.0), direct(r[S.QUERY], r[S.POSITIVE]))
-    assert manifest["mining"]["scores"]["teacher"] == "reranker"
+    assert manifest["mining"]["scores"]["teacher"] == "reranker" and manifest["mining"]["scores"]["kind"] == "logit"
     for r in rows:
         assert r[S.POSITIVE_SCORE] == pytest.approx(direct(r[S.QUERY], r[S.POSITIVE]), abs=1e-5)
         want = [direct(r[S.QUERY], n) for n in r[S.NEGATIVES]]
@@ -186,3 +186,20 @@ def test_cli_runs_the_job(mine_data, tmp_path, tiny_bert_dir):
     assert manifest["mining"]["thresholds"]["positive_aware"] == "margin:0.01"
     assert manifest["input_build"]["command"] == "test"  # the input manifest is carried along
     assert all(len(r[S.NEGATIVES]) <= 3 for r in io.iter_rows(str(out)))
+
+
+def test_a_candidate_the_reranker_judges_relevant_is_not_kept(
+    mine_data, tmp_path, tiny_bert_dir, tiny_cross_encoder_dir
+):
+    base = mine_config(mine_data, tmp_path, tiny_bert_dir, reranker=str(tiny_cross_encoder_dir), positive_aware="none")
+    kept_all = mine(dataclasses.replace(base, reranker_threshold=None))
+    scores = np.array([s for r in io.iter_rows(base.output) for s in r[S.NEGATIVE_SCORES]])
+    verdict = float(np.median(scores))  # a threshold that some kept negatives reach (a random reranker's logits)
+    assert (scores >= verdict).any() and kept_all["mining"]["removed"].get("reranker_relevant", 0) == 0
+    judged = mine(dataclasses.replace(base, output=str(tmp_path / "judged"), reranker_threshold=verdict))
+    after = [s for r in io.iter_rows(str(tmp_path / "judged")) for s in r[S.NEGATIVE_SCORES]]
+    assert after and max(after) < verdict  # nothing the reranker calls relevant is a negative
+    assert judged["mining"]["removed"]["reranker_relevant"] >= int((scores >= verdict).sum())
+    assert judged["mining"]["thresholds"]["reranker_threshold"] == verdict
+    assert MineConfig(input="i", output="o", model="m").reranker_threshold == 0.0  # default: logit 0 = probability 0.5
+    assert str(dataclasses.replace(base, positive_aware="auto").ceiling()) == "margin:1"
