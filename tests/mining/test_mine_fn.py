@@ -74,7 +74,8 @@ def test_preset_values_and_explicit_flags_override_them():
     cfg = _config(["--preset", "clean", "--triangle", "none", "--positive-aware", "margin:0.1"])
     assert (cfg.positive_aware, cfg.triangle, cfg.lexical) == ("margin:0.1", None, clean["lexical"])
     cfg = _config([])  # no preset: the plain defaults
-    assert (cfg.positive_aware, cfg.triangle, cfg.lexical, cfg.preset) == ("perc:0.95", None, None, None)
+    assert (cfg.positive_aware, cfg.triangle, cfg.lexical, cfg.preset) == ("auto", None, None, None)
+    assert cfg.positive_aware_spec() == "perc:0.95"  # auto without a reranker
     assert resolve(None, {"lexical": 2.0}) == {"lexical": 2.0}
     with pytest.raises(ValueError, match="--preset must be one of"):
         resolve("dirty", {})
