@@ -13,6 +13,7 @@ from negminer.pipelines import io
 from negminer.pipelines import schema as S
 
 POOLINGS = ("auto", "mean", "cls", "last")
+RERANKER_SCORES = ("logit", "probability")
 AUTO_RETRIEVER_CEILING = "perc:0.95"  # NV-Retriever's TopK-PercPos on cosines
 AUTO_RERANKER_CEILING = "margin:1"  # logits: a negative's odds at most e^-1 of the positive's, for every query
 
@@ -37,6 +38,7 @@ class MineConfig:
     range_max: int = 100
     positive_aware: str = "auto"
     reranker_threshold: float | None = 0.0
+    reranker_scores: str = "logit"
     max_score: float | None = None
     min_score: float | None = None
     near_dup: float | None = 0.98
@@ -84,6 +86,10 @@ class MineConfig:
             (self.batch_size > 0, f"--batch-size must be > 0, got {self.batch_size}"),
             (self.chunk_size > 0, f"--chunk-size must be > 0, got {self.chunk_size}"),
             (self.max_length > 0, f"--max-length must be > 0, got {self.max_length}"),
+            (
+                self.reranker_scores in RERANKER_SCORES,
+                f"--reranker-scores must be one of {RERANKER_SCORES}, got {self.reranker_scores!r}",
+            ),
             (self.reranker_max_length > 0, f"--reranker-max-length must be > 0, got {self.reranker_max_length}"),
             (self.num_shards is None or self.num_shards > 0, f"--num-shards must be > 0, got {self.num_shards}"),
             (bool(self.model), "--model is required"),

@@ -58,6 +58,14 @@ class Mined:
     relabel: dict[int, list[tuple[int, float]]] = dataclasses.field(default_factory=dict)  # group -> judged positives
 
 
+def verdict_threshold(cfg: MineConfig) -> float | None:
+    """`--reranker-threshold` (a logit) in the space of the stored reranker scores (its sigmoid for probabilities)."""
+    t = cfg.reranker_threshold
+    if t is None or cfg.reranker_scores == "logit":
+        return t
+    return float(1.0 / (1.0 + np.exp(-t)))
+
+
 def load_encoder(cfg: MineConfig):
     """The local encoder, or for an endpoint URL the `EndpointEncoder`, checked (one-line error if unreachable)."""
     if is_endpoint(cfg.model):
@@ -188,7 +196,12 @@ def _mine(  # noqa: PLR0913 — the job's inner driver: cfg plus what the two pu
     if cfg.reranker:
         dtype = resolve_dtype(cfg.dtype, device)
         reranker = Reranker.from_pretrained(
-            cfg.reranker, device, dtype, max_length=cfg.reranker_max_length, batch_size=cfg.batch_size
+            cfg.reranker,
+            device,
+            dtype,
+            max_length=cfg.reranker_max_length,
+            batch_size=cfg.batch_size,
+            probabilities=cfg.reranker_scores == "probability",
         )
     lexical = None
     if rules.lexical is not None:
@@ -208,7 +221,7 @@ def _mine(  # noqa: PLR0913 — the job's inner driver: cfg plus what the two pu
         reranker,
         lexical,
         judge,
-        cfg.reranker_threshold,
+        verdict_threshold(cfg),
     )
     clock.lap("select")
     info = {

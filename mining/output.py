@@ -26,7 +26,9 @@ RETRIEVER_KEY = "retriever_scores"  # provenance key holding the retriever's sco
 
 def score_kind(cfg: MineConfig) -> str:
     """What the shards' teacher scores are: reranker logits, or retriever cosines (encoders are L2-normalised)."""
-    return RERANKER_KIND if cfg.reranker else "cosine"
+    if not cfg.reranker:
+        return "cosine"
+    return "probability" if cfg.reranker_scores == "probability" else RERANKER_KIND
 
 
 def shard_count(files: list[str]) -> int:

@@ -30,7 +30,16 @@ def scores_from_logits(logits: np.ndarray) -> np.ndarray:
 class Reranker:
     """A cross-encoder on a device; `score(queries, docs)` batches pairs sorted by length."""
 
-    def __init__(self, model: Any, tokenizer: Any, device: str, max_length: int = 512, batch_size: int = 32):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        device: str,
+        max_length: int = 512,
+        batch_size: int = 32,
+        probabilities: bool = False,
+    ):
+        self.probabilities = probabilities  # sigmoid of the logits (sentence-transformers' scale), not the logits
         self.model = model.to(device).eval()
         self.tokenizer, self.device = tokenizer, device
         self.max_length, self.batch_size = max_length, batch_size
@@ -63,7 +72,7 @@ class Reranker:
                 return_tensors="pt",
             ).to(self.device)
             out[idx] = scores_from_logits(self.model(**batch).logits.float().cpu().numpy())
-        return out
+        return (1.0 / (1.0 + np.exp(-out.astype(np.float64)))).astype(np.float32) if self.probabilities else out
 
 
 def rescore(

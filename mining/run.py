@@ -64,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="drop candidates whose reranker logit is >= this: the ones it judges relevant; 0 = probability 0.5, "
         "'none' keeps them (default 0)",
     )
+    a(
+        "--reranker-scores",
+        choices=("logit", "probability"),
+        default="logit",
+        help="store the reranker's raw logits, or their sigmoid (sentence-transformers' scale; thresholds then "
+        "apply to probabilities) (default logit)",
+    )
     a("--num-negatives", type=int, default=7, help="negatives per row (default 7)")
     a("--range-min", type=int, default=0, help="skip this many best non-positive candidates (default 0)")
     a("--range-max", type=int, default=100, help="consider candidates ranked below this (default 100)")

@@ -134,6 +134,8 @@ def mine_hard_negatives(  # noqa: PLR0913 — sentence-transformers' signature, 
     settings = dict(
         model=model_name,
         reranker=cross_encoder_path(cross_encoder),
+        reranker_scores="probability",  # sentence-transformers' scale, thresholds and output
+        reranker_threshold=None,  # sentence-transformers keeps what its cross-encoder calls relevant
         num_negatives=num_negatives,
         range_min=range_min,
         range_max=default_range_max(range_min, num_negatives, pairs, filtering) if range_max is None else range_max,

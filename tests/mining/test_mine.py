@@ -203,3 +203,7 @@ def test_a_candidate_the_reranker_judges_relevant_is_not_kept(
     assert judged["mining"]["thresholds"]["reranker_threshold"] == verdict
     assert MineConfig(input="i", output="o", model="m").reranker_threshold == 0.0  # default: logit 0 = probability 0.5
     assert str(dataclasses.replace(base, positive_aware="auto").ceiling()) == "margin:1"
+    from negminer.mining.mine import verdict_threshold
+
+    as_probability = dataclasses.replace(base, reranker_scores="probability", reranker_threshold=0.0)
+    assert verdict_threshold(as_probability) == 0.5  # the threshold is a logit whatever the stored scale
