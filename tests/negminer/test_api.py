@@ -206,6 +206,7 @@ def test_dl19_negatives_agree_with_sentence_transformers(tmp_path):
     st_pairs, our_pairs = set(_pairs(st, "query")), set(_pairs(ours, "query"))
     assert len(st_pairs) >= 20  # not vacuous
     both = len(st_pairs & our_pairs)
+    print(f"agreement: {both}/{len(st_pairs)} of sentence-transformers' pairs, {both}/{len(our_pairs)} of ours")
     assert both / len(st_pairs) >= 0.95 and both / len(our_pairs) >= 0.95, (both, len(st_pairs), len(our_pairs))
 
 

@@ -96,6 +96,7 @@ def test_faiss_loader_lines_only_with_verbose():
     assert "Loading faiss" in runs["v"].stderr  # the loader's INFO lines (the AVX2 one among them on AVX2 CPUs)
 
 
+@pytest.mark.slow  # a fresh process importing Beam and torch: ~13 s here
 def test_python_api_import_does_not_print_beams_gcp_warning():
     code = (
         "import sys, logging; sys.modules['apitools'] = None; import negminer.api; print(logging.getLogger().handlers)"
