@@ -78,11 +78,11 @@ class PrepareFn(beam.DoFn):
         os.makedirs(run.dir, exist_ok=True)
         files = cfg.input_files()  # the split, checked against the input's manifest
         corpus = core.build_corpus(cfg, [], files, run.path("documents.arrow"))
-        groups = build_groups(files, corpus)
+        groups = build_groups(files, corpus, cfg.instruction_template)
         docs_e, query_e, _ = core.embedders(cfg, core.load_encoder(cfg))
         qkeys, qlen = core.query_keys(groups)
         with pa.ipc.new_file(run.path("queries.arrow"), pa.schema([("text", pa.string())])) as w:
-            w.write_table(pa.table({"text": groups.query}))
+            w.write_table(pa.table({"text": groups.encoded}))
         np.save(run.path("documents.keys.npy"), corpus.text_key)
         np.save(run.path("queries.keys.npy"), qkeys)
         stores = {

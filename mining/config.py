@@ -6,6 +6,7 @@ import dataclasses
 import os
 
 from negminer.mining.encode import DEVICES, DTYPES
+from negminer.mining.groups import DEFAULT_INSTRUCTION_TEMPLATE, check_template
 from negminer.mining.index import INDEX_KINDS
 from negminer.mining.preset import PRESETS
 from negminer.mining.select import SAMPLINGS, Ceiling, Rules
@@ -39,6 +40,7 @@ class MineConfig:
     positive_aware: str = "auto"
     reranker_threshold: float | None = 0.0
     reranker_scores: str = "logit"
+    instruction_template: str = DEFAULT_INSTRUCTION_TEMPLATE
     max_score: float | None = None
     min_score: float | None = None
     near_dup: float | None = 0.98
@@ -76,6 +78,7 @@ class MineConfig:
             object.__setattr__(self, "work_dir", default_work_dir())
         self.rules()  # validates the selection settings, with their own messages
         S.check_split_name(self.split)
+        check_template(self.instruction_template)
         io.check_output_dir(self.output)
         checks = [
             (self.index in INDEX_KINDS, f"--index must be one of {INDEX_KINDS}, got {self.index!r}"),

@@ -25,6 +25,11 @@ class Groups:
     pos_docs: np.ndarray  # ... as corpus documents
     excl_indptr: np.ndarray  # (G+1,) CSR: documents never emitted for the group: positives by text and by id
     excl_docs: np.ndarray
+    encoded: pa.Array | None = None  # (G,) the text the encoder sees: the query, or the instruction template filled
+
+    def __post_init__(self) -> None:
+        if self.encoded is None:
+            self.encoded = self.query
 
     def __len__(self) -> int:
         return len(self.key)
@@ -33,19 +38,48 @@ class Groups:
         return int(np.diff(self.excl_indptr).max(initial=0))
 
 
+DEFAULT_INSTRUCTION_TEMPLATE = "Instruct: {instruction}\nQuery: {query}"  # E5-mistral / Qwen3-Embedding style
+
+
+def instructed(query: str, instruction: str | None, template: str = DEFAULT_INSTRUCTION_TEMPLATE) -> str:
+    """The query as an instruction-following encoder expects it: `template` filled when the row has an instruction.
+
+    >>> instructed("capital of France?", "Retrieve a passage that answers the question")
+    'Instruct: Retrieve a passage that answers the question\nQuery: capital of France?'
+    >>> instructed("capital of France?", None)
+    'capital of France?'
+    """
+    return template.format(instruction=instruction, query=query) if instruction else query
+
+
+def check_template(template: str, flag: str = "--instruction-template") -> str:
+    """`template` if it has `{instruction}` and `{query}` and nothing else to fill, else a ValueError naming it."""
+    try:
+        filled = template.format(instruction="\x00i", query="\x00q")
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"{flag} {template!r}: only {{instruction}} and {{query}} may be filled ({e})") from None
+    if "\x00i" not in filled or "\x00q" not in filled:
+        raise ValueError(f"{flag} {template!r} must contain {{instruction}} and {{query}}")
+    return template
+
+
 def query_key(query: str, instruction: str | None) -> int:
     return hash64(f"{instruction or ''}\x1f{normalize_for_match(query)}")
 
 
-def build_groups(input_files: str | list[str], corpus: Corpus) -> Groups:
-    """Read the input shards' queries and positives and group the rows (the corpus must hold every positive)."""
-    queries, qkeys, pos_doc, excl_rows, excl_docs = [], [], [], [], []
+def build_groups(input_files: str | list[str], corpus: Corpus, template: str = DEFAULT_INSTRUCTION_TEMPLATE) -> Groups:
+    """Read the input shards' queries and positives and group the rows (the corpus must hold every positive).
+
+    A row's `instruction` is part of its group key and of the text encoded for the group (`instructed`).
+    """
+    queries, encoded, qkeys, pos_doc, excl_rows, excl_docs = [], [], [], [], [], []
     n_rows = 0
     cols = [S.QUERY, S.INSTRUCTION, S.POSITIVE, S.POSITIVE_ID]
     for batch in io.read_shards(input_files, columns=cols):
         q = batch.column(S.QUERY)
         instr = batch.column(S.INSTRUCTION).to_pylist()
         queries.append(q)
+        encoded.append(pa.array([instructed(t, i, template) for t, i in zip(q.to_pylist(), instr, strict=True)]))
         qkeys.append(np.array([query_key(t, i) for t, i in zip(q.to_pylist(), instr, strict=True)], dtype=np.uint64))
         norm, _ = text_keys(batch.column(S.POSITIVE).to_pylist())
         docs = corpus.find_texts(norm)
@@ -67,10 +101,11 @@ def build_groups(input_files: str | list[str], corpus: Corpus) -> Groups:
     row_group = rank[inverse].astype(np.int64)
     row_pos_doc = np.concatenate(pos_doc).astype(np.int64)
     query = pa.chunked_array(queries).combine_chunks().take(pa.array(first[order]))
+    to_encode = pa.chunked_array(encoded, type=pa.string()).combine_chunks().take(pa.array(first[order]))
     pos_indptr, pos_docs = _csr(row_group, row_pos_doc, len(uniq))
     ex_rows = np.concatenate(excl_rows).astype(np.int64)
     ex_indptr, ex_docs = _csr(row_group[ex_rows], np.concatenate(excl_docs).astype(np.int64), len(uniq))
-    return Groups(query, uniq[order], row_group, row_pos_doc, pos_indptr, pos_docs, ex_indptr, ex_docs)
+    return Groups(query, uniq[order], row_group, row_pos_doc, pos_indptr, pos_docs, ex_indptr, ex_docs, to_encode)
 
 
 def _csr(group: np.ndarray, doc: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:

@@ -123,9 +123,10 @@ def embedders(cfg: MineConfig, encoder: Any) -> tuple[Any, Any, int]:
 
 
 def query_keys(groups: Groups) -> tuple[np.ndarray, np.ndarray]:
-    """(exact-text hash, length in characters) of each group's query."""
-    qkeys = np.array([hash64(q) for q in groups.query.to_pylist()], dtype=np.uint64)
-    return qkeys, pc.utf8_length(groups.query).to_numpy(zero_copy_only=False).astype(np.int64)
+    """(exact-text hash, length in characters) of the text encoded for each group: its query, with the instruction
+    template filled when the rows have an instruction (so the instruction is part of the cache key)."""
+    qkeys = np.array([hash64(q) for q in groups.encoded.to_pylist()], dtype=np.uint64)
+    return qkeys, pc.utf8_length(groups.encoded).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def encode_all(cfg: MineConfig, corpus: Corpus, groups: Groups, encoder: Any, on_chunk=None) -> Embedded:
@@ -139,7 +140,7 @@ def encode_all(cfg: MineConfig, corpus: Corpus, groups: Groups, encoder: Any, on
     cs = cfg.chunk_size
     n_docs = encode_missing(docs, corpus.texts, corpus.text_key, corpus.lengths(), docs_on, bs, cs, on_chunk)
     qkeys, qlen = query_keys(groups)
-    n_queries = encode_missing(queries, groups.query, qkeys, qlen, query_on, bs, cs, desc="encode queries")
+    n_queries = encode_missing(queries, groups.encoded, qkeys, qlen, query_on, bs, cs, desc="encode queries")
     return Embedded(docs, queries, qkeys, encoder.fingerprint(), {"documents": n_docs, "queries": n_queries})
 
 
@@ -176,7 +177,7 @@ def _mine(  # noqa: PLR0913 — the job's inner driver: cfg plus what the two pu
     judge = make_judge(cfg)  # an unreachable judge endpoint fails here, before the corpus is read
     rejects: list[dict] = []
     corpus = build_corpus(cfg, rejects, files, os.path.join(spill, "corpus.arrow"))
-    groups = build_groups(files, corpus)
+    groups = build_groups(files, corpus, cfg.instruction_template)
     clock.lap("corpus")
     encoder = encoder if encoder is not None else load_encoder(cfg)
     clock.lap("load_model")

@@ -12,6 +12,7 @@ import time
 
 from negminer.mining.config import POOLINGS, MineConfig, default_work_dir
 from negminer.mining.encode import DEVICES, DTYPES
+from negminer.mining.groups import DEFAULT_INSTRUCTION_TEMPLATE
 from negminer.mining.index import INDEX_KINDS
 from negminer.mining.preset import PRESETS, resolve
 from negminer.mining.select import SAMPLINGS
@@ -128,6 +129,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--seed", type=int, default=0, help="seed of --sampling random (default 0)")
     a("--drop-shortfall", action="store_true", help="drop rows that got fewer than --num-negatives (default: keep)")
     a("--query-prompt", help="text prepended to every query before encoding (e.g. 'query: ')")
+    a(
+        "--instruction-template",
+        type=lambda s: s.replace("\\n", "\n"),  # a shell passes \n as two characters
+        default=DEFAULT_INSTRUCTION_TEMPLATE,
+        help="how a row's instruction and query are encoded together (default 'Instruct: {instruction}\\nQuery: {query}')",
+    )
     a("--doc-prompt", help="text prepended to every document before encoding (e.g. 'passage: ')")
     a("--pooling", choices=POOLINGS, default="auto", help="auto reads the model's sentence-transformers config")
     a("--max-length", type=int, default=512, help="encoder max tokens (default 512)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from negminer.mining.groups import DEFAULT_INSTRUCTION_TEMPLATE, check_template
 from negminer.pipelines import io
 from negminer.pipelines import schema as S
 from negminer.training.model import POOLINGS
@@ -29,6 +30,7 @@ class TrainConfig:
     distill: bool = False
     distill_weight: float = 1.0
     teacher_temperature: float | None = None
+    instruction_template: str = DEFAULT_INSTRUCTION_TEMPLATE
     lr: float = 2e-5
     warmup: float = 0.05
     weight_decay: float = 0.01
@@ -59,6 +61,7 @@ class TrainConfig:
 
         need(bool(self.data), "at least one --data directory is required")
         S.check_split_name(self.split)
+        check_template(self.instruction_template)
         need(self.eval_split is None or self.eval is not None, "--eval-split needs --eval")
         io.check_output_dir(self.output)
         need(self.pooling == "auto" or self.pooling in POOLINGS, f"--pooling must be auto or one of {POOLINGS}")
@@ -174,6 +177,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--shuffle-buffer", type=int, default=10_000, help="rows held for shuffling the stream (default 10000)")
     a("--query-prompt", default=None, help="text prepended to every query, saved with the model (default none)")
     a("--doc-prompt", default=None, help="text prepended to every document, saved with the model (default none)")
+    a(
+        "--instruction-template",
+        type=lambda s: s.replace("\\n", "\n"),  # a shell passes \n as two characters
+        default=DEFAULT_INSTRUCTION_TEMPLATE,
+        help="how a row's instruction and query are encoded together (default 'Instruct: {instruction}\\nQuery: {query}')",
+    )
     a("--eval", default=None, help="BEIR-format directory or shard directory to evaluate on (default none)")
     a(
         "--eval-split",

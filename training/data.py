@@ -11,10 +11,12 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 
+from negminer.mining.groups import DEFAULT_INSTRUCTION_TEMPLATE, instructed
 from negminer.pipelines import io
 from negminer.pipelines import schema as S
 
-COLUMNS = [S.SOURCE, S.QUERY, S.POSITIVE, S.NEGATIVES, S.POSITIVE_SCORE, S.NEGATIVE_SCORES]
+COLUMNS = [S.SOURCE, S.QUERY, S.INSTRUCTION, S.POSITIVE, S.NEGATIVES, S.POSITIVE_SCORE, S.NEGATIVE_SCORES]
+TEMPLATE = "instruction_template"  # the key each row dict carries the instruction template under
 
 
 # What teacher scores are (`mining.scores.kind` in a mined manifest) and the teacher temperature each gets by default:
@@ -135,11 +137,16 @@ class _Bucket:
         return True
 
 
+def _query(row: dict) -> str:
+    """The query as encoded: with the instruction template filled when the row has an instruction."""
+    return instructed(row[S.QUERY], row.get(S.INSTRUCTION), row.get(TEMPLATE) or DEFAULT_INSTRUCTION_TEMPLATE)
+
+
 def _to_batch(rows: list[dict], num_negatives: int, source: str | None) -> Batch:
     negs = [(r[S.NEGATIVES] or [])[:num_negatives] for r in rows]
     neg_scores = [None if r[S.NEGATIVE_SCORES] is None else list(r[S.NEGATIVE_SCORES])[:num_negatives] for r in rows]
     return Batch(
-        [r[S.QUERY] for r in rows],
+        [_query(r) for r in rows],
         [r[S.POSITIVE] for r in rows],
         negs,
         [r[S.POSITIVE_SCORE] for r in rows],
@@ -158,6 +165,7 @@ def batches(  # noqa: PLR0913 — the stream's settings, explicit so the generat
     same_source: bool = False,
     stats: Counter | None = None,
     kinds: list[str | None] | None = None,
+    template: str = DEFAULT_INSTRUCTION_TEMPLATE,
 ) -> Iterator[Batch]:
     """Endless batches over epochs. A row whose texts clash with the batch (a false in-batch negative) waits for the next.
 
@@ -172,6 +180,7 @@ def batches(  # noqa: PLR0913 — the stream's settings, explicit so the generat
     while True:
         produced = False
         for row in shuffled_rows(dirs, seed, epoch, shuffle_buffer, kinds):
+            row[TEMPLATE] = template
             texts = _texts(row, num_negatives)
             if len(set(texts)) < len(texts):
                 stats["skipped_repeated_text"] += 1

@@ -200,6 +200,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:  # noqa: C901, PLR0915 — the on
         cfg.same_source_batches,
         data_stats,
         [score_kind(d, cfg.split) for d in cfg.data],
+        cfg.instruction_template,
     )
     for _ in range(start):  # the batch sequence is deterministic: skipping re-creates the data position
         next(stream)
