@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -23,11 +23,28 @@ class WriteShardFn(beam.DoFn):
         self.out_dir, self.split, self.num_shards = out_dir, split, num_shards
 
     def process(self, element: tuple[int, Iterable[dict | None]]):
-        index, rows = element
+        index, items = element
         path = io.join(self.out_dir, io.shard_name(self.split, index, self.num_shards))
-        stats = io.write_shard((r for r in rows if r is not None), path)
+        stats = io.write_shard(_rows_of(items), path)
         stats["files"] = [stats.pop("file")]
         yield stats
+
+
+def _rows_of(items: Iterable[dict | list[dict] | None]) -> Iterator[dict]:
+    """The rows of a shard's grouped items: single rows, batches of rows (lists) and the `None` placeholder."""
+    for item in items:
+        if isinstance(item, list):
+            yield from item
+        elif item is not None:
+            yield item
+
+
+def _batch_by_shard(rows: list[dict], n: int) -> Iterator[tuple[int, list[dict]]]:
+    """A batch of rows -> one (shard index, rows) batch per shard it touches (the same index as one row's)."""
+    out: dict[int, list[dict]] = {}
+    for r in rows:
+        out.setdefault(io.shard_of(r[S.ID], n), []).append(r)
+    yield from out.items()
 
 
 def _write_rejects(element: tuple[int, Iterable[dict | None]], out_dir: str, split: str) -> dict[str, int]:
@@ -52,6 +69,9 @@ def _write_manifest(_, out_dir: str, base: dict, split: str, stats: dict, reject
 class WriteShardDir(beam.PTransform):
     """{'rows': PCollection[row dict], 'rejects': PCollection[reject dict], 'skipped': PCollection[str]} -> DIR.
 
+    Batched builders may give instead (or as well) `row_batches` (PCollection[list[row dict]]) and
+    `skipped_counts` (PCollection[dict reason -> count]): the same shards and counts with far fewer Beam elements.
+
     Rows go to `num_shards` files by hash of their id (every index is written, empty or not), sorted by id
     and deduplicated by id inside each file, so the same input gives byte-identical shards on every run and
     runner. Rejects go to `rejects/`, and `manifest.json` is written last with the counts of all three.
@@ -64,12 +84,16 @@ class WriteShardDir(beam.PTransform):
         self.out_dir, self.base, self.split, self.num_shards = out_dir, manifest_base, split, num_shards
 
     def expand(self, pcolls):
-        p = pcolls["rows"].pipeline
+        p = next(iter(pcolls.values())).pipeline
         n = self.num_shards
-        keyed = pcolls["rows"] | "KeyByShard" >> beam.Map(lambda r, n=n: (io.shard_of(r[S.ID], n), r))
         every_shard = p | "EveryShard" >> beam.Create([(i, None) for i in range(n)])
+        parts = [every_shard]
+        if "rows" in pcolls:
+            parts.append(pcolls["rows"] | "KeyByShard" >> beam.Map(lambda r, n=n: (io.shard_of(r[S.ID], n), r)))
+        if "row_batches" in pcolls:
+            parts.append(pcolls["row_batches"] | "BatchByShard" >> beam.FlatMap(_batch_by_shard, n=n))
         stats = (
-            (keyed, every_shard)
+            tuple(parts)
             | "FlattenShards" >> beam.Flatten()
             | "GroupShards" >> beam.GroupByKey()
             | "WriteShards" >> beam.ParDo(WriteShardFn(self.out_dir, self.split, n))
@@ -89,6 +113,12 @@ class WriteShardDir(beam.PTransform):
             | "CountSkipped" >> beam.combiners.Count.PerElement()
             | "SkippedDict" >> beam.combiners.ToDict()
         )
+        if "skipped_counts" in pcolls:
+            skipped = (
+                (skipped, pcolls["skipped_counts"])
+                | "FlattenSkipCounts" >> beam.Flatten()
+                | "MergeSkipCounts" >> beam.CombineGlobally(_merge_all)
+            )
         return (
             p
             | "ManifestTrigger" >> beam.Create([None])

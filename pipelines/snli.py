@@ -7,15 +7,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
 
-from negminer.pipelines import runner
+from negminer.pipelines import io, runner
 from negminer.pipelines import schema as S
 from negminer.pipelines.converter import Converter
-from negminer.pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, reject, skip
+from negminer.pipelines.source import (
+    REJECTS,
+    SKIPPED,
+    ReadRecordsFn,
+    Record,
+    _counter,
+    parse_json_line,
+    reject,
+)
 from negminer.pipelines.transforms.clean import clean_text
 
 ENTAILMENT, NEUTRAL, CONTRADICTION = "entailment", "neutral", "contradiction"
@@ -144,33 +153,62 @@ def rows_for_premise(
     return rows, unused
 
 
-class ParseNliFn(beam.DoFn):
-    """Record -> (premise, NliExample as a plain tuple); unusable records to `rejects` with their reason."""
-
-    def process(self, record: Record) -> Iterator[Any]:
-        obj = parse_json_line(record)
-        if isinstance(obj, str):
-            yield reject(record, obj)
-            return
-        ex = parse_nli(obj, record.path, record.line)
-        if isinstance(ex, str):
-            yield reject(record, ex)
-            return
-        yield ex.premise, tuple(ex)  # a plain tuple: Beam encodes it natively, a NamedTuple only by pickling
+PARTITIONS = 32  # premises are hash-partitioned into this many groups: the unit of work after the shuffle
+BATCH = 4096  # examples per (partition, batch) element out of a file
 
 
-class PremiseRowsFn(beam.DoFn):
-    """(premise, NliExample tuples) -> tuple rows; unused hypotheses to `skipped` with their reason."""
+def partition_of(premise: str, n: int = PARTITIONS) -> int:
+    """The partition of a premise: a stable hash (the same on every worker and run), mod `n`."""
+    return zlib.crc32(premise.encode("utf-8")) % n
+
+
+class ParseNliFileFn(beam.DoFn):
+    """path -> (partition, [NliExample tuples]) batches; unreadable/undecodable/unusable records to `rejects`.
+
+    One element per BATCH examples instead of one per line: the per-line work is json + parse_nli (ftfy)."""
+
+    def process(self, path: str) -> Iterator[Any]:
+        buckets: dict[int, list[tuple]] = {}
+        for item in ReadRecordsFn().process(path):
+            if not isinstance(item, Record):
+                yield item  # a reject of the reader
+                continue
+            obj = parse_json_line(item)
+            ex = obj if isinstance(obj, str) else parse_nli(obj, item.path, item.line)
+            if isinstance(ex, str):
+                yield reject(item, ex)
+                continue
+            key = partition_of(ex.premise)
+            batch = buckets.setdefault(key, [])
+            batch.append(tuple(ex))  # a plain tuple: Beam encodes it natively, a NamedTuple only by pickling
+            if len(batch) >= BATCH:
+                yield key, buckets.pop(key)
+        yield from buckets.items()
+
+
+class PartitionRowsFn(beam.DoFn):
+    """(partition, example batches) -> one list of tuple rows (main) and one dict of unused counts (`skipped`)."""
 
     def __init__(self, source: str, drop_without_negatives: bool):
         self.source, self.drop = source, drop_without_negatives
 
-    def process(self, element: tuple[str, Iterable[tuple]]) -> Iterator[Any]:
-        rows, unused = rows_for_premise(map(NliExample._make, element[1]), self.source, self.drop)
-        yield from rows
-        for reason, n in unused.items():
-            for _ in range(n):
-                yield skip(reason)
+    def process(self, element: tuple[int, Iterable[list[tuple]]]) -> Iterator[Any]:
+        by_premise: dict[str, list[NliExample]] = {}
+        for batch in element[1]:
+            for t in batch:
+                by_premise.setdefault(t[0], []).append(NliExample._make(t))
+        rows: list[dict] = []
+        unused: dict[str, int] = {}
+        for examples in by_premise.values():
+            got, counts = rows_for_premise(examples, self.source, self.drop)
+            rows.extend(got)
+            for reason, n in counts.items():
+                unused[reason] = unused.get(reason, 0) + n
+                _counter("negminer", f"skipped_{reason}").inc(n)
+        if rows:
+            yield rows
+        if unused:
+            yield beam.pvalue.TaggedOutput(SKIPPED, unused)
 
 
 class BuildNliTuples(beam.PTransform):
@@ -181,15 +219,18 @@ class BuildNliTuples(beam.PTransform):
         self.inputs, self.source, self.drop = inputs, source, drop_without_negatives
 
     def expand(self, pbegin):
-        read = pbegin | "Read" >> ReadRecords(self.inputs)
-        parsed = read["records"] | "Parse" >> beam.ParDo(ParseNliFn()).with_outputs(REJECTS, main="examples")
+        parsed = (
+            pbegin
+            | "ListFiles" >> beam.Create(io.expand_patterns(self.inputs))
+            | "ReshuffleFiles" >> beam.Reshuffle()
+            | "ParseFiles" >> beam.ParDo(ParseNliFileFn()).with_outputs(REJECTS, main="examples")
+        )
         built = (
             parsed.examples
-            | "GroupByPremise" >> beam.GroupByKey()
-            | "Rows" >> beam.ParDo(PremiseRowsFn(self.source, self.drop)).with_outputs(SKIPPED, main="rows")
+            | "GroupByPartition" >> beam.GroupByKey()
+            | "Rows" >> beam.ParDo(PartitionRowsFn(self.source, self.drop)).with_outputs(SKIPPED, main="rows")
         )
-        rejects = (read[REJECTS], parsed[REJECTS]) | "AllRejects" >> beam.Flatten()
-        return {"rows": built.rows, "rejects": rejects, "skipped": built[SKIPPED]}
+        return {"row_batches": built.rows, "rejects": parsed[REJECTS], "skipped_counts": built[SKIPPED]}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -219,10 +219,11 @@ def test_build_nli_tuples_transform(tmp_path):
     ]
     p = BeamTestPipeline()
     out = p | snli.BuildNliTuples([f])
-    assert_that(out["rows"], equal_to(expected_rows), label="Rows")
+    rows = out["row_batches"] | "Unbatch" >> beam.FlatMap(lambda batch: batch)
+    assert_that(rows, equal_to(expected_rows), label="Rows")
     reasons = out["rejects"] | beam.Map(lambda r: (r[S.REJECT_LINE], r[S.REJECT_REASON], r[S.REJECT_SOURCE_FILE]))
     assert_that(reasons, equal_to([(5, "no_gold_label", f), (6, "malformed_json", f)]), label="Rejects")
-    assert_that(out["skipped"], equal_to(["neutral_hypothesis"]), label="Skipped")
+    assert_that(out["skipped_counts"], equal_to([{"neutral_hypothesis": 1}]), label="Skipped")
     result = p.run()
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter())["counters"]}
