@@ -19,8 +19,9 @@ from negminer.pipelines import schema as S
 from negminer.pipelines.converter import Converter
 from negminer.pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, reject, skip
 from negminer.pipelines.transforms.clean import normalize_for_match
-from negminer.pipelines.transforms.join import DOCS, PAIRS, QRELS, QUERIES, JoinQrels, Pair
-from negminer.pipelines.transforms.tabular import ReadKeyed, flatten_outputs, parse_id_text, parse_qrel, tidy
+from negminer.pipelines.transforms.join import DOCS, PAIRS, QRELS, QUERIES, JoinDocFn, JoinQueryFn, Pair
+from negminer.pipelines.transforms.partition import SKIPPED_COUNTS, ReadKeyedBatches, partition_join
+from negminer.pipelines.transforms.tabular import Qrel, flatten_outputs, parse_id_text, parse_qrel, tidy
 
 SOURCE, PAIR_TYPE = "msmarco", "qa"
 TRIPLES = "triples"
@@ -183,6 +184,24 @@ class AttachNegativesFn(beam.DoFn):
             yield pair_row(pair, negatives)
 
 
+def _qrel_kept(_key: str, qrel: tuple, threshold: float) -> str | None:
+    """None for a qrel at or above the threshold (a positive), else the reason it is skipped."""
+    return None if Qrel._make(qrel).score >= threshold else "below_min_relevance"
+
+
+def _itself(value: Any) -> list[Any]:
+    return [value]
+
+
+def _row_without_negatives(pair: tuple) -> list[dict[str, Any]]:
+    return [pair_row(pair, [])]
+
+
+def _key_by_text(pair: tuple) -> list[tuple[str, tuple]]:
+    p = Pair.of(pair)
+    return [(match_key(p.query.text, p.doc.text), pair)]
+
+
 class BuildMsMarcoTuples(beam.PTransform):
     """PBegin -> {'rows': row dicts, 'rejects': reject dicts, 'skipped': reason strings} from MS MARCO files."""
 
@@ -198,25 +217,34 @@ class BuildMsMarcoTuples(beam.PTransform):
                 REJECTS, SKIPPED, main="rows"
             )
             return flatten_outputs("MsMarco", [read, {REJECTS: built[REJECTS], SKIPPED: built[SKIPPED]}], built.rows)
+        # Hash-partitioned joins of keyed batches (transforms/partition.py), the per-key logic of join.py.
         text = functools.partial(parse_id_text, clean=c.clean)
-        queries = pbegin | "ReadQueries" >> ReadKeyed(list(c.queries), text)
-        docs = pbegin | "ReadCollection" >> ReadKeyed(list(c.collection), text)
-        qrels = pbegin | "ReadQrels" >> ReadKeyed(list(c.qrels), parse_qrel)
-        joined = {QUERIES: queries["keyed"], DOCS: docs["keyed"], QRELS: qrels["keyed"]} | "Join" >> JoinQrels(
-            threshold=c.min_relevance
+        queries = pbegin | "ReadQueries" >> ReadKeyedBatches(list(c.queries), text)
+        docs = pbegin | "ReadCollection" >> ReadKeyedBatches(list(c.collection), text)
+        keep = functools.partial(_qrel_kept, threshold=c.min_relevance)
+        qrels = pbegin | "ReadQrels" >> ReadKeyedBatches(list(c.qrels), parse_qrel, keep)
+        by_doc = partition_join(
+            "ByQuery", {QUERIES: queries["keyed"], QRELS: qrels["keyed"]}, JoinQueryFn(), _itself, rekey=True
         )
-        parts = [queries, docs, qrels, joined]
-        if not c.triples:
-            rows = joined[PAIRS] | "Rows" >> beam.Map(pair_row, [])
-            return flatten_outputs("MsMarco", parts, rows)
-        triples = pbegin | "ReadTriples" >> ReadKeyed(list(c.triples), functools.partial(parse_triple, clean=c.clean))
-        keyed_pairs = joined[PAIRS] | "KeyByText" >> beam.ParDo(KeyByTextFn())
-        built = (
-            {PAIRS: keyed_pairs, TRIPLES: triples["keyed"]}
-            | "GroupByText" >> beam.CoGroupByKey()
-            | "AttachNegatives" >> beam.ParDo(AttachNegativesFn()).with_outputs(SKIPPED, main="rows")
+        then = _key_by_text if c.triples else _row_without_negatives
+        pairs = partition_join(
+            "ByDoc", {DOCS: docs["keyed"], PAIRS: by_doc.main}, JoinDocFn(), then, rekey=bool(c.triples)
         )
-        return flatten_outputs("MsMarco", [*parts, triples, {SKIPPED: built[SKIPPED]}], built.rows)
+        parts = [queries, docs, qrels, by_doc, pairs]
+        rows = pairs.main
+        if c.triples:
+            parse = functools.partial(parse_triple, clean=c.clean)
+            triples = pbegin | "ReadTriples" >> ReadKeyedBatches(list(c.triples), parse)
+            built = partition_join(
+                "ByText", {PAIRS: pairs.main, TRIPLES: triples["keyed"]}, AttachNegativesFn(), _itself, rekey=False
+            )
+            parts += [triples, built]
+            rows = built.main
+        return {
+            "row_batches": rows,
+            REJECTS: tuple(part[REJECTS] for part in parts) | "AllRejects" >> beam.Flatten(),
+            "skipped_counts": tuple(part[SKIPPED_COUNTS] for part in parts) | "AllSkipCounts" >> beam.Flatten(),
+        }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
