@@ -171,6 +171,8 @@ def main() -> None:
                 flush=True,
             )
     lo, hi = min(results), max(results)
+    if lo == hi:
+        return
     for what in ("peak_rss", "peak_anon"):
         grow = results[hi][what] / results[lo][what]
         per_doc = (results[hi][what] - results[lo][what]) / (hi - lo)
