@@ -133,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--instruction-template",
         type=lambda s: s.replace("\\n", "\n"),  # a shell passes \n as two characters
         default=DEFAULT_INSTRUCTION_TEMPLATE,
-        help="how a row's instruction and query are encoded together (default 'Instruct: {instruction}\\nQuery: {query}')",
+        help="how a row's instruction and query are encoded together; \\n is a newline (default %(default)s)",
     )
     a("--doc-prompt", help="text prepended to every document before encoding (e.g. 'passage: ')")
     a("--pooling", choices=POOLINGS, default="auto", help="auto reads the model's sentence-transformers config")

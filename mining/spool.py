@@ -12,14 +12,11 @@ from __future__ import annotations
 import math
 import os
 import posixpath
-import uuid
 from collections import defaultdict
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 from negminer.pipelines import io
 from negminer.pipelines import schema as S
@@ -102,17 +99,14 @@ class ShardSpool:
 
 
 class _AtomicParquet:
-    """A Parquet writer into a temp name beside `path`, renamed over it on a clean exit (any Beam file system)."""
+    """A Parquet writer through `io.atomic_create`: a temp name beside `path`, renamed over it on a clean exit."""
 
     def __init__(self, path: str):
         self.path = path
-        parent, name = posixpath.split(path) if "://" in path else os.path.split(path)
-        self.tmp = io.join(parent, f".{name}.tmp-{uuid.uuid4().hex}")
-        if "://" not in path:
-            os.makedirs(parent or ".", exist_ok=True)
 
     def __enter__(self) -> _AtomicParquet:
-        self._fh = FileSystems.create(self.tmp, compression_type=CompressionTypes.UNCOMPRESSED)
+        self._file = io.atomic_create(self.path)
+        self._fh = self._file.__enter__()
         self._pq = pq.ParquetWriter(self._fh, S.SCHEMA, compression=io.PARQUET_COMPRESSION, write_statistics=True)
         return self
 
@@ -127,15 +121,6 @@ class _AtomicParquet:
 
     _written = False
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type, exc, tb) -> bool | None:
         self._pq.close()
-        self._fh.close()
-        if exc_type is not None:
-            FileSystems.delete([self.tmp])
-            return
-        if "://" not in self.path:
-            os.replace(self.tmp, self.path)
-            return
-        if FileSystems.exists(self.path):
-            FileSystems.delete([self.path])
-        FileSystems.rename([self.tmp], [self.path])
+        return self._file.__exit__(exc_type, exc, tb)

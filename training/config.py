@@ -181,7 +181,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--instruction-template",
         type=lambda s: s.replace("\\n", "\n"),  # a shell passes \n as two characters
         default=DEFAULT_INSTRUCTION_TEMPLATE,
-        help="how a row's instruction and query are encoded together (default 'Instruct: {instruction}\\nQuery: {query}')",
+        help="how a row's instruction and query are encoded together; \\n is a newline (default %(default)s)",
     )
     a("--eval", default=None, help="BEIR-format directory or shard directory to evaluate on (default none)")
     a(

@@ -205,6 +205,4 @@ class Encoder(torch.nn.Module):
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    io.write_bytes_atomic(str(path), (json.dumps(obj, indent=2) + "\n").encode("utf-8"))

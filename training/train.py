@@ -133,9 +133,7 @@ class Logger:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
+    io.write_bytes_atomic(str(path), (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:  # noqa: C901, PLR0915 — the one readable training loop (STYLE: nanoGPT); setup/eval/checkpoint are helpers already
