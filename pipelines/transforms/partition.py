@@ -118,15 +118,8 @@ class PartitionJoinFn(beam.DoFn):
         self.fn.setup()
 
     def process(self, element: tuple[int, dict[str, Iterable[list[tuple]]]]) -> Iterator[Any]:
-        _, groups = element
-        tags = list(groups)
-        by_key: dict[Any, dict[str, list]] = {}
-        for tag in tags:
-            for batch in groups[tag]:
-                for key, value in batch:
-                    by_key.setdefault(key, {t: [] for t in tags})[tag].append(value)
         batcher, items, skipped = Batcher(), [], {}
-        for key, values in by_key.items():
+        for key, values in by_key(element[1]).items():
             for out in self.fn.process((key, values)) or ():
                 if isinstance(out, beam.pvalue.TaggedOutput):
                     if out.tag == SKIPPED:
@@ -147,6 +140,17 @@ class PartitionJoinFn(beam.DoFn):
             yield items
         if skipped:
             yield beam.pvalue.TaggedOutput(SKIPPED_COUNTS, skipped)
+
+
+def by_key(groups: dict[str, Iterable[list[tuple]]]) -> dict[Any, dict[str, list]]:
+    """{tag: batches of (key, value)} -> {key: {tag: [values]}}, every tag present for every key (as CoGroupByKey)."""
+    tags = list(groups)
+    out: dict[Any, dict[str, list]] = {}
+    for tag in tags:
+        for batch in groups[tag]:
+            for key, value in batch:
+                out.setdefault(key, {t: [] for t in tags})[tag].append(value)
+    return out
 
 
 def partition_join(label: str, inputs: dict[str, Any], fn: beam.DoFn, then, rekey: bool):
