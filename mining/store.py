@@ -1,8 +1,9 @@
-"""Embedding cache on local disk: float16 chunks keyed by text hash, under a directory per encoder setting.
+"""Embedding cache: float16 chunks keyed by text hash, under a directory per encoder setting, on any Beam file system.
 
 Layout: `<work_dir>/embeddings/<setting key>/meta.json` plus, per chunk, `<name>.keys.npy` (uint64 hashes of the
-exact texts) and `<name>.f16.npy` (float16 (n, D), memory-mapped on read). Both are written atomically, keys first:
-a chunk exists once its `.f16.npy` does, so a run killed at any moment leaves only whole chunks behind.
+exact texts) and `<name>.f16.npy` (float16 (n, D)). Both are written atomically, keys first: a chunk exists once its
+`.f16.npy` does, so a run killed at any moment leaves only whole chunks behind. On local disk chunks are
+memory-mapped on read; under a URL (`gs://...`, any scheme Beam's `FileSystems` knows) a chunk is read whole.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
-from negminer.pipelines.io import write_bytes_atomic
+from negminer.pipelines.io import join, write_bytes_atomic
 
 KEYS_SUFFIX = ".keys.npy"
 EMB_SUFFIX = ".f16.npy"
@@ -38,27 +41,60 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _open(path: str):
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _npy_header(path: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of a `.npy` file from its header alone (any file system); a ValueError when the file is
+    shorter than its header says (a truncated write)."""
+    with _open(path) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version not in _HEADERS:
+            raise ValueError(f"unknown .npy format version {version}")
+        shape, _, dtype = _HEADERS[version](fh)
+        start = fh.tell()
+    want, size = start + int(np.prod(shape)) * dtype.itemsize, FileSystems.get_filesystem(path).size(path)
+    if size < want:
+        raise ValueError(f"{size} bytes, the header promises {want}")
+    return shape, dtype
+
+
 class EmbeddingStore:
     """Content-addressed float16 embeddings for one encoder setting."""
 
     def __init__(self, work_dir: str, fields: Mapping[str, Any]):
-        if "://" in work_dir:
-            raise ValueError(f"--work-dir must be a local directory (chunks are memory-mapped), got {work_dir!r}")
         self.fields = dict(fields)
         self.key = setting_key(fields)
-        self.dir = os.path.join(work_dir, "embeddings", self.key)
-        os.makedirs(self.dir, exist_ok=True)
-        meta = os.path.join(self.dir, "meta.json")
-        if not os.path.exists(meta):
+        self.local = FileSystems.get_scheme(work_dir) is None  # a URL: every file through Beam's FileSystems
+        self.dir = join(work_dir, "embeddings", self.key)
+        if self.local:
+            os.makedirs(self.dir, exist_ok=True)
+        meta = self._path("meta.json")
+        if not FileSystems.exists(meta):
             write_bytes_atomic(meta, json.dumps(self.fields, indent=2, sort_keys=True).encode("utf-8"))
         self._names: list[str] = []
         self._dim: int | None = None
         self.bad_chunks = 0  # malformed chunks found and removed by `locate`
 
+    def _path(self, name: str) -> str:
+        return join(self.dir, name)
+
+    def _files(self) -> set[str]:
+        """Names of the files in the store's directory (temp files of unfinished writes start with a dot)."""
+        if self.local:
+            return set(os.listdir(self.dir))
+        found = FileSystems.match([self._path("*")])[0].metadata_list
+        return {m.path.rsplit("/", 1)[-1] for m in found}
+
     def chunk_names(self) -> list[str]:
-        """Whole chunks on disk, sorted (a chunk counts once its embeddings file exists)."""
-        names = [f[: -len(EMB_SUFFIX)] for f in os.listdir(self.dir) if f.endswith(EMB_SUFFIX)]
-        return sorted(n for n in names if os.path.exists(os.path.join(self.dir, n + KEYS_SUFFIX)))
+        """Whole chunks in the store, sorted (a chunk counts once its embeddings file exists)."""
+        files = self._files()
+        names = [f[: -len(EMB_SUFFIX)] for f in files if f.endswith(EMB_SUFFIX) and not f.startswith(".")]
+        return sorted(n for n in names if n + KEYS_SUFFIX in files)
 
     def locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(chunk number, row) of each text hash in the cache; -1 where it is not cached yet.
@@ -111,30 +147,33 @@ class EmbeddingStore:
     def _check(self, name: str) -> tuple[str, np.ndarray, int]:
         """(what is wrong or '', keys, dimension) of one chunk, reading only the keys and the vectors' header."""
         try:
-            keys = np.load(os.path.join(self.dir, name + KEYS_SUFFIX))
-            emb = np.load(os.path.join(self.dir, name + EMB_SUFFIX), mmap_mode="r")
+            with _open(self._path(name + KEYS_SUFFIX)) as fh:
+                keys = np.load(_io.BytesIO(fh.read()), allow_pickle=False)
+            shape, dtype = _npy_header(self._path(name + EMB_SUFFIX))
         except (OSError, ValueError, EOFError) as e:
             return f"unreadable: {e}", np.zeros(0, np.uint64), 0
         if keys.ndim != 1 or keys.dtype != np.uint64:
             return f"keys of shape {keys.shape} and dtype {keys.dtype}", keys, 0
-        if emb.ndim != 2 or emb.dtype != np.float16 or emb.shape[0] != len(keys) or not emb.shape[1]:
-            return f"{len(keys)} keys but vectors of shape {emb.shape} and dtype {emb.dtype}", keys, 0
-        return "", keys, int(emb.shape[1])
+        if len(shape) != 2 or dtype != np.float16 or shape[0] != len(keys) or not shape[1]:
+            return f"{len(keys)} keys but vectors of shape {shape} and dtype {dtype}", keys, 0
+        return "", keys, int(shape[1])
 
     def _recorded_dim(self) -> int | None:
+        path = self._path(DIM_NAME)
+        if not FileSystems.exists(path):
+            return None
         try:
-            with open(os.path.join(self.dir, DIM_NAME), encoding="utf-8") as fh:
-                return int(fh.read().strip())
-        except (FileNotFoundError, ValueError):
+            with _open(path) as fh:
+                return int(fh.read().decode("utf-8").strip())
+        except ValueError:
             return None
 
     def _drop(self, name: str) -> None:
         self.bad_chunks += 1
         for suffix in (EMB_SUFFIX, KEYS_SUFFIX):  # the vectors first: a half-removed chunk no longer counts
-            try:
-                os.remove(os.path.join(self.dir, name + suffix))
-            except FileNotFoundError:
-                pass
+            path = self._path(name + suffix)
+            if FileSystems.exists(path):
+                FileSystems.delete([path])
 
     def write_chunk(self, keys: np.ndarray, emb: np.ndarray) -> str:
         """Store one chunk atomically; returns its name (a hash of its keys)."""
@@ -145,20 +184,25 @@ class EmbeddingStore:
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
         recorded = self._recorded_dim()
         if recorded is None:
-            write_bytes_atomic(os.path.join(self.dir, DIM_NAME), str(emb.shape[1]).encode())
+            write_bytes_atomic(self._path(DIM_NAME), str(emb.shape[1]).encode())
         elif recorded != emb.shape[1]:
             raise ValueError(f"embeddings of dimension {emb.shape[1]} in a store of dimension {recorded}")
         name = hashlib.sha256(keys.tobytes()).hexdigest()[:24]
-        write_bytes_atomic(os.path.join(self.dir, name + KEYS_SUFFIX), _npy_bytes(keys))
-        write_bytes_atomic(os.path.join(self.dir, name + EMB_SUFFIX), _npy_bytes(emb.astype(np.float16)))
+        write_bytes_atomic(self._path(name + KEYS_SUFFIX), _npy_bytes(keys))
+        write_bytes_atomic(self._path(name + EMB_SUFFIX), _npy_bytes(emb.astype(np.float16)))
         return name
 
     def chunk(self, i: int) -> np.ndarray:
-        """Memory-mapped float16 (n, D) embeddings of chunk `i` (as numbered by the last `locate`).
+        """float16 (n, D) embeddings of chunk `i` (as numbered by the last `locate`): memory-mapped on local disk,
+        read whole from other file systems.
 
         Not kept open: pages read through a mapping count as resident while it lives, so callers drop it.
         """
-        return np.load(os.path.join(self.dir, self._names[i] + EMB_SUFFIX), mmap_mode="r")
+        path = self._path(self._names[i] + EMB_SUFFIX)
+        if self.local:
+            return np.load(path, mmap_mode="r")
+        with _open(path) as fh:
+            return np.load(_io.BytesIO(fh.read()), allow_pickle=False)
 
     def gather(self, chunk: np.ndarray, row: np.ndarray) -> np.ndarray:
         """float32 (n, D) embeddings at (chunk, row) positions, in the given order."""

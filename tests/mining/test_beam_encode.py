@@ -37,10 +37,14 @@ def run(spec, texts):
 
 
 @pytest.mark.slow
-def test_beam_encoding_fills_the_store_and_resumes(tmp_path, tiny_bert_dir):
+@pytest.mark.parametrize("where", ["local", "mem"])
+def test_beam_encoding_fills_the_store_and_resumes(where, tmp_path, tiny_bert_dir):
+    """On local disk and on `mem://`, a non-local Beam file system (as `gs://` is), in the same way."""
+    import tests.memfs  # noqa: F401 — registers mem://
+
     rng = np.random.default_rng(3)
     texts = list(dict.fromkeys(sentence(rng) for _ in range(50)))
-    spec, emb = spec_for(tiny_bert_dir, tmp_path / "work")
+    spec, emb = spec_for(tiny_bert_dir, tmp_path / "work" if where == "local" else f"mem://{tmp_path.name}/work")
     run(spec, texts[:30])
     store = EmbeddingStore(spec.work_dir, spec.fields)
     keys = np.array([hash64(t) for t in texts], np.uint64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
@@ -219,3 +220,47 @@ def test_mining_on_all_gpus_matches_one_gpu(mine_data, tmp_path, tiny_bert_dir, 
     one = mine(dataclasses.replace(cfg, output=str(tmp_path / "one"), work_dir=str(tmp_path / "w1")))
     assert all_gpus["rows"] == one["rows"]
     assert list(io.iter_rows(cfg.output)) == list(io.iter_rows(str(tmp_path / "one")))
+
+
+def test_store_on_a_non_local_file_system_resumes_and_drops_malformed_chunks(tmp_path):
+    """`mem://` (tests/memfs.py) stands for gs://: the same chunks as on disk, read whole instead of mapped."""
+    from tests import memfs
+
+    texts = [f"text {i} " + "z" * (i % 7) for i in range(40)]
+    keys = np.arange(1, 41, dtype=np.uint64) * 7907
+    lengths, arr = np.array([len(t) for t in texts]), pa.array(texts)
+    remote = EmbeddingStore(f"mem://{tmp_path.name}/work", {"fingerprint": "fake"})
+    local = EmbeddingStore(str(tmp_path), {"fingerprint": "fake"})
+    assert not remote.local and remote.dir.startswith("mem://") and remote.key == local.key
+
+    def crash_after_two(c):
+        if c == 1:
+            raise Boom
+
+    with pytest.raises(Boom):
+        encode_missing(
+            remote, arr, keys, lengths, fake_embed([]), batch_size=4, chunk_size=8, on_chunk=crash_after_two
+        )
+    calls: list[list[str]] = []
+    assert encode_missing(remote, arr, keys, lengths, fake_embed(calls), batch_size=4, chunk_size=8) == 24
+    assert sum(map(len, calls)) == 24  # the rerun encodes only the 24 texts the killed run had not stored
+    encode_missing(local, arr, keys, lengths, fake_embed([]), batch_size=4, chunk_size=8)
+    names = remote.chunk_names()
+    assert names == local.chunk_names() and len(names) == 5
+    for n in names:  # byte for byte the files the local store holds
+        for suffix in (KEYS_SUFFIX, EMB_SUFFIX):
+            with open(os.path.join(local.dir, n + suffix), "rb") as fh:
+                assert memfs.FILES[f"{remote.dir}/{n}{suffix}"] == fh.read()
+    chunk, row = remote.locate(keys)
+    np.testing.assert_array_equal(remote.gather(chunk, row), local.gather(*local.locate(keys)))
+    assert not [p for p in memfs.FILES if p.startswith(remote.dir) and "/." in p]  # no temp objects left
+    # a truncated object and one whose keys and vectors disagree: found, removed, encoded again
+    path = f"{remote.dir}/{{}}{EMB_SUFFIX}".format
+    memfs.FILES[path(names[0])] = memfs.FILES[path(names[0])][:100]
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((7, 3), np.float16))
+    memfs.FILES[path(names[1])] = buf.getvalue()
+    fresh = EmbeddingStore(f"mem://{tmp_path.name}/work", {"fingerprint": "fake"})
+    assert (fresh.locate(keys)[0] < 0).sum() == 16 and fresh.bad_chunks == 2
+    assert path(names[0]) not in memfs.FILES
+    assert encode_missing(fresh, arr, keys, lengths, fake_embed([]), batch_size=4, chunk_size=8) == 16
