@@ -7,8 +7,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
 
-from negminer.pipelines import io
+from negminer.pipelines import io, tables
 from negminer.pipelines import schema as S
 
 
@@ -22,20 +23,25 @@ class WriteShardFn(beam.DoFn):
     def __init__(self, out_dir: str, split: str, num_shards: int):
         self.out_dir, self.split, self.num_shards = out_dir, split, num_shards
 
-    def process(self, element: tuple[int, Iterable[dict | None]]):
-        index, items = element
+    def process(self, element: tuple[int, Iterable[dict | list[dict] | pa.Table | None]]):
+        index, items = element[0], list(element[1])
         path = io.join(self.out_dir, io.shard_name(self.split, index, self.num_shards))
-        stats = io.write_shard(_rows_of(items), path)
+        parts = [t for t in items if isinstance(t, pa.Table)]
+        if parts:  # Arrow tables (with any row dicts converted): sorted and deduplicated in Arrow, same bytes
+            rows = list(_rows_of(items))
+            stats = tables.write_shard(pa.concat_tables(parts + ([S.rows_to_table(rows)] if rows else [])), path)
+        else:
+            stats = io.write_shard(_rows_of(items), path)
         stats["files"] = [stats.pop("file")]
         yield stats
 
 
-def _rows_of(items: Iterable[dict | list[dict] | None]) -> Iterator[dict]:
-    """The rows of a shard's grouped items: single rows, batches of rows (lists) and the `None` placeholder."""
+def _rows_of(items: Iterable[dict | list[dict] | pa.Table | None]) -> Iterator[dict]:
+    """The row dicts of a shard's grouped items: single rows, batches of rows (lists); not tables or `None`."""
     for item in items:
         if isinstance(item, list):
             yield from item
-        elif item is not None:
+        elif isinstance(item, dict):
             yield item
 
 
@@ -69,8 +75,9 @@ def _write_manifest(_, out_dir: str, base: dict, split: str, stats: dict, reject
 class WriteShardDir(beam.PTransform):
     """{'rows': PCollection[row dict], 'rejects': PCollection[reject dict], 'skipped': PCollection[str]} -> DIR.
 
-    Batched builders may give instead (or as well) `row_batches` (PCollection[list[row dict]]) and
-    `skipped_counts` (PCollection[dict reason -> count]): the same shards and counts with far fewer Beam elements.
+    Batched builders may give instead (or as well) `row_batches` (PCollection[list[row dict]]), `row_tables`
+    (PCollection[pa.Table of `S.SCHEMA`]) and `skipped_counts` (PCollection[dict reason -> count]): the same shards
+    and counts with far fewer Beam elements (tables are sorted and deduplicated in Arrow, see tables.py).
 
     Rows go to `num_shards` files by hash of their id (every index is written, empty or not), sorted by id
     and deduplicated by id inside each file, so the same input gives byte-identical shards on every run and
@@ -92,6 +99,8 @@ class WriteShardDir(beam.PTransform):
             parts.append(pcolls["rows"] | "KeyByShard" >> beam.Map(lambda r, n=n: (io.shard_of(r[S.ID], n), r)))
         if "row_batches" in pcolls:
             parts.append(pcolls["row_batches"] | "BatchByShard" >> beam.FlatMap(_batch_by_shard, n=n))
+        if "row_tables" in pcolls:
+            parts.append(pcolls["row_tables"] | "TableByShard" >> beam.FlatMap(tables.split_by_shard, count=n))
         stats = (
             tuple(parts)
             | "FlattenShards" >> beam.Flatten()
