@@ -1,16 +1,18 @@
-"""`negminer mine --runner ...`: the miner as a Beam pipeline, encoding and exact search spread over workers.
+"""`negminer mine --runner ...`: the miner as a Beam pipeline, encoding, search, selection and writing spread over workers.
 
-Prepare (one worker: corpus, query groups and encode plans, built by the in-process code) -> Encode (each planned
-chunk through RunInference into the content-addressed store) -> Search ((corpus block x query block) tasks whose
-partial top-k merge in a combine, into the search cache) -> Finish (one worker: the in-process miner, which finds
-both caches full, then selects, reranks and writes the shards). Both drivers cut the same chunks and batches and
-make the same FAISS calls, so they write the same bytes. A rerun encodes only what the store lacks.
+Prepare (one worker: corpus, query groups and encode plans, built by the in-process code, saved as memory-mappable
+files of the run) -> Encode (each planned chunk through RunInference into the content-addressed store) -> Search
+((corpus block x query block) tasks whose partial top-k merge in a combine) -> Select (one task per batch of query
+groups, `beam_select`) -> rows joined to their group's pick -> shards, then the manifest. Both drivers cut the same
+chunks, batches and group batches and make the same FAISS calls, so they write the same bytes. A rerun encodes
+only what the store lacks.
 
 Usage: negminer mine --input shards/msmarco --output mined --model M --runner DirectRunner --direct_num_workers=2
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,15 +26,21 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import StandardOptions, TestOptions
 
+from negminer.mining import beam_select as sel
 from negminer.mining import index as ix
 from negminer.mining import mine as core
 from negminer.mining.beam_search import SearchBlocks
 from negminer.mining.config import MineConfig
-from negminer.mining.encode import encode_chunk, plan_missing, resolve_device
-from negminer.mining.groups import build_groups
+from negminer.mining.corpus import DOC_ID
+from negminer.mining.encode import dtype_reason, encode_chunk, plan_missing, resolve_device
+from negminer.mining.groups import Groups, build_groups
+from negminer.mining.output import row_positive_slot, shard_count
+from negminer.mining.remote import is_endpoint
 from negminer.mining.store import EmbeddingStore
 from negminer.pipelines import io
 from negminer.pipelines import runner as R
+from negminer.pipelines import schema as S
+from negminer.training.model import check_model_ref
 
 KINDS = ("documents", "queries")
 QUERY_BLOCK = 16384  # queries per search task: the query batch of one FAISS call in `index.search_sharded`
@@ -61,14 +69,59 @@ class _Run:
         return np.load(self.path(f"{kind}.keys.npy"))
 
     def texts(self, kind: str) -> pa.ChunkedArray:
-        return pa.ipc.open_file(pa.memory_map(self.path(f"{kind}.arrow"), "r")).read_all().column("text")
+        return self._table(kind).column("text")
+
+    def doc_ids(self) -> pa.ChunkedArray:
+        return self._table("documents").column(DOC_ID)
+
+    def _table(self, name: str) -> pa.Table:
+        return pa.ipc.open_file(pa.memory_map(self.path(f"{name}.arrow"), "r")).read_all()  # pages, not objects
+
+    def array(self, name: str) -> np.ndarray:
+        """One of the group arrays Prepare saved, memory-mapped."""
+        return np.load(self.path(f"{name}.npy"), mmap_mode="r")
+
+    def group_batch(self, lo: int, hi: int) -> Groups:
+        """Groups lo..hi-1 alone (their CSR rows re-based): what `mine.select_all` reads of them."""
+        key, query = self.array("group_key")[lo:hi], self._table("groups").column("query").slice(lo, hi - lo)
+        csr = []
+        for name in ("pos", "excl"):
+            indptr = np.asarray(self.array(f"{name}_indptr")[lo : hi + 1])
+            csr += [indptr - indptr[0], np.asarray(self.array(f"{name}_docs")[indptr[0] : indptr[-1]])]
+        none = np.zeros(0, np.int64)  # rows are not read by selection
+        return Groups(query.combine_chunks(), np.asarray(key), none, none, csr[0], csr[1], csr[2], csr[3])
+
+    def top(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, candidates) of groups lo..hi-1 from the merged top-k of their query block."""
+        qid, off = divmod(lo, QUERY_BLOCK)
+        if hi - lo + off > QUERY_BLOCK:
+            raise ValueError(f"groups {lo}..{hi} span two query blocks")
+        scores = np.load(self.path(f"top-{qid}.scores.npy"), mmap_mode="r")[off : off + hi - lo]
+        idx = np.load(self.path(f"top-{qid}.idx.npy"), mmap_mode="r")[off : off + hi - lo]
+        return np.asarray(scores), np.asarray(idx)
+
+    def save_located(self, kind: str, store: EmbeddingStore, chunk: np.ndarray, row: np.ndarray) -> None:
+        np.save(self.path(f"{kind}.chunk.npy"), chunk)
+        np.save(self.path(f"{kind}.row.npy"), row)
+        io.write_bytes_atomic(self.path(f"{kind}.chunks.json"), json.dumps(store.located_chunks()).encode("utf-8"))
+
+    def located(self, kind: str) -> tuple[EmbeddingStore, tuple[np.ndarray, np.ndarray]]:
+        """The store with its chunks numbered as when the locations were saved, and the (chunk, row) of each text."""
+        with open(self.path(f"{kind}.chunks.json"), encoding="utf-8") as fh:
+            store = self.store(kind).use_located_chunks(json.load(fh))
+        return store, (self.array(f"{kind}.chunk"), self.array(f"{kind}.row"))
+
+    def rejects(self) -> list[dict]:
+        with open(self.path("rejects.json"), encoding="utf-8") as fh:
+            return json.load(fh)
 
     def gpu(self) -> bool:
         return resolve_device(self.cfg.device) == "cuda" and ix.gpu_available()
 
 
 class PrepareFn(beam.DoFn):
-    """Builds the corpus and query groups as the in-process miner does; yields the encode plan's chunks."""
+    """Builds the corpus and query groups as the in-process miner does and saves them for the later stages;
+    yields the encode plan's chunks."""
 
     def __init__(self, run: _Run):
         self.run = run
@@ -77,22 +130,32 @@ class PrepareFn(beam.DoFn):
         run, cfg = self.run, self.run.cfg
         os.makedirs(run.dir, exist_ok=True)
         files = cfg.input_files()  # the split, checked against the input's manifest
-        corpus = core.build_corpus(cfg, [], files, run.path("documents.arrow"))
+        rejects: list[dict] = []
+        corpus = core.build_corpus(cfg, rejects, files, run.path("documents.arrow"))
         groups = build_groups(files, corpus, cfg.instruction_template)
-        docs_e, query_e, _ = core.embedders(cfg, core.load_encoder(cfg))
+        encoder = core.load_encoder(cfg)
+        docs_e, query_e, _ = core.embedders(cfg, encoder)
         qkeys, qlen = core.query_keys(groups)
-        with pa.ipc.new_file(run.path("queries.arrow"), pa.schema([("text", pa.string())])) as w:
-            w.write_table(pa.table({"text": groups.encoded}))
+        for name, column, values in (("queries", "text", groups.encoded), ("groups", "query", groups.query)):
+            table = pa.table({column: pa.array(values, pa.string())})
+            with pa.ipc.new_file(run.path(f"{name}.arrow"), table.schema) as w:
+                w.write_table(table)
         np.save(run.path("documents.keys.npy"), corpus.text_key)
         np.save(run.path("queries.keys.npy"), qkeys)
+        _save_groups(run, groups)
+        io.write_bytes_atomic(run.path("rejects.json"), json.dumps(rejects).encode("utf-8"))
         stores = {
             k: EmbeddingStore(cfg.work_dir, e.cache_fields()) for k, e in zip(KINDS, (docs_e, query_e), strict=True)
         }
+        k = min(cfg.rules().range_max + groups.max_excluded(), len(corpus))
         meta = {
-            "k": min(cfg.rules().range_max + groups.max_excluded(), len(corpus)),
-            "fields": {k: s.fields for k, s in stores.items()},
+            "k": k,
+            "fields": {kind: s.fields for kind, s in stores.items()},
             "search": core.search_base(cfg, stores["documents"], stores["queries"], corpus, qkeys),
             "queries": len(groups),
+            "files": files,
+            "file_rows": _row_offsets(files),
+            "info": _info(cfg, encoder, stores, k, corpus, rejects, len(groups), run.gpu()),
         }
         io.write_bytes_atomic(run.path("meta.json"), json.dumps(meta).encode("utf-8"))
         lengths = {"documents": corpus.lengths(), "queries": qlen}
@@ -101,6 +164,60 @@ class PrepareFn(beam.DoFn):
             order = plan_missing(stores[kind], keys[kind], lengths[kind])
             for lo in range(0, len(order), cfg.chunk_size):
                 yield kind, order[lo : lo + cfg.chunk_size]
+
+
+def _save_groups(run: _Run, groups: Groups) -> None:
+    arrays = {
+        "group_key": groups.key,
+        "pos_indptr": groups.pos_indptr,
+        "pos_docs": groups.pos_docs,
+        "excl_indptr": groups.excl_indptr,
+        "excl_docs": groups.excl_docs,
+        "row_group": groups.row_group,
+        "row_slot": row_positive_slot(groups),
+    }
+    for name, arr in arrays.items():
+        np.save(run.path(f"{name}.npy"), arr)
+
+
+def _row_offsets(files: list[str]) -> list[tuple[str, int]]:
+    """(input file, number of its first row): rows are numbered across the files in order, as `build_groups` does."""
+    out, r = [], 0
+    for path in files:
+        out.append((path, r))
+        r += sum(b.num_rows for b in io.read_shards([path], columns=[S.ID]))
+    return out
+
+
+def _info(cfg: MineConfig, encoder, stores: dict, k: int, corpus, rejects, n_groups: int, gpu: bool) -> dict:  # noqa: PLR0913 — the facts the in-process manifest records, in its order
+    """The manifest's run facts, keys in the in-process miner's order (`reranker`, `encoded`, `runner` are filled
+    at the end)."""
+    device = resolve_device(cfg.device)
+    return {
+        "model": cfg.model,
+        "fingerprint": encoder.fingerprint(),
+        "pooling": encoder.pooling,
+        "max_length": int(encoder.max_length),
+        "device": device,
+        "dtype": stores["documents"].fields["dtype"],
+        "dtype_reason": dtype_reason(cfg.dtype, device),
+        "index": cfg.index,
+        "faiss_gpu": gpu,
+        "k": k,
+        "reranker": None,
+        "judge": None,
+        "work_dir": cfg.work_dir,
+        "cache": {kind: stores[kind].key for kind in KINDS},
+        "encoded": None,
+        "runner": None,
+        "corpus": {
+            "documents": len(corpus),
+            "read": corpus.raw_count,
+            "rejects": len(rejects),
+            "empty_skipped": corpus.empty_skipped,
+        },
+        "groups": n_groups,
+    }
 
 
 class _Embedders(dict):
@@ -142,7 +259,8 @@ class WriteChunkFn(beam.DoFn):
 
 
 class CorpusBlocksFn(beam.DoFn):
-    """After encoding: the corpus cut into the blocks the in-process search uses, as (doc numbers, vectors)."""
+    """After encoding: the corpus cut into the blocks the in-process search uses, as (doc numbers, vectors); saves
+    where each document's vector is, for the select tasks."""
 
     def __init__(self, run: _Run):
         self.run = run
@@ -150,18 +268,21 @@ class CorpusBlocksFn(beam.DoFn):
     def process(self, _, encoded: dict):
         store = self.run.store("documents")
         chunk, row = store.locate(self.run.keys("documents"))
+        self.run.save_located("documents", store, chunk, row)
         size = core.SEARCH_SHARD_GPU if self.run.gpu() else core.SEARCH_SHARD_CPU
         yield from ix.coalesce(store.shards(chunk, row), size)
 
 
 class QueryBlocksFn(beam.DoFn):
-    """After encoding: (block id, float32 query vectors) in the blocks of one in-process FAISS call."""
+    """After encoding: (block id, float32 query vectors) in the blocks of one in-process FAISS call; saves where
+    each query's vector is."""
 
     def __init__(self, run: _Run, block: int):
         self.run, self.block = run, block
 
     def process(self, _, encoded: dict):
         queries = core.QueryVectors(self.run.store("queries"), self.run.keys("queries"))
+        self.run.save_located("queries", queries.store, queries.chunk, queries.row)
         for lo in range(0, len(queries), self.block):
             yield lo // self.block, queries[slice(lo, min(lo + self.block, len(queries)))]
 
@@ -177,26 +298,31 @@ class SaveTopFn(beam.DoFn):
         yield qid
 
 
-class FinishFn(beam.DoFn):
-    """Assembles the search cache from the blocks, then runs the in-process miner over the full caches."""
+class BatchesFn(beam.DoFn):
+    """Once the search is saved: the numbers of the group batches to select."""
 
-    def __init__(self, run: _Run, block: int, runner: str):
-        self.run, self.block, self.runner = run, block, runner
+    def __init__(self, run: _Run):
+        self.run = run
 
-    def process(self, _, blocks: list[int], encoded: dict):
-        meta = self.run.meta()
-        cache = core.SearchCache(meta["search"], meta["queries"], meta["k"])
-        for qid in sorted(blocks):
-            rows = slice(qid * self.block, min((qid + 1) * self.block, meta["queries"]))
-            cache.scores[rows] = np.load(self.run.path(f"top-{qid}.scores.npy"))
-            cache.idx[rows] = np.load(self.run.path(f"top-{qid}.idx.npy"))
-        cache.commit()
-        encoded = {kind: int(encoded.get(kind, 0)) for kind in KINDS}
-        yield core.mine(self.run.cfg, beam={"encoded": encoded, "runner": self.runner})["rows"]
+    def process(self, _, searched: list[int]):
+        n = self.run.meta()["queries"]
+        yield from range(-(-n // core.GROUP_BATCH))
 
 
-def build_pipeline(p: beam.Pipeline, run: _Run, runner: str) -> None:
-    """Wire the mining stages into `p` (see the module docstring)."""
+class InputFilesFn(beam.DoFn):
+    """Once Prepare has run: (input file, number of its first row) for each input file."""
+
+    def __init__(self, run: _Run):
+        self.run = run
+
+    def process(self, _, searched: list[int]):
+        for path, r in self.run.meta()["file_rows"]:
+            yield path, int(r)
+
+
+def build_pipeline(p: beam.Pipeline, run: _Run, runner: str, files: list[str] | None = None) -> None:
+    """Wire the mining stages into `p` (see the module docstring); `files`: the input split's shard files, which
+    give the default number of output shards."""
     block = QUERY_BLOCK
     plan = p | "Start" >> beam.Create([None]) | "Prepare" >> beam.ParDo(PrepareFn(run))
     encoded = (
@@ -211,10 +337,39 @@ def build_pipeline(p: beam.Pipeline, run: _Run, runner: str) -> None:
     corpus = p | "StartSearch" >> beam.Create([None]) | "CorpusBlocks" >> beam.ParDo(CorpusBlocksFn(run), done)
     queries = p | "StartQueries" >> beam.Create([None]) | "QueryBlocks" >> beam.ParDo(QueryBlocksFn(run, block), done)
     saved = (corpus, queries) | "Search" >> SearchBlocks(k) | "SaveTop" >> beam.ParDo(SaveTopFn(run))
+    searched = beam.pvalue.AsList(saved)  # a side input: selection starts once the search is saved
+    selected = (
+        p
+        | "StartSelect" >> beam.Create([None])
+        | "Batches" >> beam.ParDo(BatchesFn(run), searched)
+        | "SpreadBatches" >> beam.Reshuffle()
+        | "Select" >> beam.ParDo(sel.SelectFn(run)).with_outputs(sel.SUMMARY, main="picks")
+    )
+    rows = (
+        p
+        | "StartRows" >> beam.Create([None])
+        | "InputFiles" >> beam.ParDo(InputFilesFn(run), searched)
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "ReadRows" >> beam.ParDo(sel.ReadRowsFn(run))
+    )
+    mined = (
+        {"rows": rows, "pick": selected.picks}
+        | "JoinPicks" >> beam.CoGroupByKey()
+        | "MinedRows" >> beam.ParDo(sel.MinedRowsFn(run)).with_outputs(sel.SCORES, main="rows")
+    )
+    n = run.cfg.num_shards or shard_count(files or [])
+    stats = mined.rows | "WriteRows" >> sel.WriteRows(run.cfg.output, run.cfg.split, n)
     _ = (
         p
-        | "StartFinish" >> beam.Create([None])
-        | "Finish" >> beam.ParDo(FinishFn(run, block, runner), beam.pvalue.AsList(saved), done)
+        | "StartCommit" >> beam.Create([None])
+        | "Commit"
+        >> beam.ParDo(
+            sel.CommitFn(run, runner),
+            beam.pvalue.AsSingleton(stats),
+            beam.pvalue.AsList(selected[sel.SUMMARY]),
+            beam.pvalue.AsList(mined[sel.SCORES]),
+            done,
+        )
     )
 
 
@@ -242,13 +397,31 @@ def mine_beam(cfg: MineConfig, beam_args: list[str]) -> dict[str, Any]:
     (an empty dict for a `--dry_run=True` job graph, which runs nothing)."""
     if cfg.index != "flat":
         raise ValueError(f"--index {cfg.index}: the Beam miner searches exactly (--index flat) only")
+    for flag, value in (("--lexical", cfg.rules().lexical), ("--judge", cfg.judge)):
+        if value is not None:
+            raise ValueError(
+                f"{flag}: not on the Beam miner yet (it needs the whole corpus in one process); run without --runner"
+            )
     opts = R.pipeline_options(beam_args)
     runner = opts.view_as(StandardOptions).runner or R.DEFAULT_RUNNER
+    dry = opts.view_as(TestOptions).dry_run
+    files: list[str] = []
+    if not dry:  # a job graph built to be submitted elsewhere: its input, model and GPU are checked there
+        resolve_device(cfg.device)
+        files = cfg.input_files()  # an incomplete input is refused before anything starts
+        if not is_endpoint(cfg.model):
+            check_model_ref(cfg.model)
+        if cfg.reranker:
+            check_model_ref(cfg.reranker, "--reranker")
     run = _Run(cfg, os.path.join(cfg.work_dir, "beam", uuid.uuid4().hex))
     try:
-        with beam.Pipeline(runner=R.local_runner(opts), options=opts) as p:
-            build_pipeline(p, run, runner)
+        with contextlib.ExitStack() as stack:
+            if not dry:  # the workers write the output: the driver holds its lock for the whole job
+                stack.enter_context(io.output_lock(cfg.output, "mine"))
+                io.begin_split(cfg.output, cfg.split)
+            with beam.Pipeline(runner=R.local_runner(opts), options=opts) as p:
+                build_pipeline(p, run, runner, files)
     finally:
         if os.path.isdir(run.dir):
             shutil.rmtree(run.dir, ignore_errors=True)
-    return {} if opts.view_as(TestOptions).dry_run else io.read_manifest(cfg.output)
+    return {} if dry else io.read_manifest(cfg.output)

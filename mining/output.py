@@ -140,13 +140,48 @@ def write_output(  # noqa: PLR0913 — the mined job's parts; cfg carries the se
         stats = spool.finish()
     finally:
         shutil.rmtree(spill, ignore_errors=True)
+    summary = MinedSummary(
+        removed=dict(mined.removed),
+        shortfall_groups=int((mined.found < cfg.num_negatives).sum()),
+        shortfall_rows=counters["shortfall_rows"],
+        dropped_rows=counters["dropped_rows"],
+        pos_scores=np.array(pos_scores),
+        neg_scores=np.array(neg_scores),
+        pos_retriever=mined.pos_retriever,
+        neg_retriever=mined.neg_retriever,
+        rows_held_max=spool.max_held,
+    )
+    return commit_mined(cfg, files, stats, summary, rejects, {**info, "timings_s": timings})
+
+
+@dataclasses.dataclass
+class MinedSummary:
+    """What the manifest says about a mined split besides its shards' statistics (both drivers fill it)."""
+
+    removed: dict[str, int]
+    shortfall_groups: int  # query groups with fewer than `--num-negatives`
+    shortfall_rows: int
+    dropped_rows: int
+    pos_scores: np.ndarray  # teacher scores of the written rows' positives, in row order ...
+    neg_scores: np.ndarray  # ... and of their negatives
+    pos_retriever: np.ndarray  # retriever scores of every positive of every group
+    neg_retriever: np.ndarray  # ... and of every chosen negative (nan padded)
+    rows_held_max: int | None  # most row dicts held at once (None: not measured)
+
+
+def commit_mined(  # noqa: PLR0913 — the parts of a finished split; cfg carries the settings
+    cfg: MineConfig, files: list[str], stats: dict, summary: MinedSummary, rejects, info: dict
+) -> dict[str, Any]:
+    """Write the rejects and the manifest entry of split `cfg.split` after its shards (`stats`); returns the
+    manifest. `info` holds the run's model/index/corpus facts and `timings_s`."""
     try:
         source = io.read_manifest(cfg.input)
     except FileNotFoundError:
         source = {}
     source = {**source, **((source.get("splits") or {}).get(cfg.split) or {})}  # the input split's own build
     inputs = files + (io.expand_patterns(cfg.corpus) if cfg.corpus else [])
-    has_found = mined.found
+    info = dict(info)
+    timings = info.pop("timings_s", {})
     mining = {
         **info,
         "thresholds": {
@@ -154,22 +189,22 @@ def write_output(  # noqa: PLR0913 — the mined job's parts; cfg carries the se
             "positive_aware": str(cfg.ceiling()),
             "reranker_threshold": cfg.reranker_threshold if cfg.reranker else None,
         },
-        "removed": dict(mined.removed),
+        "removed": dict(summary.removed),
         "shortfall": {
-            "groups": int((has_found < cfg.num_negatives).sum()),
-            "rows": counters["shortfall_rows"],
-            "rows_dropped": counters["dropped_rows"],
+            "groups": summary.shortfall_groups,
+            "rows": summary.shortfall_rows,
+            "rows_dropped": summary.dropped_rows,
         },
         "scores": {
             "teacher": "reranker" if cfg.reranker else "retriever",
             "kind": score_kind(cfg),
-            "positive": score_stats(np.array(pos_scores)),
-            "negative": score_stats(np.array(neg_scores)),
-            "retriever_positive": score_stats(mined.pos_retriever),
-            "retriever_negative": score_stats(mined.neg_retriever),
+            "positive": score_stats(summary.pos_scores),
+            "negative": score_stats(summary.neg_scores),
+            "retriever_positive": score_stats(summary.pos_retriever),
+            "retriever_negative": score_stats(summary.neg_retriever),
         },
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "rows_held_max": spool.max_held,
+        "rows_held_max": summary.rows_held_max,
     }
     record = {
         "negminer_version": negminer.__version__,

@@ -117,6 +117,15 @@ class EmbeddingStore:
         row[hit] = all_row[order[pos[hit]]]
         return chunk, row
 
+    def located_chunks(self) -> list[str]:
+        """The chunk names as the last `locate` numbered them (to hand its locations to another process)."""
+        return list(self._names)
+
+    def use_located_chunks(self, names: list[str]) -> EmbeddingStore:
+        """Number the chunks as `located_chunks()` did elsewhere, so its (chunk, row) locations work here."""
+        self._names = list(names)
+        return self
+
     def cached_keys(self) -> np.ndarray:
         """Every text hash in the well-formed chunks (malformed ones are removed, as by `locate`)."""
         self._names, have = self._valid_chunks()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from negminer.mining.beam_mine import mine_beam
+from negminer.mining.mine import mine
 from tests.mining.conftest import mine_config
 from tests.mining.test_golden import MSMARCO, MULTI_POSITIVE, digests, mine_splits, msmarco_config
 
@@ -28,7 +29,33 @@ def test_beam_and_in_process_write_the_same_bytes_multi_positive(mine_data, tmp_
     local = mine_splits(cfg)
     assert local["mining"]["encoded"] == {"documents": 0, "queries": 0}
     assert digests(cfg.output) == MULTI_POSITIVE
-    assert local["mining"]["removed"] == beam_manifest["mining"]["removed"]
+    # the manifest says the same of both runs, but for how they ran
+    how = ("runner", "encoded", "timings_s", "rows_held_max")
+    assert {k: v for k, v in local["mining"].items() if k not in how} == {
+        k: v for k, v in beam_manifest["mining"].items() if k not in how
+    }
+    assert beam_manifest["mining"]["corpus"]["rejects"] == 1  # the bad line of the TSV corpus, as in-process
+
+
+@pytest.mark.slow
+def test_beam_reranks_on_its_select_workers_as_in_process(mine_data, tmp_path, tiny_bert_dir, tiny_cross_encoder_dir):
+    cfg = mine_config(
+        mine_data, tmp_path, tiny_bert_dir, reranker=str(tiny_cross_encoder_dir), positive_aware="margin:1"
+    )
+    local = mine(dataclasses.replace(cfg, split="train"))
+    beam = mine_beam(dataclasses.replace(cfg, split="train", output=str(tmp_path / "beam")), TWO_WORKERS)
+    assert digests(tmp_path / "beam") == digests(cfg.output)
+    assert beam["mining"]["reranker"] == local["mining"]["reranker"] is not None
+    assert beam["mining"]["scores"] == local["mining"]["scores"]
+    assert beam["mining"]["removed"] == local["mining"]["removed"]
+
+
+@pytest.mark.parametrize("flag", [{"lexical": 0.5}, {"judge": "some-llm"}])
+def test_beam_refuses_what_needs_the_whole_corpus_in_one_process(flag, mine_data, tmp_path, tiny_bert_dir):
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, **flag)
+    with pytest.raises(ValueError, match="not on the Beam miner yet"):
+        mine_beam(cfg, ["--runner=DirectRunner"])
+    assert not (tmp_path / "out").exists()  # refused before anything ran
 
 
 @pytest.mark.slow
