@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -11,7 +12,7 @@ from apache_beam.metrics import Metrics
 
 from negminer.pipelines import io
 from negminer.pipelines import schema as S
-from negminer.pipelines.source import REJECTS, SKIPPED, skip
+from negminer.pipelines.source import REJECTS, _counter
 from negminer.pipelines.transforms import dedup, quality
 
 TITLE_LEAD = "title-lead"
@@ -20,6 +21,7 @@ HEADING_PARAGRAPH = "heading-paragraph"
 ADJACENT_PARAGRAPH = "adjacent-paragraph"
 PAIR_TYPES = (TITLE_LEAD, TITLE_BODY, HEADING_PARAGRAPH, ADJACENT_PARAGRAPH)
 PATH_SEP = " › "
+SKIPPED_COUNTS = "skipped_counts"  # tag and output: dicts reason -> count, one per batch of documents
 
 
 class Section(NamedTuple):
@@ -57,20 +59,32 @@ def lead_paragraph(doc: Doc, min_words: int = 0) -> tuple[int, int, str] | None:
     return None
 
 
-def _row(doc: Doc, pair_type: str, query: tuple[str, str], positive: tuple[str, str], section: str) -> dict:
+class Pair(NamedTuple):
+    """A candidate pair of one document, before filters: its type, query and positive with ids, section path."""
+
+    pair_type: str
+    query_id: str
+    query: str
+    positive_id: str
+    positive: str
+    section: str
+
+
+def pair_row(doc: Doc, pair: Pair) -> dict:
+    """The row dict of a pair of `doc` (content-hash id, provenance JSON)."""
     return S.TupleRow(
         source=doc.source,
-        pair_type=pair_type,
-        query=query[1],
-        query_id=query[0],
-        positive=positive[1],
-        positive_id=positive[0],
-        provenance=S.provenance_json(**doc.provenance, section=section or None),
+        pair_type=pair.pair_type,
+        query=pair.query,
+        query_id=pair.query_id,
+        positive=pair.positive,
+        positive_id=pair.positive_id,
+        provenance=S.provenance_json(**doc.provenance, section=pair.section or None),
     ).to_dict()
 
 
-def doc_pairs(doc: Doc, pair_types: Sequence[str], lead_min_words: int = 0) -> list[dict]:
-    """Every pair of the requested types from one document (row dicts, not yet filtered).
+def candidate_pairs(doc: Doc, pair_types: Sequence[str], lead_min_words: int = 0) -> list[Pair]:
+    """Every pair of the requested types from one document (not yet filtered).
 
     - title-lead / title-body: (title, first paragraph of the page with >= lead_min_words words);
       title-lead takes it from the lead section only (Wikipedia), title-body from anywhere (web pages);
@@ -78,12 +92,11 @@ def doc_pairs(doc: Doc, pair_types: Sequence[str], lead_min_words: int = 0) -> l
     - adjacent-paragraph: (paragraph, next paragraph) inside one section.
     Ids: the query/positive id is `<doc key>` for a title and `<doc key>#s<section>p<paragraph>` for text.
     """
-    rows = []
+    pairs = []
 
     def pid(si: int, pi: int) -> str:
         return f"{doc.key}#s{si}p{pi}"
 
-    title = (doc.key, doc.title)
     for pt in (TITLE_LEAD, TITLE_BODY):
         if pt not in pair_types or not doc.title:
             continue
@@ -92,19 +105,22 @@ def doc_pairs(doc: Doc, pair_types: Sequence[str], lead_min_words: int = 0) -> l
         lead = lead_paragraph(doc._replace(sections=scope if pt == TITLE_LEAD else doc.sections), lead_min_words)
         if lead is not None:
             section = PATH_SEP.join(doc.sections[lead[0]].path)
-            rows.append(_row(doc, pt, title, (pid(lead[0], lead[1]), lead[2]), section))
+            pairs.append(Pair(pt, doc.key, doc.title, pid(lead[0], lead[1]), lead[2], section))
     for si, sec in enumerate(doc.sections):
         section = PATH_SEP.join(sec.path)
         if HEADING_PARAGRAPH in pair_types and sec.path and sec.paragraphs:
             heading = PATH_SEP.join((doc.title, *sec.path)) if doc.title else section
-            rows.append(
-                _row(doc, HEADING_PARAGRAPH, (f"{doc.key}#s{si}", heading), (pid(si, 0), sec.paragraphs[0]), section)
-            )
+            pairs.append(Pair(HEADING_PARAGRAPH, f"{doc.key}#s{si}", heading, pid(si, 0), sec.paragraphs[0], section))
         if ADJACENT_PARAGRAPH in pair_types:
-            for pi in range(len(sec.paragraphs) - 1):
-                a, b = (pid(si, pi), sec.paragraphs[pi]), (pid(si, pi + 1), sec.paragraphs[pi + 1])
-                rows.append(_row(doc, ADJACENT_PARAGRAPH, a, b, section))
-    return rows
+            paras = sec.paragraphs
+            for pi in range(len(paras) - 1):
+                pairs.append(Pair(ADJACENT_PARAGRAPH, pid(si, pi), paras[pi], pid(si, pi + 1), paras[pi + 1], section))
+    return pairs
+
+
+def doc_pairs(doc: Doc, pair_types: Sequence[str], lead_min_words: int = 0) -> list[dict]:
+    """Every pair of the requested types from one document as row dicts, not yet filtered (`candidate_pairs`)."""
+    return [pair_row(doc, p) for p in candidate_pairs(doc, pair_types, lead_min_words)]
 
 
 def doc_lines(doc: Doc) -> list[str]:
@@ -112,29 +128,55 @@ def doc_lines(doc: Doc) -> list[str]:
     return [line for sec in doc.sections for line in (*sec.path[-1:], *sec.paragraphs)]
 
 
+def filtered_rows(
+    docs: Sequence[Doc], pair_types: Sequence[str], cfg: quality.QualityConfig, lead_min_words: int = 0
+) -> tuple[list[dict], dict[str, int]]:
+    """(rows that pass every filter, skip counts per reason) of a batch of documents (pure).
+
+    A document without pairs counts `page:no_pairs`; one failing a document-level filter counts
+    `filter:<name>:<pair_type>` for each of its pairs; otherwise each pair is checked by the pair-level filters.
+    Row dicts (ids, provenance) are built only for the pairs kept.
+    """
+    rows: list[dict] = []
+    skipped: Counter[str] = Counter()
+    per_doc = [candidate_pairs(doc, pair_types, lead_min_words) for doc in docs]
+    with_pairs = [i for i, pairs in enumerate(per_doc) if pairs]
+    skipped["page:no_pairs"] += len(docs) - len(with_pairs)
+    problems = quality.document_problems([doc_lines(docs[i]) for i in with_pairs], cfg)
+    for i, problem in zip(with_pairs, problems, strict=True):
+        for pair in per_doc[i]:
+            reason = problem or quality.pair_problem(pair.query, pair.positive, cfg)
+            if reason is None:
+                rows.append(pair_row(docs[i], pair))
+            else:
+                skipped[quality.filter_reason(reason, pair.pair_type)] += 1
+    return rows, {k: n for k, n in skipped.items() if n}
+
+
 class DocPairsFn(beam.DoFn):
-    """Doc -> its pairs as row dicts; a page failing a document-level filter gives a skip per pair instead."""
+    """A batch of Docs -> the rows that pass the document- and pair-level filters, and one dict of skip counts.
+
+    Batches let language id run over many pages at once and replace one Beam element per dropped pair by a count.
+    """
 
     def __init__(self, pair_types: Sequence[str], cfg: quality.QualityConfig, lead_min_words: int = 0):
         self.pair_types, self.cfg, self.lead_min_words = tuple(pair_types), cfg, lead_min_words
 
-    def process(self, doc: Doc) -> Iterator[Any]:
-        rows = doc_pairs(doc, self.pair_types, self.lead_min_words)
-        if not rows:
-            yield skip("page:no_pairs")
-            return
-        problem = quality.document_problem(doc_lines(doc), self.cfg)
-        if problem is not None:
-            yield from quality.skip_all(rows, problem)
-            return
+    def process(self, docs: list[Doc]) -> Iterator[Any]:
+        rows, skipped = filtered_rows(docs, self.pair_types, self.cfg, self.lead_min_words)
         yield from rows
+        if skipped:
+            for reason, n in skipped.items():
+                _counter("negminer", f"skipped_{reason}").inc(n)
+            yield beam.pvalue.TaggedOutput(SKIPPED_COUNTS, skipped)
 
 
 class DocsToPairs(beam.PTransform):
-    """PCollection[Doc] -> {'rows': filtered, deduplicated row dicts, 'skipped': reason strings}.
+    """PCollection[Doc] -> {'rows': filtered, deduplicated row dicts, 'skipped': reason strings,
+    'skipped_counts': dicts reason -> count}.
 
-    Wires the shared steps of every pre-training source: pairs per document (with document-level
-    filters), pair-level quality filters, then exact and near-duplicate removal over the whole run.
+    Wires the shared steps of every pre-training source: documents in batches of up to `batch` to their pairs
+    (with document- and pair-level filters), then exact and near-duplicate removal over the whole run.
     """
 
     def __init__(
@@ -143,17 +185,20 @@ class DocsToPairs(beam.PTransform):
         cfg: quality.QualityConfig,
         dedup_cfg: dedup.DedupConfig,
         lead_min_words: int = 0,
+        batch: int = 256,
     ):
         super().__init__()
         self.pairs_fn = DocPairsFn(pair_types, cfg, lead_min_words)
-        self.cfg, self.dedup_cfg = cfg, dedup_cfg
+        self.dedup_cfg, self.batch = dedup_cfg, batch
 
     def expand(self, docs):
-        pairs = docs | "Pairs" >> beam.ParDo(self.pairs_fn).with_outputs(SKIPPED, main="rows")
-        kept = pairs.rows | "Quality" >> quality.FilterPairs(self.cfg)
-        unique = kept["rows"] | "Dedup" >> dedup.DedupPairs(self.dedup_cfg)
-        skipped = (pairs[SKIPPED], kept["skipped"], unique["skipped"]) | "PairSkips" >> beam.Flatten()
-        return {"rows": unique["rows"], "skipped": skipped}
+        pairs = (
+            docs
+            | "BatchDocs" >> beam.BatchElements(min_batch_size=self.batch, max_batch_size=self.batch)
+            | "Pairs" >> beam.ParDo(self.pairs_fn).with_outputs(SKIPPED_COUNTS, main="rows")
+        )
+        unique = pairs.rows | "Dedup" >> dedup.DedupPairs(self.dedup_cfg)
+        return {"rows": unique["rows"], "skipped": unique["skipped"], "skipped_counts": pairs[SKIPPED_COUNTS]}
 
 
 def reject_at(path: str, reason: str, raw: Any, offset: int | None = None, line: int | None = None) -> Any:

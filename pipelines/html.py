@@ -6,13 +6,12 @@ import codecs
 from typing import NamedTuple
 
 from fastwarc.warc import WarcRecord
-from ftfy.badness import is_bad
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding, map_encoding_to_html5
 from resiliparse.parse.html import HTMLTree
 
 from negminer.pipelines.docpairs import Section
-from negminer.pipelines.transforms.clean import clean_text
+from negminer.pipelines.transforms.clean import clean_text, looks_bad
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _BULLET = "•"  # resiliparse's list bullet: list items are navigation or enumerations, not paragraphs
@@ -101,10 +100,11 @@ def html_sections(html: str) -> tuple[str, tuple[Section, ...]]:
     adjacency (the paragraphs after them form a section without a heading).
     """
     tree = HTMLTree.parse(html)
-    raw_headings = [h.text for h in tree.body.query_selector_all(_HEADINGS)] if tree.body is not None else []
+    # .values(): iterating Resiliparse's node list directly builds a wrapper per earlier item (quadratic).
+    raw_headings = [h.text for h in tree.body.query_selector_all(_HEADINGS).values()] if tree.body is not None else []
     text = extract_plain_text(tree, main_content=True, alt_texts=False, comments=False, form_fields=False)
     # ftfy's repair is most of the cost on non-ASCII pages: run it only where its own detector sees mojibake.
-    fix = is_bad(text) or is_bad(tree.title or "")
+    fix = looks_bad(text) or looks_bad(tree.title or "")
     title = clean_text(tree.title or "", fix)
     headings = {clean_text(h, fix) for h in raw_headings} - {""}
     return title, _lines_to_sections(text.split("\n"), headings, fix)

@@ -124,7 +124,7 @@ class WarcDocsFn(beam.DoFn):
 
 
 class BuildWebcrawlPairs(beam.PTransform):
-    """PBegin -> {'rows': row dicts, 'rejects': reject dicts, 'skipped': reason strings} from WARC/WET files.
+    """PBegin -> {'rows', 'rejects', 'skipped' (reason strings), 'skipped_counts' (dicts)} from WARC/WET files.
 
     Each file is read by one worker (a crawl has many files); documents are reshuffled before pairing.
     """
@@ -150,6 +150,7 @@ class BuildWebcrawlPairs(beam.PTransform):
             "rows": pairs["rows"],
             "rejects": docs[REJECTS],
             "skipped": (docs[SKIPPED], pairs["skipped"]) | "AllSkipped" >> beam.Flatten(),
+            "skipped_counts": pairs["skipped_counts"],
         }
 
 

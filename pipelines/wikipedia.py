@@ -194,7 +194,7 @@ class HfDocFn(beam.DoFn):
 
 
 class BuildWikipediaPairs(beam.PTransform):
-    """PBegin -> {'rows': row dicts, 'rejects': reject dicts, 'skipped': reason strings} from Wikipedia files.
+    """PBegin -> {'rows', 'rejects', 'skipped' (reason strings), 'skipped_counts' (dicts)} from Wikipedia files.
 
     Dumps are cut into work units (runs of bz2 streams) that are read in parallel; pages are reshuffled
     before the (slow) wikitext parse so it spreads over workers even for a single-stream file.
@@ -242,6 +242,7 @@ class BuildWikipediaPairs(beam.PTransform):
             "rows": pairs["rows"],
             "rejects": rejects | "AllRejects" >> beam.Flatten(),
             "skipped": [*skipped, pairs["skipped"]] | "AllSkipped" >> beam.Flatten(),
+            "skipped_counts": pairs["skipped_counts"],
         }
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import unicodedata
 
 import ftfy
+from ftfy.badness import BADNESS_RE
 
 
 def normalize_whitespace(text: str) -> str:
@@ -30,3 +33,66 @@ def clean_text(text: str, fix_encoding: bool = True) -> str:
 def normalize_for_match(text: str) -> str:
     """Key for 'same text' comparisons (dedup, positive filtering): cleaned and case-folded."""
     return normalize_whitespace(unicodedata.normalize("NFKC", text)).casefold()
+
+
+@functools.lru_cache(maxsize=1)
+def _badness_anchors() -> tuple[re.Pattern, int]:
+    """A class of characters every match of ftfy's BADNESS_RE contains, and the longest match.
+
+    Derived from the regex's own parse tree: for each alternative, a mandatory position whose class lists only
+    non-ASCII characters (the one holding the fewest of ftfy's "common" characters such as ’ or NBSP).
+    """
+    from re import _constants as C  # noqa: N812 — the parse tree's opcodes
+    from re import _parser
+
+    from ftfy.badness import MOJIBAKE_CATEGORIES
+
+    common = set("".join(MOJIBAKE_CATEGORIES[k] for k in ("common", "lower_common", "upper_common")))
+
+    def chars(op, av) -> set[str] | None:
+        if op is C.LITERAL:
+            return {chr(av)}
+        if op is not C.IN:
+            return None
+        out: set[str] = set()
+        for o, a in av:
+            if o is C.LITERAL:
+                out.add(chr(a))
+            elif o is C.RANGE:
+                out.update(chr(c) for c in range(a[0], a[1] + 1))
+            else:  # a negated class or a category: not a finite list
+                return None
+        return out
+
+    tree = _parser.parse(BADNESS_RE.pattern, BADNESS_RE.flags)
+    ((op, (_, branches)),) = tree.data  # the whole pattern is one alternation
+    if op is not C.BRANCH:
+        raise RuntimeError("ftfy's BADNESS_RE is no longer one alternation: update looks_bad")
+    anchors: set[str] = set()
+    for branch in branches:
+        sets = [s for o, a in branch for s in [chars(o, a)] if s and all(ord(c) > 127 for c in s)]
+        if not sets:
+            raise RuntimeError(f"an alternative of ftfy's BADNESS_RE has no non-ASCII anchor: {branch}")
+        anchors |= min(sets, key=lambda s: (len(s & common), len(s)))
+    pattern = re.compile("[" + "".join(re.escape(c) for c in sorted(anchors)) + "]")
+    return pattern, tree.getwidth()[1]
+
+
+def looks_bad(text: str) -> bool:
+    """`ftfy.badness.is_bad(text)`, ~20x faster on clean text: the regex runs only around its anchor characters.
+
+    Every match of ftfy's mojibake regex holds one of a fixed set of non-ASCII characters and spans at most
+    `width` characters, so searching the windows of `width` around those characters finds a match iff there is one.
+    """
+    if text.isascii():
+        return False
+    anchors, width = _badness_anchors()
+    lo = hi = -1
+    for m in anchors.finditer(text):
+        q = m.start()
+        if q - width + 1 > hi:  # a new window: search the one before
+            if hi > 0 and BADNESS_RE.search(text, lo, hi):
+                return True
+            lo = max(0, q - width + 1)
+        hi = q + width
+    return hi > 0 and bool(BADNESS_RE.search(text, lo, hi))

@@ -1,0 +1,115 @@
+"""Fast paths of the pre-training filters against the slow code they replace, on real pages and random text.
+
+`looks_bad` vs ftfy's `is_bad`, batched language id vs `py3langid.classify`, the one-regex letter-word count vs the
+per-word search, and `filtered_rows` (a batch of documents) vs per-row filtering of `doc_pairs`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+
+import pytest
+from ftfy.badness import MOJIBAKE_CATEGORIES, is_bad
+
+from negminer.pipelines import docpairs, webcrawl, wikipedia
+from negminer.pipelines.transforms import quality
+from negminer.pipelines.transforms.clean import looks_bad
+from tests.conftest import shared_file
+
+CC = "commoncrawl"
+PAGES = (
+    "dolma_wget_sample-0000.warc.gz",
+    "resiliparse-warcfile.warc.gz",
+    "whirlwind.warc.gz",
+    "whirlwind.warc.wet.gz",
+)
+WORDS = ["café", "naïve", "Ελληνικά", "русский", "日本語", "don’t", "über", "piñata", "façade", "Ø", "½", "x²"]
+
+
+@pytest.fixture(scope="module")
+def real_docs() -> list[docpairs.Doc]:
+    docs = []
+    for name in PAGES:
+        path = str(shared_file(CC, name))
+        docs += [d for _, d, _ in webcrawl.iter_warc(path) if isinstance(d, docpairs.Doc)]
+    assert len(docs) > 30
+    return docs
+
+
+def mojibake(text: str) -> list[str]:
+    """UTF-8 text read back in the code pages ftfy's detector knows (what real mojibake looks like)."""
+    out = []
+    for enc in ("cp1252", "latin-1", "mac_roman", "cp1251", "cp1253", "cp1257", "cp437"):
+        out.append(text.encode("utf-8").decode(enc, errors="replace"))
+    return out
+
+
+def random_texts(seed: int, n: int, pool: str, max_len: int = 24) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(pool) for _ in range(rng.randint(0, max_len))) for _ in range(n)]
+
+
+def test_looks_bad_equals_ftfy_is_bad(real_docs):
+    mojibake_chars = "".join(MOJIBAKE_CATEGORIES.values()).replace("-", "")
+    pool = "abcxyzABCÃÂØÙ .,?!\n\t" + mojibake_chars + "–—’“”°µ»²³×àâóêœŒ√≈‚βā€ВГРСΒΓΞΟЂ"
+    texts = random_texts(0, 20_000, pool, max_len=12) + random_texts(1, 2_000, pool, max_len=200)
+    texts += [m for w in WORDS for m in mojibake(f"the {w} and {w.upper()}, “{w}” — {w}…")]
+    texts += ["\n".join(p for s in d.sections for p in s.paragraphs) for d in real_docs]
+    texts += ["Â ", "Ã ", "xÂ ", "plain ascii text", "", "é"]
+    got = [looks_bad(t) for t in texts]
+    want = [is_bad(t) for t in texts]
+    assert got == want
+    assert 1_000 < sum(want) < len(want) - 1_000  # both answers are well represented
+
+
+def test_detect_languages_equals_py3langid(real_docs):
+    import py3langid
+
+    texts = [" ".join(docpairs.doc_lines(d)) for d in real_docs]
+    texts += ["", " ", "THE RIVER FLOWS INTO THE SEA", "Der Fluss fließt ins Meer.", "川は海に流れる", "123 456"]
+    texts += random_texts(2, 200, "abcdefghij klmnopé日本ру\n", max_len=300)
+    texts.append("x" * 5000 + " Ελληνικά" * 300)  # longer than the 2000 characters read
+    got = quality.detect_languages(texts)
+    want = [py3langid.classify(t[: quality.LANGID_CHARS])[0] for t in texts]
+    assert got == want
+    assert len(set(want)) > 5
+    assert quality.detect_languages([]) == []
+
+
+def test_letter_word_count_equals_per_word_search():
+    letter = re.compile(r"[^\W\d_]")
+    pool = "ab9_ \t\n\xa0\u2028\u3000\x1c\x85½²٣éЖ日\u0301-—.,"
+    for text in random_texts(3, 5_000, pool, max_len=40):
+        want = sum(1 for w in text.split() if letter.search(w))
+        assert len(quality._LETTER_WORD.findall(text)) == want, repr(text)
+
+
+def oracle_rows(docs, pair_types, cfg, lead_min_words):
+    """The per-row path filtered_rows replaces: row dicts for every pair, then the filters one row at a time."""
+    rows, skipped = [], Counter()
+    for doc in docs:
+        candidates = docpairs.doc_pairs(doc, pair_types, lead_min_words)
+        if not candidates:
+            skipped["page:no_pairs"] += 1
+            continue
+        problem = quality.document_problem(docpairs.doc_lines(doc), cfg)
+        for r in candidates:
+            reason = problem or quality.pair_problem(r["query"], r["positive"], cfg)
+            if reason is None:
+                rows.append(r)
+            else:
+                skipped[quality.filter_reason(reason, r["pair_type"])] += 1
+    return rows, dict(skipped)
+
+
+@pytest.mark.parametrize("cfg", [quality.QualityConfig(), quality.QualityConfig(languages=("en", "de", "ru"))])
+def test_filtered_rows_equal_per_row_filtering(real_docs, cfg):
+    wiki = shared_file("wikipedia", "wikiextractor_wiki_00")
+    wiki_docs = [wikipedia.text_doc(o, str(wiki), False) for _, o, _ in wikipedia.iter_extractor_docs(str(wiki))]
+    docs = real_docs + [d for d in wiki_docs if isinstance(d, docpairs.Doc)]
+    got = docpairs.filtered_rows(docs, webcrawl.PAIR_TYPES + (docpairs.TITLE_LEAD,), cfg, 10)
+    want = oracle_rows(docs, webcrawl.PAIR_TYPES + (docpairs.TITLE_LEAD,), cfg, 10)
+    assert got == want
+    assert got[0] and sum(got[1].values()) > 100
