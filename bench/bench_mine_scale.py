@@ -83,6 +83,7 @@ def rss_anon() -> int:
 
 def child(args) -> None:
     from negminer.mining.config import MineConfig
+    from negminer.mining import mine as mine_mod
     from negminer.mining.mine import mine
 
     t = time.perf_counter()
@@ -99,24 +100,35 @@ def child(args) -> None:
         num_negatives=7,
         range_max=50,
     )
-    peak_anon = [0]
+    peak_anon, phases = [0, 0], {}
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.02):
-            peak_anon[0] = max(peak_anon[0], rss_anon())
+            now = rss_anon()
+            peak_anon[0], peak_anon[1] = max(peak_anon[0], now), max(peak_anon[1], now)
 
+    lap = mine_mod._Clock.lap
+
+    def phase_lap(clock, name: str) -> None:  # the peak of each phase, to see which one sets the total
+        phases[name] = max(peak_anon[1], rss_anon())
+        peak_anon[1] = 0
+        lap(clock, name)
+
+    mine_mod._Clock.lap = phase_lap
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     m = mine(cfg)
     done.set()
     thread.join()
+    phases["write"] = max(peak_anon[1], rss_anon())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(
         json.dumps(
             {
                 "peak_rss": peak,
                 "peak_anon": max(peak_anon[0], rss_anon()),
+                "phase_anon": phases,
                 "secs": time.perf_counter() - t,
                 "timings": m["mining"]["timings_s"],
                 "docs": m["mining"]["corpus"]["documents"],
@@ -131,6 +143,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[250_000, 2_000_000])
     ap.add_argument("--query-ratio", type=float, default=0.1, help="input rows per corpus document (default 0.1)")
     ap.add_argument("--index", default="flat", choices=["flat", "ivf", "hnsw"])
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch/FAISS threads (OMP_NUM_THREADS) of each run (default 1)"
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("input", "output", "model", "corpus", "work-dir"):
         ap.add_argument(f"--{name}", help=argparse.SUPPRESS)
@@ -159,7 +174,8 @@ def main() -> None:
                 "--work-dir",
                 f"{tmp}/work{n}",
             ]
-            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
             if res.returncode:
                 sys.exit(f"size {n} failed:\n{res.stderr[-4000:]}")
             results[n] = json.loads(res.stdout.strip().splitlines()[-1]) | {"text_bytes": text_bytes}
@@ -167,7 +183,8 @@ def main() -> None:
             print(
                 f"{n:>9,} docs ({r['docs']:,} unique, {r['rows']:,} rows mined): peak RSS {r['peak_rss'] / 2**20:7.1f}"
                 f" MiB, peak anonymous {r['peak_anon'] / 2**20:7.1f} MiB | corpus text {text_bytes / 2**20:6.1f} MiB"
-                f" | {r['secs']:6.1f}s {r['timings']}",
+                f" | {r['secs']:6.1f}s {r['timings']}\n    peak anonymous MiB by phase: "
+                + " ".join(f"{k} {v / 2**20:.0f}" for k, v in r["phase_anon"].items()),
                 flush=True,
             )
     lo, hi = min(results), max(results)

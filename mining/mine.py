@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
+from negminer.mining import extsort
 from negminer.mining import index as ix
 from negminer.mining.config import MineConfig
 from negminer.mining.corpus import Corpus, CorpusBuilder, hash64
@@ -41,7 +42,8 @@ GROUP_BATCH = 512
 RERANKER_RELEVANT = "reranker_relevant"  # removal count: candidates the reranker judged relevant
 SEARCH_SHARD_CPU = 65_536  # documents per flat search: bounds float32 vectors in memory (x dim x 4 bytes)
 SEARCH_SHARD_GPU = 1 << 20
-QUERY_BLOCK = 65_536  # queries searched at once: bounds query vectors and top-k lists in memory
+QUERY_BLOCK = 8192  # queries searched at once: bounds query vectors, top-k lists and merge buffers in memory
+# (a multiple of FAISS's 4096-query BLAS block that divides the Beam driver's query block: the same FAISS calls)
 
 
 @dataclasses.dataclass
@@ -280,7 +282,11 @@ def search_base(cfg: MineConfig, docs: EmbeddingStore, queries: EmbeddingStore, 
     """Path stem of the cached top-k for this corpus, these queries and encoder settings (both drivers use it)."""
     h = hashlib.sha256()
     for part in [docs.key, queries.key, corpus.text_key, qkeys]:
-        h.update(part.encode() if isinstance(part, str) else np.ascontiguousarray(part).tobytes())
+        if isinstance(part, str):
+            h.update(part.encode())
+            continue
+        for a, b in extsort.blocks(len(part)):  # block by block: no copy of a corpus-sized array
+            h.update(np.ascontiguousarray(part[a:b]))
     h.update(cfg.index.encode())
     return os.path.join(cfg.work_dir, "search", h.hexdigest()[:24])
 

@@ -13,6 +13,7 @@ import io as _io
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from negminer.mining import extsort
 from negminer.pipelines.io import join, write_bytes_atomic
 
 KEYS_SUFFIX = ".keys.npy"
@@ -71,6 +73,8 @@ class EmbeddingStore:
         self.key = setting_key(fields)
         self.local = FileSystems.get_scheme(work_dir) is None  # a URL: every file through Beam's FileSystems
         self.dir = join(work_dir, "embeddings", self.key)
+        # unlinked scratch files of large sorts (`extsort`): always on local disk
+        self.scratch_dir = os.path.join(work_dir if self.local else tempfile.gettempdir(), "scratch")
         if self.local:
             os.makedirs(self.dir, exist_ok=True)
         meta = self._path("meta.json")
@@ -101,21 +105,36 @@ class EmbeddingStore:
 
         Malformed chunks (unreadable, keys and vectors disagreeing, another dimension than the rest) are deleted
         first and counted in `bad_chunks`: their texts read as missing, so they are encoded again, never used.
+        Where a text is in several chunks, the first (by chunk name) wins. Large inputs and outputs are scratch
+        arrays (`extsort`): memory holds a few blocks, not every key.
         """
-        self._names, have = self._valid_chunks()
-        chunk = np.full(len(keys), -1, np.int32)
-        row = np.full(len(keys), -1, np.int32)
-        if not self._names or not len(keys):
+        self._names, sizes = self._valid_chunks()
+        n = len(keys)
+        chunk = extsort.scratch(self.scratch_dir, np.int32, n, fill=-1)
+        row = extsort.scratch(self.scratch_dir, np.int32, n, fill=-1)
+        if not self._names or not n:
             return chunk, row
-        all_keys = np.concatenate(have)
-        all_chunk = np.repeat(np.arange(len(have), dtype=np.int32), [len(h) for h in have])
-        all_row = np.concatenate([np.arange(len(h), dtype=np.int32) for h in have])
-        order = np.argsort(all_keys, kind="stable")
-        pos = np.minimum(np.searchsorted(all_keys, keys, sorter=order), len(order) - 1)
-        hit = all_keys[order[pos]] == keys
-        chunk[hit] = all_chunk[order[pos[hit]]]
-        row[hit] = all_row[order[pos[hit]]]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        all_keys = extsort.scratch(self.scratch_dir, np.uint64, int(offsets[-1]))
+        for i in range(len(self._names)):
+            all_keys[offsets[i] : offsets[i + 1]] = self.keys(i)
+        order, sorted_keys = extsort.argsort(all_keys, self.scratch_dir)
+        del all_keys
+        for a, b in extsort.blocks(n):
+            k = np.asarray(keys[a:b], dtype=np.uint64)
+            pos = np.minimum(np.searchsorted(sorted_keys, k), len(order) - 1)
+            hit = np.asarray(sorted_keys[pos]) == k
+            at = np.asarray(order[pos[hit]])  # the first of equal keys: lowest chunk, then row
+            c = np.searchsorted(offsets, at, "right") - 1
+            cb, rb = np.full(b - a, -1, np.int32), np.full(b - a, -1, np.int32)
+            cb[hit], rb[hit] = c, at - offsets[c]
+            chunk[a:b], row[a:b] = cb, rb
         return chunk, row
+
+    def keys(self, i: int) -> np.ndarray:
+        """The text hashes of chunk `i` (as numbered by the last `locate`)."""
+        with _open(self._path(self._names[i] + KEYS_SUFFIX)) as fh:
+            return np.load(_io.BytesIO(fh.read()), allow_pickle=False)
 
     def located_chunks(self) -> list[str]:
         """The chunk names as the last `locate` numbered them (to hand its locations to another process)."""
@@ -128,12 +147,14 @@ class EmbeddingStore:
 
     def cached_keys(self) -> np.ndarray:
         """Every text hash in the well-formed chunks (malformed ones are removed, as by `locate`)."""
-        self._names, have = self._valid_chunks()
-        return np.concatenate(have) if have else np.zeros(0, np.uint64)
+        self._names, _ = self._valid_chunks()
+        return (
+            np.concatenate([self.keys(i) for i in range(len(self._names))]) if self._names else np.zeros(0, np.uint64)
+        )
 
-    def _valid_chunks(self) -> tuple[list[str], list[np.ndarray]]:
-        """Names and keys of the well-formed chunks; the others are removed (see `locate`)."""
-        found: list[tuple[str, np.ndarray, int]] = []
+    def _valid_chunks(self) -> tuple[list[str], list[int]]:
+        """Names and sizes of the well-formed chunks; the others are removed (see `locate`)."""
+        found: list[tuple[str, int, int]] = []
         for name in self.chunk_names():
             why, keys, dim = self._check(name)
             if why:
@@ -142,7 +163,7 @@ class EmbeddingStore:
                 )
                 self._drop(name)
             else:
-                found.append((name, keys, dim))
+                found.append((name, len(keys), dim))
         if found:  # the dimension recorded by the first write (else most chunks') is the encoder's
             dims, counts = np.unique([d for _, _, d in found], return_counts=True)
             self._dim = self._recorded_dim() or int(dims[np.argmax(counts)])
@@ -229,15 +250,24 @@ class EmbeddingStore:
         return out
 
     def shards(self, chunk: np.ndarray, row: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Per chunk: (document indices, their float32 embeddings); only one chunk is in float32 at a time."""
-        order = np.argsort(chunk, kind="stable")
-        bounds = np.flatnonzero(np.diff(chunk[order])) + 1
-        for part in np.split(order, bounds):
-            if len(part):
-                mm = self.chunk(int(chunk[part[0]]))
-                vecs = np.asarray(mm[row[part]], dtype=np.float32)
-                del mm  # unmapped: a pass over a large corpus does not keep every page resident
-                yield part.astype(np.int64), vecs
+        """Per chunk: (document indices, their float32 embeddings); only one chunk is in float32 at a time.
+
+        Documents go by chunk (in chunk order, ascending within a chunk) through a bounded-memory sort.
+        """
+        counts = np.zeros(len(self._names), np.int64)
+        for a, b in extsort.blocks(len(chunk)):
+            c = np.asarray(chunk[a:b])
+            if (c < 0).any():
+                raise ValueError(f"{int((c < 0).sum())} requested embeddings are not in the cache")
+            counts += np.bincount(c, minlength=len(counts))
+        order, _ = extsort.argsort(chunk, self.scratch_dir)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        for i in np.flatnonzero(counts):
+            part = np.asarray(order[bounds[i] : bounds[i + 1]], dtype=np.int64)
+            mm = self.chunk(int(i))
+            vecs = np.asarray(mm[np.asarray(row[part])], dtype=np.float32)
+            del mm  # unmapped: a pass over a large corpus does not keep every page resident
+            yield part, vecs
 
     def dim(self) -> int:
         if not self._names:

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from negminer.mining import extsort
 from negminer.mining.config import MineConfig
 from negminer.mining.mine import mine
 from tests.conftest import shared_file
@@ -95,6 +96,14 @@ def msmarco_config(tmp: Path, **kw) -> MineConfig:
 
 
 def test_multi_positive_output_bytes_unchanged(mine_data, tmp_path, tiny_bert_dir):
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, positive_aware="perc:0.99", near_dup=0.99)
+    mine_splits(cfg)
+    assert digests(cfg.output) == MULTI_POSITIVE
+
+
+def test_multi_positive_bytes_unchanged_through_scratch_files(mine_data, tmp_path, tiny_bert_dir, monkeypatch):
+    """With 4-row blocks every large-array step (sorts, store lookups, corpus keys) goes through scratch files."""
+    monkeypatch.setattr(extsort, "BLOCK", 4)
     cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, positive_aware="perc:0.99", near_dup=0.99)
     mine_splits(cfg)
     assert digests(cfg.output) == MULTI_POSITIVE

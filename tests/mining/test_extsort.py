@@ -1,0 +1,57 @@
+"""The bounded-memory argsort equals numpy's stable sort; scratch arrays live in unlinked files."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from negminer.mining import extsort
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rng, n: rng.integers(0, 2**64, n, dtype=np.uint64),  # hash keys
+        lambda rng, n: rng.integers(0, 2**64, n // 10, dtype=np.uint64)[rng.integers(0, n // 10, n)],  # duplicates
+        lambda rng, n: rng.integers(0, 7, n).astype(np.int32),  # few values (chunk numbers)
+        lambda rng, n: np.where(rng.random(n) < 0.9, 5, rng.integers(0, 1000, n)).astype(np.uint64),  # skewed
+        lambda rng, n: np.full(n, 3, np.int64),  # one value
+    ],
+)
+def test_argsort_equals_numpy_stable(tmp_path, monkeypatch, make):
+    monkeypatch.setattr(extsort, "BLOCK", 256)
+    rng = np.random.default_rng(0)
+    keys = make(rng, 5000)
+    order, sorted_keys = extsort.argsort(keys, str(tmp_path))
+    assert isinstance(order, np.memmap)
+    want = np.argsort(keys, kind="stable")
+    assert np.array_equal(np.asarray(order), want)
+    assert np.array_equal(np.asarray(sorted_keys), keys[want].astype(np.uint64))
+    assert os.listdir(tmp_path) == []  # scratch files are unlinked once mapped
+
+
+def test_argsort_with_secondary_key_equals_lexsort(tmp_path, monkeypatch):
+    monkeypatch.setattr(extsort, "BLOCK", 128)
+    rng = np.random.default_rng(1)
+    keys = rng.integers(0, 50, 3000).astype(np.uint64)
+    then = rng.integers(0, 1000, 3000)
+    order, _ = extsort.argsort(keys, str(tmp_path), then=then)
+    assert np.array_equal(np.asarray(order), np.lexsort((then, keys)))
+
+
+def test_small_input_stays_in_memory_and_negative_keys_refused(tmp_path, monkeypatch):
+    order, _ = extsort.argsort(np.array([3, 1, 2, 1], np.uint64), str(tmp_path))
+    assert order.tolist() == [1, 3, 2, 0] and not isinstance(order, np.memmap)
+    monkeypatch.setattr(extsort, "BLOCK", 4)
+    with pytest.raises(ValueError, match="non-negative"):
+        extsort.argsort(np.array([-1] * 10), str(tmp_path))
+
+
+def test_run_starts_and_scratch(tmp_path, monkeypatch):
+    monkeypatch.setattr(extsort, "BLOCK", 2)
+    keys = np.array([1, 1, 2, 2, 2, 3, 4, 4, 9], np.uint64)
+    assert np.asarray(extsort.run_starts(keys, str(tmp_path))).tolist() == [1, 0, 1, 0, 0, 1, 1, 0, 1]
+    arr = extsort.scratch(str(tmp_path), np.int32, 5, fill=-1)
+    assert isinstance(arr, np.memmap) and np.asarray(arr).tolist() == [-1] * 5 and os.listdir(tmp_path) == []
