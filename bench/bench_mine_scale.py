@@ -82,8 +82,8 @@ def rss_anon() -> int:
 
 
 def child(args) -> None:
-    from negminer.mining.config import MineConfig
     from negminer.mining import mine as mine_mod
+    from negminer.mining.config import MineConfig
     from negminer.mining.mine import mine
 
     t = time.perf_counter()
