@@ -183,7 +183,11 @@ def main() -> None:
         )
         base = spawn("pyarrow", src, str(work / "pyarrow"), "")
         beam = spawn("beam", src, str(work / "beam"), args.beam_args)
+        tiny = str(work / "snli_tiny.jsonl")
+        write_synthetic(tiny, 100)
+        fixed = {k: spawn(k, tiny, str(work / f"tiny_{k}"), args.beam_args) for k in ("pyarrow", "beam")}
     report(args.lines, beam, base)
+    report_fixed(beam, base, fixed)
 
 
 def report(lines: int, beam: dict, base: dict) -> None:
@@ -199,6 +203,15 @@ def report(lines: int, beam: dict, base: dict) -> None:
     )
     if beam["rows"] != base["rows"]:
         print(f"note: row counts differ (beam {beam['rows']}, pyarrow {base['rows']}): beam also drops duplicates")
+
+
+def report_fixed(beam: dict, base: dict, fixed: dict) -> None:
+    """CPU beyond what each side spends on a 100-line input (imports, pipeline construction, runner start-up)."""
+    b, a = beam["cpu_s"] - fixed["beam"]["cpu_s"], base["cpu_s"] - fixed["pyarrow"]["cpu_s"]
+    print(
+        f"fixed cost (the same build of 100 lines): beam {fixed['beam']['cpu_s']:.1f} CPU-s, pyarrow "
+        f"{fixed['pyarrow']['cpu_s']:.1f}; CPU above it: beam {b:.1f}s, pyarrow {a:.1f}s, ratio x{b / max(a, 1e-9):.1f}"
+    )
 
 
 if __name__ == "__main__":

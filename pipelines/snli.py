@@ -6,22 +6,32 @@ Usage: negminer build snli --input snli_1.0_train.jsonl --output out/snli [--sou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import json
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
 
-from negminer.pipelines import io, runner
+from negminer.pipelines import io, lines, runner
+from negminer.pipelines import nli_columns as C
 from negminer.pipelines import schema as S
 from negminer.pipelines.converter import Converter
 from negminer.pipelines.source import (
     REJECTS,
     SKIPPED,
+    TRUNCATED_FILE,
+    UNREADABLE_FILE_ERRORS,
     ReadRecordsFn,
     Record,
+    TruncatedFileError,
     _counter,
+    is_parquet,
+    line_record,
     parse_json_line,
     reject,
 )
@@ -154,7 +164,6 @@ def rows_for_premise(
 
 
 PARTITIONS = 32  # premises are hash-partitioned into this many groups: the unit of work after the shuffle
-BATCH = 4096  # examples per (partition, batch) element out of a file
 
 
 def partition_of(premise: str, n: int = PARTITIONS) -> int:
@@ -162,50 +171,96 @@ def partition_of(premise: str, n: int = PARTITIONS) -> int:
     return zlib.crc32(premise.encode("utf-8")) % n
 
 
-class ParseNliFileFn(beam.DoFn):
-    """path -> (partition, [NliExample tuples]) batches; unreadable/undecodable/unusable records to `rejects`.
+def example_or_reject(item: Any) -> NliExample | beam.pvalue.TaggedOutput:
+    """The per-record path: a reader's item (a Record or its reject) -> an example or a reject."""
+    if not isinstance(item, Record):
+        return item
+    obj = parse_json_line(item)
+    ex = obj if isinstance(obj, str) else parse_nli(obj, item.path, item.line)
+    return reject(item, ex) if isinstance(ex, str) else ex
 
-    One element per BATCH examples instead of one per line: the per-line work is json + parse_nli (ftfy)."""
+
+class ParseNliFileFn(beam.DoFn):
+    """path -> (partition, Arrow table of examples) per block of lines; unusable records to `rejects`.
+
+    JSON-lines files are read in blocks: pyarrow's JSON reader and `nli_columns.json_examples` take the regular
+    lines, the per-line path (`example_or_reject`) the rest; Parquet files go row by row."""
 
     def process(self, path: str) -> Iterator[Any]:
-        buckets: dict[int, list[tuple]] = {}
-        for item in ReadRecordsFn().process(path):
-            if not isinstance(item, Record):
-                yield item  # a reject of the reader
-                continue
-            obj = parse_json_line(item)
-            ex = obj if isinstance(obj, str) else parse_nli(obj, item.path, item.line)
-            if isinstance(ex, str):
-                yield reject(item, ex)
-                continue
-            key = partition_of(ex.premise)
-            batch = buckets.setdefault(key, [])
-            batch.append(tuple(ex))  # a plain tuple: Beam encodes it natively, a NamedTuple only by pickling
-            if len(batch) >= BATCH:
-                yield key, buckets.pop(key)
-        yield from buckets.items()
+        if is_parquet(path):
+            examples = []
+            for item in ReadRecordsFn().process(path):
+                got = example_or_reject(item)
+                if isinstance(got, NliExample):
+                    examples.append(tuple(got))
+                else:
+                    yield got
+            yield from C.by_partition(C.examples_table(examples), PARTITIONS)
+            return
+        blocks, state = lines.line_blocks(path), {"line": 0, "schema": None}
+        while True:
+            try:
+                block = next(blocks, None)
+            except TruncatedFileError as e:
+                yield reject(Record(path, state["line"] + 1, str(e)), TRUNCATED_FILE)
+                return
+            except UNREADABLE_FILE_ERRORS as e:
+                yield reject(Record(path, state["line"] + 1, f"{type(e).__name__}: {e}"), "unreadable_file")
+                return
+            if block is None:
+                return
+            yield from _parse_block(block, state)
+            state["line"] = lines.last_record_line(block, state["line"])
+
+
+def _first_object(block: lines.LineBlock, kinds) -> dict | None:
+    for i in np.flatnonzero(kinds == 1)[:100]:
+        with contextlib.suppress(ValueError):
+            obj = json.loads(block.raw(int(i)))
+            if isinstance(obj, dict):
+                return obj
+    return None
+
+
+def _parse_block(block: lines.LineBlock, state: dict) -> Iterator[Any]:
+    """One block of a JSON-lines file -> rejects, then (partition, examples table) elements."""
+    kinds = lines.regular_lines(block)
+    if state["schema"] is None and (first := _first_object(block, kinds)) is not None:
+        state["schema"] = C.json_schema(first)
+    slow: list[int] = []
+    tables = []
+    if state["schema"] is None:
+        slow = [int(i) for i in np.flatnonzero(kinds != 0)]
+    else:
+        raw = lines.line_strings(block) if not C.is_official(dict.fromkeys(state["schema"].names)) else None
+        for table, numbers in lines.json_runs(block, state["schema"], kinds, slow.append):
+            texts = raw.take(pa.array(numbers - block.first)) if raw is not None else None
+            got, irregular = C.json_examples(table, texts, block.path, numbers)
+            tables.append(got)
+            slow.extend(int(i) for i in numbers[irregular] - block.first)
+    examples = []
+    for i in sorted(slow):
+        item = line_record(block.path, block.first + i, block.raw(i))
+        got = example_or_reject(item) if item is not None else None
+        if isinstance(got, NliExample):
+            examples.append(tuple(got))
+        elif got is not None:
+            yield got
+    tables.append(C.examples_table(examples))
+    yield from C.by_partition(pa.concat_tables(tables), PARTITIONS)
 
 
 class PartitionRowsFn(beam.DoFn):
-    """(partition, example batches) -> one list of tuple rows (main) and one dict of unused counts (`skipped`)."""
+    """(partition, example tables) -> one Arrow table of tuple rows (main), one dict of unused counts (`skipped`)."""
 
     def __init__(self, source: str, drop_without_negatives: bool):
         self.source, self.drop = source, drop_without_negatives
 
-    def process(self, element: tuple[int, Iterable[list[tuple]]]) -> Iterator[Any]:
-        by_premise: dict[str, list[NliExample]] = {}
-        for batch in element[1]:
-            for t in batch:
-                by_premise.setdefault(t[0], []).append(NliExample._make(t))
-        rows: list[dict] = []
-        unused: dict[str, int] = {}
-        for examples in by_premise.values():
-            got, counts = rows_for_premise(examples, self.source, self.drop)
-            rows.extend(got)
-            for reason, n in counts.items():
-                unused[reason] = unused.get(reason, 0) + n
-                _counter("negminer", f"skipped_{reason}").inc(n)
-        if rows:
+    def process(self, element: tuple[int, Iterable[pa.Table]]) -> Iterator[Any]:
+        rows, unused = C.rows_table(pa.concat_tables(list(element[1])), self.source, self.drop)
+        for reason, n in unused.items():
+            _counter("negminer", f"skipped_{reason}").inc(n)
+        if rows.num_rows:
             yield rows
         if unused:
             yield beam.pvalue.TaggedOutput(SKIPPED, unused)
@@ -230,7 +285,7 @@ class BuildNliTuples(beam.PTransform):
             | "GroupByPartition" >> beam.GroupByKey()
             | "Rows" >> beam.ParDo(PartitionRowsFn(self.source, self.drop)).with_outputs(SKIPPED, main="rows")
         )
-        return {"row_batches": built.rows, "rejects": parsed[REJECTS], "skipped_counts": built[SKIPPED]}
+        return {"row_tables": built.rows, "rejects": parsed[REJECTS], "skipped_counts": built[SKIPPED]}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -93,16 +93,21 @@ def parquet_records(path: str) -> Iterator[Record]:
                 yield Record(path, n, row)
 
 
+def line_record(path: str, n: int, raw: bytes) -> Record | beam.pvalue.TaggedOutput | None:
+    """Line `n` of a text file: its Record (decoded UTF-8), a reject when undecodable, None when blank."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return reject(Record(path, n, raw.decode("utf-8", "replace")), f"undecodable_bytes:{e.reason}")
+    return Record(path, n, text) if text.strip() else None
+
+
 def text_records(path: str) -> Iterator[Any]:
     """Record per non-blank line (decoded UTF-8); undecodable lines as rejects. Blank lines are not records."""
     for n, raw in read_text_lines(path):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            yield reject(Record(path, n, raw.decode("utf-8", "replace")), f"undecodable_bytes:{e.reason}")
-            continue
-        if text.strip():
-            yield Record(path, n, text)
+        item = line_record(path, n, raw)
+        if item is not None:
+            yield item
 
 
 class ReadRecordsFn(beam.DoFn):

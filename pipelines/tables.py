@@ -25,6 +25,30 @@ def shard_indices(ids: pa.Array | pa.ChunkedArray, count: int) -> np.ndarray:
     return np.fromiter((io.shard_of(i, count) for i in ids.to_pylist()), dtype=np.int64, count=len(ids))
 
 
+def string_partitions(strings: pa.Array | pa.ChunkedArray, count: int) -> np.ndarray:
+    """A stable hash of each string mod `count` (the same on every worker and run), computed in numpy.
+
+    It mixes the byte length with the first and the last 8 bytes (FNV-1a style): enough to spread keys evenly
+    over the partitions of a shuffle, where any deterministic function of the key is correct.
+    """
+    arr = strings.combine_chunks() if isinstance(strings, pa.ChunkedArray) else strings
+    arr = arr.cast(pa.large_string()) if pa.types.is_string(arr.type) else arr
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    data = arr.buffers()[2]
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None and data.size else np.zeros(1, np.uint8)
+    starts, ends = offsets[:-1], offsets[1:]
+    lengths = ends - starts
+    h = np.full(n, 1469598103934665603, dtype=np.uint64) ^ lengths.astype(np.uint64)
+    prime = np.uint64(1099511628211)
+    last = max(len(data) - 1, 0)
+    for k in range(8):
+        for pos in (starts + k, ends - 1 - k):
+            byte = np.where(lengths > k, data[np.clip(pos, 0, last)], 0).astype(np.uint64)
+            h = (h ^ byte) * prime
+    return (h % np.uint64(count)).astype(np.int64)
+
+
 def split_by_shard(table: pa.Table, count: int) -> Iterator[tuple[int, pa.Table]]:
     """(shard index, the rows of `table` that go there) for every shard the table touches."""
     if count == 1:
@@ -33,7 +57,7 @@ def split_by_shard(table: pa.Table, count: int) -> Iterator[tuple[int, pa.Table]
         return
     shards = shard_indices(table.column(S.ID), count)
     order = np.argsort(shards, kind="stable")
-    ordered = shards[order]
+    ordered = shards[order]  # one take per shard, not slices of one take: a pickled slice holds all its buffers
     bounds = np.flatnonzero(np.diff(ordered)) + 1
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(order)], strict=True):
         if hi > lo:

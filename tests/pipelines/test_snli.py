@@ -219,7 +219,7 @@ def test_build_nli_tuples_transform(tmp_path):
     ]
     p = BeamTestPipeline()
     out = p | snli.BuildNliTuples([f])
-    rows = out["row_batches"] | "Unbatch" >> beam.FlatMap(lambda batch: batch)
+    rows = out["row_tables"] | "Unbatch" >> beam.FlatMap(lambda table: table.to_pylist())
     assert_that(rows, equal_to(expected_rows), label="Rows")
     reasons = out["rejects"] | beam.Map(lambda r: (r[S.REJECT_LINE], r[S.REJECT_REASON], r[S.REJECT_SOURCE_FILE]))
     assert_that(reasons, equal_to([(5, "no_gold_label", f), (6, "malformed_json", f)]), label="Rejects")
