@@ -14,6 +14,7 @@ from typing import Any
 
 import apache_beam as beam
 
+from negminer.pipelines import runner
 from negminer.pipelines import schema as S
 from negminer.pipelines.converter import Converter
 from negminer.pipelines.transforms.join import DOCS, PAIRS, QRELS, QUERIES, JoinQrels, Pair
@@ -31,7 +32,7 @@ class BeirConfig:
     name: str
     output: str
     clean: bool = True
-    num_shards: int = 1
+    num_shards: int | None = None  # None: from the input size (runner.auto_num_shards)
     split: str = "train"
 
     def __post_init__(self) -> None:
@@ -41,8 +42,7 @@ class BeirConfig:
             raise ValueError(
                 f"--name must be letters, digits, '.', '_' or '-' (it becomes beir/<name>), got {self.name!r}"
             )
-        if self.num_shards < 1:
-            raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+        runner.check_num_shards(self.num_shards)
 
     @property
     def source(self) -> str:
@@ -95,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-clean", action="store_true", help="keep text as is (no mojibake repair / NFC / whitespace)"
     )
-    parser.add_argument("--num-shards", type=int, default=1, help="number of output shard files (default 1)")
+    runner.add_num_shards_argument(parser)
     parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
 
 

@@ -18,7 +18,7 @@ class Converter:
 
     `inputs(config)` gives the input patterns; `transform(config, files)` the PTransform (PBegin -> {'rows',
     'rejects', 'skipped'}) over the expanded files; `from_args(args)` the config from the parsed flags.
-    The config has `output`, `split` and `num_shards`.
+    The config has `output`, `split` and `num_shards` (None: `runner.auto_num_shards` of the input files).
     """
 
     name: str
@@ -29,6 +29,8 @@ class Converter:
     def build(self, config: Any, beam_args: Sequence[str] = ()) -> dict[str, Any]:
         """Run the pipeline on `config` (Beam flags in `beam_args`; the DirectRunner by default); the manifest."""
         files = io.expand_patterns(self.inputs(config))
+        if config.num_shards is None:  # the default: from the input size (the manifest records the number used)
+            config = dataclasses.replace(config, num_shards=runner.auto_num_shards(files))
         transform = self.transform(config, files)
         return runner.run_build(
             f"build {self.name}",

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from negminer.pipelines import io
+from negminer.pipelines import io, runner
 from negminer.pipelines import schema as S
 from negminer.pipelines.source import REJECTS, _counter
 from negminer.pipelines.transforms import dedup, quality
@@ -212,7 +212,7 @@ def add_pretraining_arguments(parser: argparse.ArgumentParser, pair_types: Seque
     parser.add_argument(
         "--pair-types", default=",".join(pair_types), help="comma-separated subset of " + ",".join(pair_types)
     )
-    parser.add_argument("--num-shards", type=int, default=1, help="number of output shard files (default 1)")
+    runner.add_num_shards_argument(parser)
     parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
     quality.add_arguments(parser)
     dedup.add_arguments(parser)

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
+from negminer.pipelines import runner
 from negminer.pipelines import schema as S
 from negminer.pipelines.converter import Converter
 from negminer.pipelines.source import REJECTS, Record, parse_json_line, reject
@@ -63,7 +64,7 @@ class FeverConfig:
     output: str
     positive: str = "sentence"
     clean: bool = True
-    num_shards: int = 1
+    num_shards: int | None = None  # None: from the input size (runner.auto_num_shards)
     split: str = "train"
 
     def __post_init__(self) -> None:
@@ -71,8 +72,7 @@ class FeverConfig:
             raise ValueError("both --claims and --wiki-pages are required")
         if self.positive not in POSITIVES:
             raise ValueError(f"--positive must be one of {POSITIVES}, got {self.positive!r}")
-        if self.num_shards < 1:
-            raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+        runner.check_num_shards(self.num_shards)
 
 
 def page_key(page_id: str) -> str:
@@ -238,7 +238,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-clean", action="store_true", help="keep text as is (no mojibake repair / NFC / whitespace)"
     )
-    parser.add_argument("--num-shards", type=int, default=1, help="number of output shard files (default 1)")
+    runner.add_num_shards_argument(parser)
     parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
 
 

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
+from negminer.pipelines import runner
 from negminer.pipelines import schema as S
 from negminer.pipelines.converter import Converter
 from negminer.pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, reject, skip
@@ -44,7 +45,7 @@ class MsMarcoConfig:
     hf: tuple[str, ...] = ()
     min_relevance: float = 1.0
     clean: bool = True
-    num_shards: int = 1
+    num_shards: int | None = None  # None: from the input size (runner.auto_num_shards)
     split: str = "train"
 
     def __post_init__(self) -> None:
@@ -55,8 +56,7 @@ class MsMarcoConfig:
         if not self.hf and len(given) != 3:
             missing = [k for k, v in official.items() if not v]
             raise ValueError(f"give --hf, or all of --collection --queries --qrels (missing {missing})")
-        if self.num_shards < 1:
-            raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+        runner.check_num_shards(self.num_shards)
 
     def inputs(self) -> list[str]:
         return [*self.collection, *self.queries, *self.qrels, *self.triples, *self.hf]
@@ -263,7 +263,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-clean", action="store_true", help="keep text as is (no mojibake repair / NFC / whitespace)"
     )
     parser.add_argument("--output", required=True, help="output shard directory (local or gs://)")
-    parser.add_argument("--num-shards", type=int, default=1, help="number of output shard files (default 1)")
+    runner.add_num_shards_argument(parser)
     parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from negminer.pipelines.sink import WriteShardDir
 log = logging.getLogger("negminer")
 
 DEFAULT_RUNNER = "DirectRunner"  # pinned: Beam's default (Prism) downloads a binary and cannot start offline
+SHARD_INPUT_BYTES = 256 * 2**20  # --num-shards default: one output shard per this many bytes of input files
+MAX_AUTO_SHARDS = 4096
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -37,6 +40,32 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def add_num_shards_argument(parser: argparse.ArgumentParser) -> None:
+    """`--num-shards` of every builder: an integer >= 1, or (absent) derived from the input size."""
+    parser.add_argument(
+        "--num-shards",
+        type=int_at_least(1),
+        default=None,
+        help=f"number of output shard files (default: one per {SHARD_INPUT_BYTES >> 20} MiB of input files)",
+    )
+
+
+def check_num_shards(num_shards: int | None) -> None:
+    """A config's `num_shards`: None (derived from the input size at build time) or >= 1."""
+    if num_shards is not None and num_shards < 1:
+        raise ValueError(f"--num-shards must be >= 1, got {num_shards}")
+
+
+def auto_num_shards(files: list[str]) -> int:
+    """The default shard count: one per SHARD_INPUT_BYTES of input files as stored (compressed files count their
+    compressed size), at least 1 and at most MAX_AUTO_SHARDS. Each shard is sorted in memory by one worker, so the
+    count grows with the data; sizes come from the file system's listing (no file is read)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    size = sum(m.size_in_bytes for r in FileSystems.match(list(files)) for m in r.metadata_list) if files else 0
+    return max(1, min(MAX_AUTO_SHARDS, math.ceil(size / SHARD_INPUT_BYTES)))
 
 
 def pipeline_options(beam_args: list[str]) -> PipelineOptions:

@@ -59,7 +59,7 @@ class SnliConfig:
     output: str
     source: str = "snli"
     drop_without_negatives: bool = False
-    num_shards: int = 1
+    num_shards: int | None = None  # None: from the input size (runner.auto_num_shards)
     split: str = "train"
 
     def __post_init__(self) -> None:
@@ -67,8 +67,7 @@ class SnliConfig:
             raise ValueError("at least one --input is required")
         if self.source not in SOURCES:
             raise ValueError(f"--source must be one of {SOURCES}, got {self.source!r}")
-        if self.num_shards < 1:
-            raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+        runner.check_num_shards(self.num_shards)
 
 
 def parse_nli(obj: dict[str, Any], path: str = "", line: int = 0) -> NliExample | str:
@@ -297,9 +296,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--drop-without-negatives", action="store_true", help="drop rows whose premise has no contradiction"
     )
-    parser.add_argument(
-        "--num-shards", type=runner.int_at_least(1), default=1, help="number of output shard files (default 1)"
-    )
+    runner.add_num_shards_argument(parser)
     parser.add_argument("--split", default="train", help="split name in the shard file names (default train)")
 
 

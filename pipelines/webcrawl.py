@@ -15,7 +15,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 
-from negminer.pipelines import docpairs, html
+from negminer.pipelines import docpairs, html, runner
 from negminer.pipelines.converter import Converter
 from negminer.pipelines.docpairs import Doc, DocsToPairs, reject_at
 from negminer.pipelines.source import REJECTS, SKIPPED, skip
@@ -34,15 +34,14 @@ class WebcrawlConfig:
     pair_types: tuple[str, ...] = PAIR_TYPES
     quality: quality.QualityConfig = dataclasses.field(default_factory=quality.QualityConfig)
     dedup: dedup.DedupConfig = dataclasses.field(default_factory=dedup.DedupConfig)
-    num_shards: int = 1
+    num_shards: int | None = None  # None: from the input size (runner.auto_num_shards)
     split: str = "train"
 
     def __post_init__(self) -> None:
         if not self.inputs:
             raise ValueError("at least one --input is required")
         object.__setattr__(self, "pair_types", docpairs.parse_pair_types(self.pair_types, PAIR_TYPES))
-        if self.num_shards < 1:
-            raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+        runner.check_num_shards(self.num_shards)
 
 
 def _target_uri(rec: WarcRecord) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from negminer.pipelines import docpairs, wikidump, wikitext
+from negminer.pipelines import docpairs, runner, wikidump, wikitext
 from negminer.pipelines.converter import Converter
 from negminer.pipelines.docpairs import Doc, DocsToPairs, reject_at
 from negminer.pipelines.source import (
@@ -49,7 +49,7 @@ class WikipediaConfig:
     quality: quality.QualityConfig = dataclasses.field(default_factory=quality.QualityConfig)
     dedup: dedup.DedupConfig = dataclasses.field(default_factory=dedup.DedupConfig)
     unit_mb: float = 64.0
-    num_shards: int = 1
+    num_shards: int | None = None  # None: from the input size (runner.auto_num_shards)
     split: str = "train"
 
     def __post_init__(self) -> None:
@@ -60,8 +60,7 @@ class WikipediaConfig:
             raise ValueError(f"--format must be one of {FORMATS}, got {self.input_format!r}")
         if self.unit_mb <= 0:
             raise ValueError(f"--unit-mb must be > 0, got {self.unit_mb}")
-        if self.num_shards < 1:
-            raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+        runner.check_num_shards(self.num_shards)
 
 
 def input_format(path: str) -> str:
