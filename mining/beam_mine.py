@@ -29,6 +29,7 @@ from apache_beam.options.pipeline_options import StandardOptions, TestOptions
 from negminer.mining import beam_select as sel
 from negminer.mining import index as ix
 from negminer.mining import mine as core
+from negminer.mining.beam_corpus import ReadAndDedup, load_corpus
 from negminer.mining.beam_search import SearchBlocks
 from negminer.mining.config import MineConfig
 from negminer.mining.corpus import DOC_ID
@@ -111,6 +112,18 @@ class _Run:
             store = self.store(kind).use_located_chunks(json.load(fh))
         return store, (self.array(f"{kind}.chunk"), self.array(f"{kind}.row"))
 
+    def write_sources(self, files: list[str]) -> list[tuple[int, str, bool]]:
+        """Number the corpus sources (input files, then `--corpus` files) and save the list for Prepare."""
+        extra = io.expand_patterns(self.cfg.corpus) if self.cfg.corpus else []
+        sources = [(i, f, i >= len(files)) for i, f in enumerate(files + extra)]
+        os.makedirs(self.dir, exist_ok=True)
+        io.write_bytes_atomic(self.path("sources.json"), json.dumps({"files": files, "sources": sources}).encode())
+        return sources
+
+    def sources(self) -> dict:
+        with open(self.path("sources.json"), encoding="utf-8") as fh:
+            return json.load(fh)
+
     def rejects(self) -> list[dict]:
         with open(self.path("rejects.json"), encoding="utf-8") as fh:
             return json.load(fh)
@@ -126,12 +139,13 @@ class PrepareFn(beam.DoFn):
     def __init__(self, run: _Run):
         self.run = run
 
-    def process(self, _):
+    def process(self, _, parts: list[int]):
         run, cfg = self.run, self.run.cfg
         os.makedirs(run.dir, exist_ok=True)
-        files = cfg.input_files()  # the split, checked against the input's manifest
+        meta = run.sources()
+        files = meta["files"]
         rejects: list[dict] = []
-        corpus = core.build_corpus(cfg, rejects, files, run.path("documents.arrow"))
+        corpus = load_corpus(run.dir, len(meta["sources"]), run.path("documents.arrow"), rejects)
         groups = build_groups(files, corpus, cfg.instruction_template)
         encoder = core.load_encoder(cfg)
         docs_e, query_e, _ = core.embedders(cfg, encoder)
@@ -324,7 +338,9 @@ def build_pipeline(p: beam.Pipeline, run: _Run, runner: str, files: list[str] | 
     """Wire the mining stages into `p` (see the module docstring); `files`: the input split's shard files, which
     give the default number of output shards."""
     block = QUERY_BLOCK
-    plan = p | "Start" >> beam.Create([None]) | "Prepare" >> beam.ParDo(PrepareFn(run))
+    sources = run.write_sources(files) if files else []  # none in a dry run: the graph is the same
+    parts = p | "Sources" >> beam.Create(sources) | "Corpus" >> ReadAndDedup(run.dir)
+    plan = p | "Start" >> beam.Create([None]) | "Prepare" >> beam.ParDo(PrepareFn(run), beam.pvalue.AsList(parts))
     encoded = (
         plan
         | "Spread" >> beam.Reshuffle()
