@@ -7,7 +7,12 @@ positive with a *smaller key* in that bucket has an estimated Jaccard similarity
 A positive is dropped when any bucket marks it. The rule is deliberately not transitive (no
 connected components): in a chain A~B~C with A !~ C (keys A<B<C), B is dropped for A and C for B.
 That removes slightly more than a cluster-representative rule would, but every decision depends only
-on the set of positives, never on the order they arrive in, and needs a single GroupByKey.
+on the set of positives, never on the order they arrive in.
+
+At scale (Beam): only band hashes are shuffled per band (band key -> positive key, ~40 bytes, not the signature);
+a bucket with one member (most of them) is dropped there. Buckets with the same member set are merged, since the
+rule gives them the same answer, and each signature travels once to be joined with the candidate buckets it is in.
+Inside a bucket, members are compared as a NumPy block (rows against every smaller-keyed row), not pair by pair.
 """
 
 from __future__ import annotations
@@ -86,26 +91,39 @@ def band_keys(sig: np.ndarray, bands: int) -> list[str]:
 
 
 def bucket_duplicates(members: Iterable[tuple[str, np.ndarray]], threshold: float) -> list[str]:
-    """Keys of one bucket that have a smaller-keyed member with estimated Jaccard >= threshold."""
-    ordered = sorted(members, key=lambda m: m[0])
-    dups = []
-    for i, (key, sig) in enumerate(ordered):
-        if i and key == ordered[i - 1][0]:
-            continue
-        if any(float(np.mean(sig == other)) >= threshold for _, other in ordered[:i]):
-            dups.append(key)
-    return dups
+    """Keys of one bucket that have a smaller-keyed member with estimated Jaccard >= threshold, in key order.
+
+    The estimate is the share of equal signature values (as `np.mean(a == b)`); compared as blocks of rows
+    against all smaller-keyed rows, so a bucket of m members costs O(m^2) vectorised compares, not Python steps.
+    """
+    by_key: dict[str, np.ndarray] = {}
+    for key, sig in sorted(members, key=lambda m: m[0]):
+        by_key.setdefault(key, sig)  # the same key twice (same normalised text) is one member
+    keys = list(by_key)
+    if len(keys) < 2:
+        return []
+    sigs = np.stack([np.asarray(v) for v in by_key.values()])  # (m, P)
+    m, perms = sigs.shape
+    dup = np.zeros(m, dtype=bool)
+    block = max(1, (1 << 24) // (m * perms))  # rows per step: (block, m, P) compares in ~16 MB
+    for a in range(1, m, block):
+        b = min(m, a + block)
+        equal = (sigs[a:b, None, :] == sigs[None, :b, :]).sum(axis=2)  # (b-a, b) equal values
+        close = equal / perms >= threshold
+        close &= np.arange(b)[None, :] < np.arange(a, b)[:, None]  # only members with a smaller key
+        dup[a:b] = close.any(axis=1)
+    return [k for k, d in zip(keys, dup, strict=True) if d]
 
 
 def near_duplicates(texts: Sequence[str], cfg: DedupConfig) -> set[str]:
     """Positive keys to drop among `texts` by the module's rule (the Beam steps below, in one process)."""
-    buckets: dict[str, list[tuple[str, np.ndarray]]] = {}
-    distinct = {positive_key(t): t for t in sorted(texts)}
-    for key, text in distinct.items():
-        sig = signature(text, cfg)
+    sigs = {key: signature(text, cfg) for key, text in {positive_key(t): t for t in sorted(texts)}.items()}
+    buckets: dict[str, list[str]] = {}
+    for key, sig in sigs.items():
         for band in band_keys(sig, cfg.bands):
-            buckets.setdefault(band, []).append((key, sig))
-    return {k for members in buckets.values() for k in bucket_duplicates(members, cfg.threshold)}
+            buckets.setdefault(band, []).append(key)
+    candidates = {tuple(sorted(keys)) for keys in buckets.values() if len(keys) > 1}
+    return {k for keys in candidates for k in bucket_duplicates([(k, sigs[k]) for k in keys], cfg.threshold)}
 
 
 def dedup_reason(kind: str, pair_type: str) -> str:
@@ -127,17 +145,40 @@ class ExactDedupFn(beam.DoFn):
             yield skip(dedup_reason("exact" if r[S.ID] == keep[S.ID] else "positive", r[S.PAIR_TYPE]))
 
 
-class BandKeysFn(beam.DoFn):
-    """(positive key, text) -> (band key, (positive key, signature)) for every LSH band."""
+class SignatureFn(beam.DoFn):
+    """(positive key, text) -> (positive key, MinHash signature); the signature stays here, keyed by positive."""
 
     def __init__(self, cfg: DedupConfig):
         self.cfg = cfg
 
-    def process(self, element: tuple[str, str]) -> Iterator[tuple[str, tuple[str, np.ndarray]]]:
+    def process(self, element: tuple[str, str]) -> Iterator[tuple[str, np.ndarray]]:
         key, text = element
-        sig = signature(text, self.cfg)
-        for band in band_keys(sig, self.cfg.bands):
-            yield band, (key, sig)
+        yield key, signature(text, self.cfg)
+
+
+def bucket_hashes(element: tuple[str, np.ndarray], bands: int) -> Iterator[tuple[str, str]]:
+    """(positive key, signature) -> (band key, positive key) for every LSH band: only hashes are shuffled."""
+    key, sig = element
+    for band in band_keys(sig, bands):
+        yield band, key
+
+
+def candidate_buckets(element: tuple[str, Iterable[str]]) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(band key, positive keys) -> (member-set id, sorted keys) for a bucket of >= 2 positives.
+
+    Buckets with the same members get the same id (the rule's answer depends only on the members).
+    """
+    keys = tuple(sorted(set(element[1])))
+    if len(keys) > 1:
+        yield hashlib.blake2b("\x1f".join(keys).encode("utf-8"), digest_size=12).hexdigest(), keys
+
+
+def signatures_to_buckets(element: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[tuple[str, tuple[str, Any]]]:
+    """(positive key, {'sig': [signature], 'buckets': [ids]}) -> (bucket id, (positive key, signature)) each."""
+    key, grouped = element
+    sig = next(iter(grouped["sig"]), None)
+    for bucket in grouped["buckets"]:
+        yield bucket, (key, sig)
 
 
 class DropNearDuplicatesFn(beam.DoFn):
@@ -167,11 +208,24 @@ class DedupPairs(beam.PTransform):
         if not self.cfg.near:
             return {"rows": exact.rows, "skipped": exact[SKIPPED]}
         by_positive = exact.rows | "KeyByPositive" >> beam.Map(lambda r: (positive_key(r[S.POSITIVE]), r))
-        dups = (
+        sigs = (
             by_positive
             | "PositiveText" >> beam.Map(lambda kv: (kv[0], kv[1][S.POSITIVE]))
             | "DistinctPositives" >> beam.CombinePerKey(min)
-            | "BandKeys" >> beam.ParDo(BandKeysFn(self.cfg))
+            | "Signatures" >> beam.ParDo(SignatureFn(self.cfg))
+        )
+        buckets = (
+            sigs
+            | "BandHashes" >> beam.FlatMap(bucket_hashes, bands=self.cfg.bands)
+            | "GroupBands" >> beam.GroupByKey()
+            | "CandidateBuckets" >> beam.FlatMap(candidate_buckets)
+            | "SameMembersOnce" >> beam.CombinePerKey(lambda sets: next(iter(sets), ()))
+            | "BucketMembers" >> beam.FlatMap(lambda kv: ((k, kv[0]) for k in kv[1]))
+        )
+        dups = (
+            {"sig": sigs, "buckets": buckets}
+            | "JoinSignatures" >> beam.CoGroupByKey()
+            | "SignaturesToBuckets" >> beam.FlatMap(signatures_to_buckets)
             | "GroupBuckets" >> beam.GroupByKey()
             | "BucketDuplicates" >> beam.FlatMap(lambda kv, t: bucket_duplicates(kv[1], t), t=self.cfg.threshold)
             | "MarkDuplicate" >> beam.Map(lambda k: (k, True))

@@ -126,3 +126,75 @@ def test_config_validation():
         DedupConfig(num_perm=100, bands=16)
     with pytest.raises(ValueError, match="threshold"):
         DedupConfig(threshold=0.0)
+
+
+def old_rule(texts: list[str], cfg: DedupConfig) -> set[str]:
+    """The rule as first written: every positive's signature in each of its band buckets, pairs compared one by one."""
+    buckets: dict[str, list] = {}
+    for key, text in {dedup.positive_key(t): t for t in sorted(texts)}.items():
+        sig = dedup.signature(text, cfg)
+        for band in dedup.band_keys(sig, cfg.bands):
+            buckets.setdefault(band, []).append((key, sig))
+    dropped = set()
+    for members in buckets.values():
+        ordered = sorted(members, key=lambda m: m[0])
+        for i, (key, sig) in enumerate(ordered):
+            if any(float(np.mean(sig == other)) >= cfg.threshold for _, other in ordered[:i]):
+                dropped.add(key)
+    return dropped
+
+
+def clustered_texts(seed: int) -> list[str]:
+    """Clusters of chained edits (A~B~C, A!~C), exact-normalised copies and unrelated passages."""
+    rng = random.Random(seed)
+    texts = []
+    for c in range(12):
+        base = passage(1000 + c, 120)
+        chain = [base]
+        for _ in range(rng.randint(1, 5)):
+            words = chain[-1].split()
+            for _ in range(rng.randint(1, 2)):
+                words[rng.randrange(len(words))] = f"w{rng.randrange(10**6)}"
+            chain.append(" ".join(words))
+        texts += chain
+        texts.append(base.upper())  # the same positive key as base
+    return texts + [passage(5000 + i, 40) for i in range(30)]
+
+
+def test_bucket_duplicates_block_compare_equals_pairwise():
+    rng = np.random.default_rng(0)
+    for m, perms in ((2, 8), (7, 16), (60, 128), (300, 32)):
+        sigs = rng.integers(0, 4, size=(m, perms)).astype(np.uint32)  # few values: many close pairs
+        members = [(f"k{rng.integers(10**6):07d}", s) for s in sigs]
+        ordered = sorted(members, key=lambda x: x[0])
+        for t in (0.3, 0.5, 0.9):
+            want = [k for i, (k, s) in enumerate(ordered) if any(float(np.mean(s == o)) >= t for _, o in ordered[:i])]
+            assert dedup.bucket_duplicates(members, t) == want
+
+
+def test_near_dedup_equals_the_pairwise_rule_in_process_and_on_beam():
+    texts = clustered_texts(3)
+    cfg = DedupConfig(threshold=0.8)
+    want = old_rule(texts, cfg)
+    assert len(want) >= 8  # the planted clusters do give near duplicates
+    assert dedup.near_duplicates(texts, cfg) == want
+    rows = [row(f"q{i}", t) for i, t in enumerate(texts)]
+    kept = {dedup.positive_key(t) for t in texts} - want
+    with TestPipeline() as p:
+        out = p | beam.Create(rows) | dedup.DedupPairs(cfg)
+        assert_that(
+            out["rows"] | beam.Map(lambda r: dedup.positive_key(r[S.POSITIVE])) | beam.Distinct(),
+            equal_to(sorted(kept)),
+            label="kept",
+        )
+
+
+def test_band_stage_ships_hashes_not_signatures():
+    sig = dedup.signature(passage(9), CFG)
+    out = list(dedup.bucket_hashes(("key", sig), CFG.bands))
+    assert len(out) == CFG.bands and all(isinstance(b, str) and k == "key" for b, k in out)
+    assert [b for b, _ in out] == dedup.band_keys(dedup.signature(passage(9), CFG), CFG.bands)
+    assert list(dedup.candidate_buckets(("band", ["b", "a", "b"]))) == [
+        (list(dedup.candidate_buckets(("other", ["a", "b"])))[0][0], ("a", "b"))
+    ]
+    assert list(dedup.candidate_buckets(("band", ["a", "a"]))) == []
