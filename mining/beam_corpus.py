@@ -140,25 +140,22 @@ class ReadAndDedup(beam.PTransform):
         )
 
 
-def load_corpus(run_dir: str, n_sources: int, path: str, rejects: list[dict]) -> Corpus:
-    """The `Corpus` of the written parts (texts copied part by part into the Arrow file `path`, memory-mapped);
-    appends the sources' rejects to `rejects`, in source order."""
-    parts = (
-        sorted(f for f in os.listdir(os.path.join(run_dir, "corpus")) if f.endswith(".arrow"))
-        if os.path.isdir(os.path.join(run_dir, "corpus"))
-        else []
-    )
-    if not parts:
+def corpus_table(run_dir: str) -> pa.Table:
+    """The kept documents (DOC_ID, TEXT) in document-number order: the parts, memory-mapped, end to end (no copy)."""
+    where = os.path.join(run_dir, "corpus")
+    parts = sorted(f for f in os.listdir(where) if f.endswith(".arrow")) if os.path.isdir(where) else []
+    tables = [pa.ipc.open_file(pa.memory_map(os.path.join(where, f), "r")).read_all() for f in parts]
+    return pa.concat_tables(tables) if tables else PART_SCHEMA.empty_table()
+
+
+def load_corpus(run_dir: str, n_sources: int, rejects: list[dict]) -> Corpus:
+    """The `Corpus` of the written parts (texts memory-mapped, keys in numpy); appends the sources' rejects to
+    `rejects`, in source order."""
+    table = corpus_table(run_dir)
+    if not table.num_rows:
         raise ValueError("the corpus is empty: no positives, negatives or --corpus documents were read")
-    norm, exact = [], []
-    with pa.ipc.new_file(path, pa.schema([(DOC_ID, pa.string()), (TEXT, pa.string())])) as w:
-        for name in parts:
-            table = pa.ipc.open_file(pa.memory_map(os.path.join(run_dir, "corpus", name), "r")).read_all()
-            w.write_table(table.select([DOC_ID, TEXT]))
-            norm.append(table.column("norm").to_numpy())
-            exact.append(table.column("exact").to_numpy())
-            del table
-    norm_key, text_key = np.concatenate(norm), np.concatenate(exact)
+    norm_key = table.column("norm").to_numpy()
+    text_key = table.column("exact").to_numpy()
     raw = empty = 0
     alias_id, alias_norm = [], []
     for i in range(n_sources):
@@ -176,5 +173,7 @@ def load_corpus(run_dir: str, n_sources: int, path: str, rejects: list[dict]) ->
     alias_key, alias_doc = alias_key[order], alias_doc[order]
     uniq = np.ones(len(alias_key), bool)
     uniq[1:] = (alias_key[1:] != alias_key[:-1]) | (alias_doc[1:] != alias_doc[:-1])
-    table = pa.ipc.open_file(pa.memory_map(path, "r")).read_all()
-    return Corpus(table, norm_key, text_key, alias_key[uniq], alias_doc[uniq], raw_count=raw, empty_skipped=empty)
+    table = table.select([DOC_ID, TEXT])
+    corpus = Corpus(table, norm_key, text_key, alias_key[uniq], alias_doc[uniq], raw_count=raw, empty_skipped=empty)
+    corpus._sorter = sorter  # documents in key order: the index `find_texts` needs, as `CorpusBuilder.build` sets
+    return corpus

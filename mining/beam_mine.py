@@ -29,7 +29,7 @@ from apache_beam.options.pipeline_options import StandardOptions, TestOptions
 from negminer.mining import beam_select as sel
 from negminer.mining import index as ix
 from negminer.mining import mine as core
-from negminer.mining.beam_corpus import ReadAndDedup, load_corpus
+from negminer.mining.beam_corpus import ReadAndDedup, corpus_table, load_corpus
 from negminer.mining.beam_search import SearchBlocks
 from negminer.mining.config import MineConfig
 from negminer.mining.corpus import DOC_ID
@@ -67,7 +67,7 @@ class _Run:
         return EmbeddingStore(self.cfg.work_dir, self.meta()["fields"][kind])
 
     def keys(self, kind: str) -> np.ndarray:
-        return np.load(self.path(f"{kind}.keys.npy"))
+        return np.load(self.path(f"{kind}.keys.npy"), mmap_mode="r")  # an encode task reads only its chunk's
 
     def texts(self, kind: str) -> pa.ChunkedArray:
         return self._table(kind).column("text")
@@ -76,6 +76,8 @@ class _Run:
         return self._table("documents").column(DOC_ID)
 
     def _table(self, name: str) -> pa.Table:
+        if name == "documents":
+            return corpus_table(self.dir)  # the corpus stage's parts
         return pa.ipc.open_file(pa.memory_map(self.path(f"{name}.arrow"), "r")).read_all()  # pages, not objects
 
     def array(self, name: str) -> np.ndarray:
@@ -145,7 +147,7 @@ class PrepareFn(beam.DoFn):
         meta = run.sources()
         files = meta["files"]
         rejects: list[dict] = []
-        corpus = load_corpus(run.dir, len(meta["sources"]), run.path("documents.arrow"), rejects)
+        corpus = load_corpus(run.dir, len(meta["sources"]), rejects)
         groups = build_groups(files, corpus, cfg.instruction_template)
         encoder = core.load_encoder(cfg)
         docs_e, query_e, _ = core.embedders(cfg, encoder)

@@ -58,7 +58,7 @@ class SearchBlockFn(beam.DoFn):
     def __init__(self, k: int, gpu: bool = False):
         self.k, self.gpu = k, gpu
 
-    def process(self, block: tuple[np.ndarray, np.ndarray], queries: list[tuple[int, np.ndarray]], k: int = 0):
+    def process(self, block: tuple[np.ndarray, np.ndarray], queries: Iterable[tuple[int, np.ndarray]], k: int = 0):
         docs, vecs = block
         k = k or self.k
         for qid, q in queries:
@@ -71,7 +71,8 @@ class SearchBlocks(beam.PTransform):
     """(corpus blocks, query blocks) -> PCollection[(query block id, (scores (B, k), docs (B, k)))].
 
     corpus blocks: PCollection[(int64 document numbers (n,), float32 vectors (n, D))];
-    query blocks: PCollection[(block id, float32 vectors (B, D))], passed to every task as a side input;
+    query blocks: PCollection[(block id, float32 vectors (B, D))], passed to every task as a side input iterated
+    block by block (`AsIter`: a runner may stream it instead of holding every query vector in each worker);
     k: an int, or an `AsSingleton` side input holding it.
     """
 
@@ -85,6 +86,6 @@ class SearchBlocks(beam.PTransform):
         side = [] if fixed is not None else [self.k]
         return (
             corpus_blocks
-            | "Search" >> beam.ParDo(SearchBlockFn(fixed or 0, self.gpu), beam.pvalue.AsList(query_blocks), *side)
+            | "Search" >> beam.ParDo(SearchBlockFn(fixed or 0, self.gpu), beam.pvalue.AsIter(query_blocks), *side)
             | "MergeTopK" >> beam.CombinePerKey(MergeTopK(fixed))
         )

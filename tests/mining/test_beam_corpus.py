@@ -54,7 +54,7 @@ def test_beam_corpus_equals_the_in_process_corpus(sources, tmp_path):
     with TestPipeline() as p:
         _ = p | beam.Create(numbered) | ReadAndDedup(run_dir)
     rejects: list[dict] = []
-    got = load_corpus(run_dir, len(numbered), str(tmp_path / "beam.arrow"), rejects)
+    got = load_corpus(run_dir, len(numbered), rejects)
     want_rejects: list[dict] = []
     want = build_corpus(cfg, want_rejects, files, str(tmp_path / "local.arrow"))
     assert got.table.to_pylist() == want.table.to_pylist()  # same documents, ids (filled ones too), same order
