@@ -70,17 +70,32 @@ class Pair(NamedTuple):
     section: str
 
 
-def pair_row(doc: Doc, pair: Pair) -> dict:
-    """The row dict of a pair of `doc` (content-hash id, provenance JSON)."""
-    return S.TupleRow(
-        source=doc.source,
-        pair_type=pair.pair_type,
-        query=pair.query,
-        query_id=pair.query_id,
-        positive=pair.positive,
-        positive_id=pair.positive_id,
-        provenance=S.provenance_json(**doc.provenance, section=pair.section or None),
-    ).to_dict()
+def pair_row(doc: Doc, pair: Pair, provenance: str | None = None) -> dict:
+    """The row dict of a pair of `doc`: what `S.TupleRow(...).to_dict()` gives, built directly (it is per row).
+
+    `provenance` is the pair's provenance JSON when the caller already has it (it is the same for a section).
+    """
+    if provenance is None:
+        provenance = S.provenance_json(**doc.provenance, section=pair.section or None)
+    row = dict.fromkeys(S.COLUMNS)
+    row.update(
+        {
+            S.ID: S.make_id(doc.source, pair.query, pair.positive),
+            S.SOURCE: doc.source,
+            S.PAIR_TYPE: pair.pair_type,
+            S.QUERY: pair.query,
+            S.QUERY_ID: pair.query_id,
+            S.POSITIVE: pair.positive,
+            S.POSITIVE_ID: pair.positive_id,
+            S.NEGATIVES: [],
+            S.NEGATIVE_IDS: [],
+            S.PROVENANCE: provenance,
+        }
+    )
+    problems = S.row_problems(row)
+    if problems:
+        raise S.SchemaError(f"invalid row {row[S.ID]}: {'; '.join(problems)}")
+    return row
 
 
 def candidate_pairs(doc: Doc, pair_types: Sequence[str], lead_min_words: int = 0) -> list[Pair]:
@@ -119,8 +134,16 @@ def candidate_pairs(doc: Doc, pair_types: Sequence[str], lead_min_words: int = 0
 
 
 def doc_pairs(doc: Doc, pair_types: Sequence[str], lead_min_words: int = 0) -> list[dict]:
-    """Every pair of the requested types from one document as row dicts, not yet filtered (`candidate_pairs`)."""
-    return [pair_row(doc, p) for p in candidate_pairs(doc, pair_types, lead_min_words)]
+    """Every pair of the requested types from one document as row dicts (via `S.TupleRow`), not yet filtered."""
+    rows = []
+    for p in candidate_pairs(doc, pair_types, lead_min_words):
+        prov = S.provenance_json(**doc.provenance, section=p.section or None)
+        rows.append(
+            S.TupleRow(
+                doc.source, p.pair_type, p.query, p.positive, p.query_id, p.positive_id, provenance=prov
+            ).to_dict()
+        )
+    return rows
 
 
 def doc_lines(doc: Doc) -> list[str]:
@@ -144,10 +167,13 @@ def filtered_rows(
     skipped["page:no_pairs"] += len(docs) - len(with_pairs)
     problems = quality.document_problems([doc_lines(docs[i]) for i in with_pairs], cfg)
     for i, problem in zip(with_pairs, problems, strict=True):
+        provenance: dict[str, str] = {}  # per section of the document
         for pair in per_doc[i]:
             reason = problem or quality.pair_problem(pair.query, pair.positive, cfg)
             if reason is None:
-                rows.append(pair_row(docs[i], pair))
+                if pair.section not in provenance:
+                    provenance[pair.section] = S.provenance_json(**docs[i].provenance, section=pair.section or None)
+                rows.append(pair_row(docs[i], pair, provenance[pair.section]))
             else:
                 skipped[quality.filter_reason(reason, pair.pair_type)] += 1
     return rows, {k: n for k, n in skipped.items() if n}

@@ -34,6 +34,7 @@ BOILERPLATE = (
     "enable cookies",
     "skip to content",
 )
+_BOILERPLATE = re.compile("|".join(re.escape(p) for p in BOILERPLATE))  # any phrase as a substring, one pass
 _SYMBOLS = ("#", "...", "…")
 _WORD = re.compile(r"\w+", re.UNICODE)
 _DIGIT = re.compile(r"\d")
@@ -41,6 +42,10 @@ _DIGIT = re.compile(r"\d")
 # (\S is the complement of the whitespace str.split uses).
 _LETTER_WORD = re.compile(r"[^\W\d_]\S*")
 LANGID_CHARS = 2000  # characters of a document that language id reads
+# On ASCII text (most of it) the stop-word check needs no per-word casefold: lower() keeps the word boundaries.
+_ASCII_STOP_WORD = re.compile(r"\b(?:" + "|".join(sorted(STOP_WORDS)) + r")\b")
+# A paragraph is the query of one adjacent pair and the positive of the next: normalise it once.
+_normalized = functools.lru_cache(maxsize=1 << 14)(normalize_for_match)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,12 +247,15 @@ def text_problem(text: str, cfg: QualityConfig) -> str | None:
     if problem:
         return problem
     if cfg.require_stop_words and "en" in cfg.languages:
-        lowered = set(map(str.casefold, _WORD.findall(text)))
-        if len(lowered & STOP_WORDS) < 2:
+        if text.isascii():
+            found = set(_ASCII_STOP_WORD.findall(text.lower()))
+        else:
+            found = set(map(str.casefold, _WORD.findall(text))) & STOP_WORDS
+        if len(found) < 2:
             return "stop_words"
     if cfg.boilerplate:
         folded = text.casefold()
-        if any(p in folded for p in BOILERPLATE) or "{" in text:
+        if _BOILERPLATE.search(folded) or "{" in text:
             return "boilerplate"
     return None
 
@@ -263,7 +271,7 @@ def pair_problem(query: str, positive: str, cfg: QualityConfig) -> str | None:
     if not cfg.min_positive_chars <= len(positive) <= cfg.max_positive_chars:
         return "positive_length"
     if cfg.query_in_positive:
-        q, p = normalize_for_match(query), normalize_for_match(positive)
+        q, p = _normalized(query), _normalized(positive)
         if q == p:
             return "query_equals_positive"
         if q in p and len(q.split()) >= cfg.min_contained_query_words:

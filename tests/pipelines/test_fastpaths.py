@@ -113,3 +113,41 @@ def test_filtered_rows_equal_per_row_filtering(real_docs, cfg):
     want = oracle_rows(docs, webcrawl.PAIR_TYPES + (docpairs.TITLE_LEAD,), cfg, 10)
     assert got == want
     assert got[0] and sum(got[1].values()) > 100
+
+
+def test_text_problem_fast_paths_equal_the_plain_definitions(real_docs):
+    """The stop-word, boilerplate and letter-word checks as first written, on real paragraphs and odd text."""
+    word, letter = re.compile(r"\w+"), re.compile(r"[^\W\d_]")
+    cfg = quality.QualityConfig()
+
+    def plain(text: str) -> str | None:
+        words = text.split()
+        if len(words) < cfg.min_positive_words:
+            return "too_few_words"
+        if sum(text.count(s) for s in ("#", "...", "…")) / len(words) > cfg.max_symbol_ratio:
+            return "symbol_ratio"
+        if len(re.findall(r"\d", text)) / len(text) > cfg.max_digit_ratio:
+            return "digit_ratio"
+        mean_len = sum(len(w) for w in words) / len(words)
+        if not cfg.min_mean_word_length <= mean_len <= cfg.max_mean_word_length:
+            return "mean_word_length"
+        if sum(1 for w in words if letter.search(w)) / len(words) < cfg.min_alpha_word_ratio:
+            return "alpha_words"
+        if len({w.casefold() for w in word.findall(text)} & quality.STOP_WORDS) < 2:
+            return "stop_words"
+        folded = text.casefold()
+        if any(p in folded for p in quality.BOILERPLATE) or "{" in text:
+            return "boilerplate"
+        return None
+
+    texts = [p for d in real_docs for s in d.sections for p in s.paragraphs]
+    texts += [
+        "THE cat AND the dog sat there today.",
+        "the_cat and_the dog of theirs, tothe end",
+        "İthe wİth and ofthe cat sat down here",
+        "Click Here to read the news of the day",
+        "the river and the sea {",
+    ]
+    got = [quality.text_problem(t, cfg) for t in texts]
+    assert got == [plain(t) for t in texts]
+    assert len(set(got)) >= 5
