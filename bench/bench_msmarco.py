@@ -147,6 +147,12 @@ def main() -> None:
         str(data / "qrels.tsv"),
     ]
     beam = measure(build + args.beam_arg)
+    # the same build on a 100-passage set: what each side spends before the data matters (imports, pipeline
+    # construction, runner start-up), so the CPU above it can be compared too
+    write_set(out / "tiny", 100, 50, 53)
+    tiny = [a.replace(str(data), str(out / "tiny")).replace(str(out / "beam"), str(out / "tiny_beam")) for a in build]
+    fixed = {"beam": measure(tiny + args.beam_arg)}
+    fixed["pyarrow"] = measure([py, __file__, "--_pyarrow", str(out / "tiny"), str(out / "tiny_pyarrow")])
     # what a process costs before it reads any data: subtracted before scaling memory to the full set
     idle = measure([py, "-c", "import apache_beam, pyarrow, ftfy; from pipelines import msmarco, runner"])
     sys.path.insert(0, str(ROOT))
@@ -163,7 +169,14 @@ def main() -> None:
             f"{lines / m['secs']:>10.0f}{m['peak_rss'] / gib:>14.2f}"
         )
     print(
-        f"ratio Beam/pyarrow: time x{beam['secs'] / base['secs']:.1f}, peak memory x{beam['peak_rss'] / base['peak_rss']:.1f}"
+        f"ratio Beam/pyarrow: time x{beam['secs'] / base['secs']:.1f}, CPU x{beam['cpu'] / base['cpu']:.1f}, "
+        f"peak memory x{beam['peak_rss'] / base['peak_rss']:.1f}"
+    )
+    above = {k: m["cpu"] - fixed[k]["cpu"] for k, m in (("beam", beam), ("pyarrow", base))}
+    print(
+        f"fixed cost (the same build of 100 passages): Beam {fixed['beam']['cpu']:.1f} CPU-s, pyarrow "
+        f"{fixed['pyarrow']['cpu']:.1f}; CPU above it: Beam {above['beam']:.1f}s, pyarrow {above['pyarrow']:.1f}s, "
+        f"ratio x{above['beam'] / max(above['pyarrow'], 1e-9):.1f}"
     )
     scale = full_lines / lines
 

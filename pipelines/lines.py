@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +18,14 @@ import pyarrow.json as pj
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from negminer.pipelines.source import read_text_lines
+from negminer.pipelines.source import (
+    TRUNCATED_FILE,
+    UNREADABLE_FILE_ERRORS,
+    Record,
+    TruncatedFileError,
+    read_text_lines,
+    reject,
+)
 
 BLOCK_BYTES = 8 << 20  # bytes of a block read from a plain file
 BLOCK_LINES = 20_000  # lines of a block read from a compressed file (line by line: exact truncation handling)
@@ -70,6 +78,24 @@ def line_blocks(path: str, block_bytes: int | None = None) -> Iterator[LineBlock
             yield block
     if rest:
         yield _block(path, rest + b"\n", first)
+
+
+def read_blocks(path: str) -> Iterator[LineBlock | Any]:
+    """`line_blocks`, then one reject if the file cannot be read on: at the line `ReadRecordsFn` names."""
+    blocks, line = line_blocks(path), 0
+    while True:
+        try:
+            block = next(blocks, None)
+        except TruncatedFileError as e:
+            yield reject(Record(path, line + 1, str(e)), TRUNCATED_FILE)
+            return
+        except UNREADABLE_FILE_ERRORS as e:
+            yield reject(Record(path, line + 1, f"{type(e).__name__}: {e}"), "unreadable_file")
+            return
+        if block is None:
+            return
+        yield block
+        line = last_record_line(block, line)
 
 
 def _compressed_blocks(path: str) -> Iterator[LineBlock]:

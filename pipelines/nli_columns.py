@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from negminer.pipelines import schema as S
-from negminer.pipelines.tables import string_partitions
+from negminer.pipelines.tables import partitioned, string_partitions
 
 ENTAILMENT, NEUTRAL, CONTRADICTION = "entailment", "neutral", "contradiction"
 LABELS = (ENTAILMENT, NEUTRAL, CONTRADICTION)  # also the Hugging Face label ids 0, 1, 2
@@ -126,16 +126,10 @@ def examples_table(examples: Iterable[tuple]) -> pa.Table:
     return pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(cols, EXAMPLE, strict=True)], schema=EXAMPLE)
 
 
-def by_partition(examples: pa.Table, n: int) -> Iterator[tuple[int, pa.Table]]:
-    """(partition, its examples): premises hash-partitioned (`tables.string_partitions`)."""
-    if not examples.num_rows:
-        return
-    parts = string_partitions(examples["premise"], n)
-    order = np.argsort(parts, kind="stable")
-    ordered = parts[order]  # one take per part, not slices of one take: a pickled slice holds all its buffers
-    bounds = np.flatnonzero(np.diff(ordered)) + 1
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(order)], strict=True):
-        yield int(ordered[lo]), examples.take(pa.array(order[lo:hi]))
+def by_partition(examples: pa.Table, n: int) -> Iterator[tuple[int, bytes]]:
+    """(partition, IPC bytes of its examples): premises hash-partitioned (`tables.string_partitions`)."""
+    if examples.num_rows:
+        yield from partitioned(examples, string_partitions(examples["premise"], n))
 
 
 def _starts(table: pa.Table, columns: list[str]) -> np.ndarray:

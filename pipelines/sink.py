@@ -26,7 +26,7 @@ class WriteShardFn(beam.DoFn):
     def process(self, element: tuple[int, Iterable[dict | list[dict] | pa.Table | None]]):
         index, items = element[0], list(element[1])
         path = io.join(self.out_dir, io.shard_name(self.split, index, self.num_shards))
-        parts = [t for t in items if isinstance(t, pa.Table)]
+        parts = [tables.from_ipc(t) for t in items if isinstance(t, (bytes, pa.Table))]
         if parts:  # Arrow tables (with any row dicts converted): sorted and deduplicated in Arrow, same bytes
             rows = list(_rows_of(items))
             stats = tables.write_shard(pa.concat_tables(parts + ([S.rows_to_table(rows)] if rows else [])), path)
@@ -37,7 +37,8 @@ class WriteShardFn(beam.DoFn):
 
 
 def _rows_of(items: Iterable[dict | list[dict] | pa.Table | None]) -> Iterator[dict]:
-    """The row dicts of a shard's grouped items: single rows, batches of rows (lists); not tables or `None`."""
+    """The row dicts of a shard's grouped items: single rows, batches of rows (lists); not tables (or their IPC
+    bytes) or `None`."""
     for item in items:
         if isinstance(item, list):
             yield from item

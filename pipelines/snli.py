@@ -24,17 +24,15 @@ from negminer.pipelines.converter import Converter
 from negminer.pipelines.source import (
     REJECTS,
     SKIPPED,
-    TRUNCATED_FILE,
-    UNREADABLE_FILE_ERRORS,
     ReadRecordsFn,
     Record,
-    TruncatedFileError,
     _counter,
     is_parquet,
     line_record,
     parse_json_line,
     reject,
 )
+from negminer.pipelines.tables import from_ipc
 from negminer.pipelines.transforms.clean import clean_text
 
 ENTAILMENT, NEUTRAL, CONTRADICTION = "entailment", "neutral", "contradiction"
@@ -180,7 +178,7 @@ def example_or_reject(item: Any) -> NliExample | beam.pvalue.TaggedOutput:
 
 
 class ParseNliFileFn(beam.DoFn):
-    """path -> (partition, Arrow table of examples) per block of lines; unusable records to `rejects`.
+    """path -> (partition, Arrow IPC bytes of examples) per block of lines; unusable records to `rejects`.
 
     JSON-lines files are read in blocks: pyarrow's JSON reader and `nli_columns.json_examples` take the regular
     lines, the per-line path (`example_or_reject`) the rest; Parquet files go row by row."""
@@ -196,20 +194,12 @@ class ParseNliFileFn(beam.DoFn):
                     yield got
             yield from C.by_partition(C.examples_table(examples), PARTITIONS)
             return
-        blocks, state = lines.line_blocks(path), {"line": 0, "schema": None}
-        while True:
-            try:
-                block = next(blocks, None)
-            except TruncatedFileError as e:
-                yield reject(Record(path, state["line"] + 1, str(e)), TRUNCATED_FILE)
-                return
-            except UNREADABLE_FILE_ERRORS as e:
-                yield reject(Record(path, state["line"] + 1, f"{type(e).__name__}: {e}"), "unreadable_file")
-                return
-            if block is None:
-                return
-            yield from _parse_block(block, state)
-            state["line"] = lines.last_record_line(block, state["line"])
+        state: dict = {"schema": None}
+        for block in lines.read_blocks(path):
+            if isinstance(block, lines.LineBlock):
+                yield from _parse_block(block, state)
+            else:
+                yield block  # the reject of a file that cannot be read on
 
 
 def _first_object(block: lines.LineBlock, kinds) -> dict | None:
@@ -250,13 +240,15 @@ def _parse_block(block: lines.LineBlock, state: dict) -> Iterator[Any]:
 
 
 class PartitionRowsFn(beam.DoFn):
-    """(partition, example tables) -> one Arrow table of tuple rows (main), one dict of unused counts (`skipped`)."""
+    """(partition, example tables as IPC bytes) -> one Arrow table of tuple rows (main), one dict of unused counts
+    (`skipped`)."""
 
     def __init__(self, source: str, drop_without_negatives: bool):
         self.source, self.drop = source, drop_without_negatives
 
     def process(self, element: tuple[int, Iterable[pa.Table]]) -> Iterator[Any]:
-        rows, unused = C.rows_table(pa.concat_tables(list(element[1])), self.source, self.drop)
+        examples = pa.concat_tables([from_ipc(t) for t in element[1]])
+        rows, unused = C.rows_table(examples, self.source, self.drop)
         for reason, n in unused.items():
             _counter("negminer", f"skipped_{reason}").inc(n)
         if rows.num_rows:

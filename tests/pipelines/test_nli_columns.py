@@ -12,7 +12,7 @@ from apache_beam.pvalue import TaggedOutput
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from negminer.pipelines import lines, snli
+from negminer.pipelines import lines, snli, tables
 from negminer.pipelines import nli_columns as C
 from negminer.pipelines import schema as S
 from negminer.pipelines.source import ReadRecordsFn
@@ -101,10 +101,10 @@ def _columnar(path: str) -> tuple[set, list]:
         if isinstance(item, TaggedOutput):
             rejects.append(tuple(sorted(item.value.items())))
         else:
-            part, table = item
+            part, table = item[0], tables.from_ipc(item[1])
             assert table.schema.equals(C.EXAMPLE)
             rows = [tuple(r.values()) for r in table.to_pylist()]
-            assert all(snli.partition_of(r[0]) is not None for r in rows)
+            assert tables.string_partitions(table["premise"], snli.PARTITIONS).tolist() == [part] * len(rows)
             examples |= set(rows)
     return examples, sorted(rejects, key=repr)
 

@@ -1,0 +1,362 @@
+"""MS MARCO on Arrow tables: `id<TAB>text` files read in blocks, qrels ⋈ queries ⋈ collection as hash-partitioned
+pyarrow joins. The same rows, rejects and counts as the per-key joins of `transforms/join.py` (golden digests).
+
+Tables travel as (partition, table) with the partition a hash of the join key (`tables.string_partitions`), so one
+CoGroupByKey per join brings every table of a key range to one DoFn call, which joins them with pyarrow.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.metrics import Metrics
+
+from negminer.pipelines import io, lines
+from negminer.pipelines import schema as S
+from negminer.pipelines.nli_columns import clean_ascii
+from negminer.pipelines.source import REJECTS, ReadRecordsFn, Record, _counter, is_parquet, line_record, reject
+from negminer.pipelines.tables import from_ipc, partitioned, string_partitions
+from negminer.pipelines.transforms.partition import SKIPPED_COUNTS
+from negminer.pipelines.transforms.tabular import Skip, parse_id_text, parse_qrel
+
+PARTITIONS = 32
+TEXT = pa.schema([("id", pa.string()), ("text", pa.string()), ("path", pa.string()), ("line", pa.int64())])
+QREL = pa.schema(
+    [
+        ("qid", pa.string()),
+        ("doc_id", pa.string()),
+        ("score", pa.float64()),
+        ("path", pa.string()),
+        ("line", pa.int64()),
+    ]
+)
+QUERIES, QRELS, DOCS, PAIRS = "queries", "qrels", "docs", "pairs"
+_WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "  # str.strip()'s, for ASCII
+
+
+def plain_lines(block: lines.LineBlock) -> np.ndarray:
+    """Per line: True when it is printable ASCII or tab only (no CR, no other control, no byte >= 0x80)."""
+    buf = np.frombuffer(block.data, dtype=np.uint8)
+    odd = np.flatnonzero(((buf < 0x20) & (buf != 9) & (buf != 10)) | (buf >= 0x7F))
+    out = np.ones(block.count, dtype=bool)
+    if len(odd):
+        out[np.searchsorted(block.starts[:-1], odd, side="right") - 1] = False
+    return out
+
+
+def plain_strings(block: lines.LineBlock) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+    """(indexes of the plain lines, those lines as strings without their newline, which of them are blank)."""
+    plain = np.flatnonzero(plain_lines(block))
+    offsets = pa.py_buffer(block.starts.astype(np.int64))
+    raw = pa.Array.from_buffers(pa.large_binary(), block.count, [None, offsets, pa.py_buffer(block.data)])
+    raw = raw.take(pa.array(plain)).cast(pa.large_string()).cast(pa.string())  # plain lines are ASCII
+    raw = pc.utf8_slice_codeunits(raw, 0, -1)  # without the newline
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim(raw, _WHITESPACE)), 0).to_numpy(zero_copy_only=False)
+    return plain, raw, blank
+
+
+def _left(block: lines.LineBlock, plain: np.ndarray, taken: np.ndarray, blank: np.ndarray) -> np.ndarray:
+    """Indexes of the lines a columnar parse leaves to the per-line path: not plain, or plain, not blank and not
+    taken (`taken`: indexes into `plain`)."""
+    left = np.ones(block.count, dtype=bool)
+    left[plain[blank]] = False
+    left[plain[taken]] = False
+    return np.flatnonzero(left)
+
+
+def id_text_table(block: lines.LineBlock, clean: bool) -> tuple[pa.Table, np.ndarray]:
+    """`parse_id_text` of a block's plain lines: (Text table of the lines it accepts, indexes of the lines left to
+    the per-line path: not plain, no tab, empty id or text). Blank lines are in neither (they are not records)."""
+    plain, raw, blank = plain_strings(block)
+    parts = pc.split_pattern(raw, "\t", max_splits=1)
+    has_tab = pc.equal(pc.list_value_length(parts), 2).to_numpy(zero_copy_only=False)
+    keep = np.flatnonzero(~blank & has_tab)
+    parts = parts.take(pa.array(keep))
+    ids = pc.utf8_trim(pc.list_element(parts, 0), _WHITESPACE)
+    texts = pc.list_element(parts, 1)
+    if clean:
+        texts = clean_ascii(texts)
+    ok = pc.and_(pc.greater(pc.utf8_length(ids), 0), pc.greater(pc.utf8_length(pc.utf8_trim(texts, _WHITESPACE)), 0))
+    taken = keep[ok.to_numpy(zero_copy_only=False)]
+    numbers = pa.array(block.first + plain[keep], pa.int64())
+    table = pa.Table.from_arrays([ids, texts, pa.array([block.path] * len(keep), pa.string()), numbers], schema=TEXT)
+    return table.filter(ok), _left(block, plain, taken, blank)
+
+
+_NUMBER = r"^-?[0-9]+(\.[0-9]+)?$"  # scores the columnar path parses (float() and Arrow agree on these)
+
+
+def qrel_table(block: lines.LineBlock) -> tuple[pa.Table, np.ndarray]:
+    """`tabular.parse_qrel` of a block's plain lines with 3 or 4 fields and a plain decimal score: (Qrel table,
+    indexes of the lines left to the per-line path: headers, malformed lines, other number forms)."""
+    plain, raw, blank = plain_strings(block)
+    has_tab = pc.match_substring(raw, "\t")
+    spaced = pc.replace_substring_regex(pc.utf8_trim(raw, " "), " +", "\t")  # str.split() of printable ASCII
+    fields = pc.split_pattern(pc.if_else(has_tab, raw, spaced), "\t")
+    n = pc.list_value_length(fields).to_numpy(zero_copy_only=False)
+    tables, taken = [], []
+    for width, cols in ((4, (0, 2, 3)), (3, (0, 1, 2))):
+        rows = np.flatnonzero(~blank & (n == width))
+        picked = fields.take(pa.array(rows))
+        qid, doc, score = (pc.utf8_trim(pc.list_element(picked, i), _WHITESPACE) for i in cols)
+        ok = pc.match_substring_regex(score, _NUMBER)
+        numbers = pa.array(block.first + plain[rows], pa.int64())
+        table = pa.Table.from_arrays(
+            [qid, doc, _to_float(score, ok), pa.array([block.path] * len(rows), pa.string()), numbers], schema=QREL
+        )
+        tables.append(table.filter(ok))
+        taken.append(rows[ok.to_numpy(zero_copy_only=False)])
+    return pa.concat_tables(tables), _left(block, plain, np.concatenate(taken), blank)
+
+
+def _to_float(score: pa.Array, ok: pa.Array) -> pa.Array:
+    """Scores as float64 where `ok` (a plain decimal), 0 elsewhere (those rows are dropped)."""
+    return pc.if_else(ok, score, "0").cast(pa.float64())
+
+
+def _slow_items(path: str, items: Iterable[Any], parse: Callable[[Record], Any], rows: list, skipped: dict):
+    """The per-line path over reader items: parsed tuples appended to `rows`, Skips counted, rejects yielded."""
+    for item in items:
+        if item is None:
+            continue
+        if not isinstance(item, Record):
+            yield item
+            continue
+        out = parse(item)
+        if isinstance(out, Skip):
+            skipped[out.reason] = skipped.get(out.reason, 0) + 1
+            _counter("negminer", f"skipped_{out.reason}").inc()
+        elif isinstance(out, str):
+            yield reject(item, out)
+        else:
+            rows.append(tuple(out[1]))
+
+
+def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    cols = list(zip(*rows, strict=True)) or [()] * len(schema)
+    return pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(cols, schema, strict=True)], schema=schema)
+
+
+def by_partition(table: pa.Table, key: str, n: int = PARTITIONS) -> Iterator[tuple[int, bytes]]:
+    """(partition, IPC bytes of the rows of `table` whose `key` hashes there)."""
+    if table.num_rows:
+        yield from partitioned(table, string_partitions(table[key], n))
+
+
+class ReadTextTablesFn(beam.DoFn):
+    """path of an `id<TAB>text` file -> (partition by id, Text table) per block; rejects as `parse_id_text` gives."""
+
+    def __init__(self, clean: bool):
+        self.clean = clean
+
+    def process(self, path: str) -> Iterator[Any]:
+        parse = functools.partial(parse_id_text, clean=self.clean)
+        if is_parquet(path):
+            rows: list[tuple] = []
+            yield from _slow_items(path, ReadRecordsFn().process(path), parse, rows, {})
+            yield from by_partition(_table(rows, TEXT), "id")
+            return
+        for block in lines.read_blocks(path):
+            if not isinstance(block, lines.LineBlock):
+                yield block
+                continue
+            table, slow = id_text_table(block, self.clean)
+            rows = []
+            items = (line_record(path, block.first + int(i), block.raw(int(i))) for i in slow)
+            yield from _slow_items(path, items, parse, rows, {})
+            yield from by_partition(pa.concat_tables([table, _table(rows, TEXT)]), "id")
+
+
+class ReadQrelTablesFn(beam.DoFn):
+    """path of a qrels file -> (partition by qid, Qrel table) of the judgements at or above `threshold`; the others
+    and header lines as one skipped-counts dict per file."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def process(self, path: str) -> Iterator[Any]:
+        skipped: dict[str, int] = {}
+        tables = []
+        if is_parquet(path):
+            rows: list[tuple] = []
+            yield from _slow_items(path, ReadRecordsFn().process(path), parse_qrel, rows, skipped)
+            tables.append(_table(rows, QREL))
+        for block in [] if is_parquet(path) else lines.read_blocks(path):
+            if not isinstance(block, lines.LineBlock):
+                yield block
+                continue
+            table, slow = qrel_table(block)
+            rows = []
+            items = (line_record(path, block.first + int(i), block.raw(int(i))) for i in slow)
+            yield from _slow_items(path, items, parse_qrel, rows, skipped)
+            tables += [table, _table(rows, QREL)]
+        table = pa.concat_tables(tables or [QREL.empty_table()])
+        kept = pc.greater_equal(table["score"], self.threshold)
+        below = table.num_rows - (pc.sum(kept).as_py() or 0)
+        if below:
+            skipped["below_min_relevance"] = skipped.get("below_min_relevance", 0) + below
+            _counter("negminer", "skipped_below_min_relevance").inc(below)
+        yield from by_partition(table.filter(kept), "qid")
+        if skipped:
+            yield beam.pvalue.TaggedOutput(SKIPPED_COUNTS, skipped)
+
+
+def first_by_id(tables: Iterable[pa.Table], reason: str) -> tuple[pa.Table, list]:
+    """The first Text of each id by (path, line) (`join.first_text`), and a reject for every other one."""
+    texts = pa.concat_tables([from_ipc(t) for t in tables] or [TEXT.empty_table()])
+    texts = texts.take(
+        pc.sort_indices(texts, sort_keys=[("id", "ascending"), ("path", "ascending"), ("line", "ascending")])
+    )
+    ids = texts["id"].combine_chunks()
+    first = np.ones(len(ids), dtype=bool)
+    if len(ids) > 1:
+        first[1:] = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
+    rejects = [
+        reject(Record(t["path"], t["line"], f"{t['id']}\t{t['text']}"), reason)
+        for t in texts.filter(pa.array(~first)).to_pylist()
+    ]
+    return texts.filter(pa.array(first)), rejects
+
+
+def _qrel_rejects(table: pa.Table, reason: str) -> list:
+    """`join.qrel_record` rejects of qrels (qid, doc_id, score, path, line columns)."""
+    return [
+        reject(Record(q["path"], q["line"], f"{q['qid']}\t{q['doc_id']}\t{q['score']:g}"), reason)
+        for q in table.select(["qid", "doc_id", "score", "path", "line"]).to_pylist()
+    ]
+
+
+class JoinQueryTablesFn(beam.DoFn):
+    """(partition, {queries, qrels}) -> (partition by doc id, pairs table: qrel columns + `query`); rejects:
+    `duplicate_query_id`, `unknown_query` (as `join.JoinQueryFn`)."""
+
+    def setup(self) -> None:
+        self.unused = Metrics.counter("negminer", "queries_without_qrels")
+
+    def process(self, element: tuple[int, dict[str, Iterable[pa.Table]]]) -> Iterator[Any]:
+        groups = element[1]
+        queries, rejects = first_by_id(groups[QUERIES], "duplicate_query_id")
+        yield from rejects
+        qrels = pa.concat_tables([from_ipc(t) for t in groups[QRELS]] or [QREL.empty_table()])
+        queries = queries.select(["id", "text"]).rename_columns(["qid", "query"])
+        joined = qrels.join(queries, "qid", join_type="left outer", use_threads=False)
+        known = pc.is_valid(joined["query"])
+        yield from _qrel_rejects(joined.filter(pc.invert(known)), "unknown_query")
+        self.unused.inc(queries.num_rows - len(pc.unique(qrels["qid"])) + _unknown_ids(joined, known))
+        yield from by_partition(joined.filter(known), "doc_id")
+
+
+def _unknown_ids(joined: pa.Table, known: pa.ChunkedArray) -> int:
+    """How many distinct qids of the qrels have no query (they are not queries without qrels)."""
+    return len(pc.unique(joined.filter(pc.invert(known))["qid"])) if joined.num_rows else 0
+
+
+class JoinDocTablesFn(beam.DoFn):
+    """(partition, {docs, pairs}) -> a table of tuple rows; rejects: `duplicate_doc_id`, `unknown_passage`."""
+
+    def __init__(self, source: str, pair_type: str):
+        self.source, self.pair_type = source, pair_type
+
+    def setup(self) -> None:
+        self.unused = Metrics.counter("negminer", "documents_without_qrels")
+
+    def process(self, element: tuple[int, dict[str, Iterable[pa.Table]]]) -> Iterator[Any]:
+        groups = element[1]
+        docs, rejects = first_by_id(groups[DOCS], "duplicate_doc_id")
+        yield from rejects
+        pairs = [from_ipc(t) for t in groups[PAIRS]]
+        if not pairs:
+            self.unused.inc(docs.num_rows)
+            return
+        pairs = pa.concat_tables(pairs)
+        docs = docs.select(["id", "text"]).rename_columns(["doc_id", "positive"])
+        joined = pairs.join(docs, "doc_id", join_type="left outer", use_threads=False)
+        known = pc.is_valid(joined["positive"])
+        yield from _qrel_rejects(joined.filter(pc.invert(known)), "unknown_passage")
+        judged = len(pc.unique(pairs["doc_id"])) - (
+            len(pc.unique(joined.filter(pc.invert(known))["doc_id"])) if joined.num_rows else 0
+        )
+        self.unused.inc(docs.num_rows - judged)
+        joined = joined.filter(known)
+        if joined.num_rows:
+            yield rows_table(joined, self.source, self.pair_type)
+
+
+def _relevance(score: float) -> str:
+    return json.dumps(score)
+
+
+def rows_table(pairs: pa.Table, source: str, pair_type: str) -> pa.Table:
+    """Tuple rows (no negatives) of joined pairs, as `msmarco.pair_row(pair, [])` gives them."""
+    n = pairs.num_rows
+    query, positive = pairs["query"].to_pylist(), pairs["positive"].to_pylist()
+    paths, lines_, scores = pairs["path"].to_pylist(), pairs["line"].to_pylist(), pairs["score"].to_pylist()
+    quoted = {p: json.dumps(p, ensure_ascii=False) for p in set(paths)}
+    rel = {s: _relevance(s) for s in set(scores)}
+    prov = [
+        f'{{"line": {ln}, "qrels": {quoted[p]}, "relevance": {rel[s]}}}'
+        for p, ln, s in zip(paths, lines_, scores, strict=True)
+    ]
+    empty = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()))
+    columns = {
+        S.ID: pa.array(S.make_ids(source, query, positive), pa.string()),
+        S.SOURCE: pa.array([source] * n, pa.string()),
+        S.PAIR_TYPE: pa.array([pair_type] * n, pa.string()),
+        S.QUERY: pairs["query"].combine_chunks(),
+        S.QUERY_ID: pairs["qid"].combine_chunks(),
+        S.POSITIVE: pairs["positive"].combine_chunks(),
+        S.POSITIVE_ID: pairs["doc_id"].combine_chunks(),
+        S.NEGATIVES: empty,
+        S.NEGATIVE_IDS: empty,
+        S.PROVENANCE: pa.array(prov, pa.string()),
+    }
+    return pa.Table.from_arrays([columns.get(f.name, pa.nulls(n, f.type)) for f in S.SCHEMA], schema=S.SCHEMA)
+
+
+class JoinQrelTables(beam.PTransform):
+    """PBegin -> {'row_tables', 'rejects', 'skipped_counts'}: qrels ⋈ queries ⋈ collection on Arrow tables."""
+
+    def __init__(self, config: Any, source: str, pair_type: str):
+        """`config` names the files and options: `queries`, `qrels`, `collection` (patterns), `min_relevance`,
+        `clean` (an `msmarco.MsMarcoConfig`)."""
+        super().__init__()
+        self.queries, self.qrels = io.expand_patterns(config.queries), io.expand_patterns(config.qrels)
+        self.collection = io.expand_patterns(config.collection)
+        self.threshold, self.clean, self.source, self.pair_type = config.min_relevance, config.clean, source, pair_type
+
+    def _read(self, pbegin, label: str, files: list[str], fn: beam.DoFn):
+        return (
+            pbegin
+            | f"List{label}" >> beam.Create(files)
+            | f"Reshuffle{label}" >> beam.Reshuffle()
+            | f"Read{label}" >> beam.ParDo(fn).with_outputs(REJECTS, SKIPPED_COUNTS, main="tables")
+        )
+
+    def expand(self, pbegin):
+        queries = self._read(pbegin, "Queries", self.queries, ReadTextTablesFn(self.clean))
+        docs = self._read(pbegin, "Collection", self.collection, ReadTextTablesFn(self.clean))
+        qrels = self._read(pbegin, "Qrels", self.qrels, ReadQrelTablesFn(self.threshold))
+        by_doc = (
+            {QUERIES: queries.tables, QRELS: qrels.tables}
+            | "GroupByQuery" >> beam.CoGroupByKey()
+            | "JoinQueries" >> beam.ParDo(JoinQueryTablesFn()).with_outputs(REJECTS, main="pairs")
+        )
+        rows = (
+            {DOCS: docs.tables, PAIRS: by_doc.pairs}
+            | "GroupByDoc" >> beam.CoGroupByKey()
+            | "JoinDocs" >> beam.ParDo(JoinDocTablesFn(self.source, self.pair_type)).with_outputs(REJECTS, main="rows")
+        )
+        parts = (queries, docs, qrels, by_doc, rows)
+        return {
+            "row_tables": rows.rows,
+            REJECTS: tuple(p[REJECTS] for p in parts) | "AllRejects" >> beam.Flatten(),
+            "skipped_counts": tuple(p[SKIPPED_COUNTS] for p in (queries, docs, qrels))
+            | "AllSkipCounts" >> beam.Flatten(),
+        }

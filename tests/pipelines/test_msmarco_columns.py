@@ -1,0 +1,158 @@
+"""The columnar MS MARCO readers against the per-line parse functions (the oracle): same values, rejects, skips."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import random
+
+import pyarrow as pa
+import pytest
+from apache_beam.pvalue import TaggedOutput
+
+from negminer.pipelines import lines, tables
+from negminer.pipelines import msmarco_columns as M
+from negminer.pipelines.source import ReadRecordsFn, reject
+from negminer.pipelines.transforms.partition import SKIPPED_COUNTS
+from negminer.pipelines.transforms.tabular import Skip, parse_id_text, parse_qrel
+
+TEXT_ODD = [
+    b"",
+    b"   ",
+    b"\t",
+    b"7\t",
+    b"\tno id",
+    b"  8  \t  spaced   text  ",
+    b"9 no tab at all",
+    b"10\ttext\twith\ttabs",
+    b"11\tcaf\xc3\x83\xc2\xa9 mojibake",
+    b"12\tcaf\xe9 undecodable",
+    b"13\ttext with a CR\r",
+    b"14\tunit\x1cseparator",
+    b"15\tdel\x7fchar",
+    b"1\tduplicate id",
+]
+QREL_ODD = [
+    b"query-id\tcorpus-id\tscore",
+    b"qid 0 pid rel",
+    b"20 0 200 1",
+    b"21\t0\t201\t2",
+    b"  22   Q0   202   0  ",
+    b"23\t203\t1",
+    b"24 204 3",
+    b"25 0 205 1.5",
+    b"26 0 206 1e1",
+    b"27 0 207 .5",
+    b"28 0 208 1_0",
+    b"29 0 209 x",
+    b"30 0 210",
+    b"31 0 211 1 extra",
+    b" 32 \t 0 \t 212 \t 1 ",
+    b"33 0 213 -1",
+    b"34 0 214 1\r",
+    b"35 0 2\xc3\xa915 1",
+    b"",
+]
+
+
+def _oracle(path: str, parse, keep=None) -> tuple[set, list, dict]:
+    values, rejects, skipped = set(), [], {}
+    for item in ReadRecordsFn().process(path):
+        if isinstance(item, TaggedOutput):
+            rejects.append(tuple(sorted(item.value.items())))
+            continue
+        out = parse(item)
+        if isinstance(out, Skip):
+            skipped[out.reason] = skipped.get(out.reason, 0) + 1
+        elif isinstance(out, str):
+            rejects.append(tuple(sorted(reject(item, out).value.items())))
+        elif keep and not keep(out[1]):
+            skipped["below_min_relevance"] = skipped.get("below_min_relevance", 0) + 1
+        else:
+            values.add(tuple(out[1]))
+    return values, sorted(rejects, key=repr), skipped
+
+
+def _columnar(path: str, fn, key: str) -> tuple[set, list, dict]:
+    values, rejects, skipped = set(), [], {}
+    for item in fn.process(path):
+        if isinstance(item, TaggedOutput) and item.tag == SKIPPED_COUNTS:
+            skipped = item.value
+        elif isinstance(item, TaggedOutput):
+            rejects.append(tuple(sorted(item.value.items())))
+        else:
+            table = tables.from_ipc(item[1])
+            assert set(tables.string_partitions(table[key], M.PARTITIONS).tolist()) == {item[0]}
+            values |= {tuple(r.values()) for r in table.to_pylist()}
+    return values, sorted(rejects, key=repr), skipped
+
+
+def _files(tmp_path, name: str, body: list[bytes]) -> list[str]:
+    data = b"\n".join(body)
+    (tmp_path / name).write_bytes(data)
+    (tmp_path / f"{name}.gz").write_bytes(gzip.compress(data))
+    (tmp_path / f"cut.{name}.gz").write_bytes(gzip.compress(data)[: len(gzip.compress(data)) * 2 // 3])
+    return [str(tmp_path / n) for n in (name, f"{name}.gz", f"cut.{name}.gz")]
+
+
+@pytest.mark.parametrize("clean", [True, False])
+@pytest.mark.parametrize("block_bytes", [64, 1 << 20])
+def test_text_tables_equal_the_per_line_parse(tmp_path, monkeypatch, clean, block_bytes):
+    monkeypatch.setattr(lines, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(lines, "BLOCK_LINES", 5)
+    rng = random.Random(block_bytes)
+    body = [f"{i}\tpassage {i} text".encode() for i in range(40)] + TEXT_ODD
+    rng.shuffle(body)
+    for path in _files(tmp_path, "collection.tsv", body):
+        want = _oracle(path, functools.partial(parse_id_text, clean=clean))
+        got = _columnar(path, M.ReadTextTablesFn(clean), "id")
+        assert got == want, path
+        assert len(want[0]) > 10
+
+
+@pytest.mark.parametrize("block_bytes", [64, 1 << 20])
+def test_qrel_tables_equal_the_per_line_parse(tmp_path, monkeypatch, block_bytes):
+    monkeypatch.setattr(lines, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(lines, "BLOCK_LINES", 5)
+    rng = random.Random(block_bytes)
+    body = [f"{i} 0 {i * 7} {i % 3}".encode() for i in range(40)] + QREL_ODD
+    rng.shuffle(body)
+    for path in _files(tmp_path, "qrels.txt", body):
+        want = _oracle(path, parse_qrel, keep=lambda q: q.score >= 1)
+        got = _columnar(path, M.ReadQrelTablesFn(1.0), "qid")
+        assert got == want, path
+        assert len(want[0]) > 10
+    assert _oracle(path.replace("cut.", "").removesuffix(".gz"), parse_qrel)[2]["qrels_header"] == 2
+
+
+def test_rows_table_provenance_matches_pair_row():
+    from negminer.pipelines import msmarco
+    from negminer.pipelines.transforms.join import Pair
+    from negminer.pipelines.transforms.tabular import Qrel, Text
+
+    pairs = pa.table(
+        {
+            "qid": ["q1", "q2"],
+            "doc_id": ["d1", "d2"],
+            "score": [1.0, 2.5],
+            "path": ["a/qrels.tsv", 'b"x.tsv'],
+            "line": [3, 4],
+            "query": ["what is x", "who"],
+            "positive": ["x is y", "me"],
+        }
+    )
+    want = [
+        msmarco.pair_row(Pair(Text(q, qt, "", 0), Text(d, dt, "", 0), Qrel(q, d, s, p, n)), [])
+        for q, d, s, p, n, qt, dt in zip(*pairs.to_pydict().values(), strict=True)
+    ]
+    assert M.rows_table(pairs, "msmarco", "qa").to_pylist() == want
+
+
+def test_regular_lines_take_the_columnar_path():
+    text = lines._block("c.tsv", b"".join(f"{i}\tpassage {i}\n".encode() for i in range(50)) + b"\n", 1)
+    table, slow = M.id_text_table(text, clean=True)
+    assert table.num_rows == 50 and len(slow) == 0
+    qrels = lines._block("q.txt", b"".join(f"{i} 0 {i} 1\n{i}\t{i}\t2\n".encode() for i in range(50)), 1)
+    table, slow = M.qrel_table(qrels)
+    assert table.num_rows == 100 and len(slow) == 0
+    assert table["score"].to_pylist()[:2] in ([1.0, 1.0], [2.0, 2.0], [1.0, 2.0], [2.0, 1.0])
