@@ -20,6 +20,7 @@ from negminer.pipelines.converter import Converter
 from negminer.pipelines.docpairs import Doc, DocsToPairs, reject_at
 from negminer.pipelines.source import REJECTS, SKIPPED, skip
 from negminer.pipelines.transforms import dedup, quality
+from negminer.pipelines.warcunits import WarcUnit, warc_units
 
 SOURCE = "webcrawl"
 PAIR_TYPES = (docpairs.TITLE_BODY, docpairs.HEADING_PARAGRAPH, docpairs.ADJACENT_PARAGRAPH)
@@ -36,12 +37,15 @@ class WebcrawlConfig:
     dedup: dedup.DedupConfig = dataclasses.field(default_factory=dedup.DedupConfig)
     num_shards: int | None = None  # None: from the input size (runner.auto_num_shards)
     split: str = "train"
+    unit_mb: float = 64.0  # compressed MB per work unit of a .warc.gz file (runs of whole gzip members)
 
     def __post_init__(self) -> None:
         if not self.inputs:
             raise ValueError("at least one --input is required")
         object.__setattr__(self, "pair_types", docpairs.parse_pair_types(self.pair_types, PAIR_TYPES))
         runner.check_num_shards(self.num_shards)
+        if self.unit_mb <= 0:
+            raise ValueError(f"--unit-mb must be > 0, got {self.unit_mb}")
 
 
 def _target_uri(rec: WarcRecord) -> str | None:
@@ -83,15 +87,17 @@ def record_doc(rec: WarcRecord, block: bytes, path: str) -> Doc | str:
     return Doc(SOURCE, rec.record_id or f"{path}@{rec.stream_pos}", title, sections, prov)
 
 
-def iter_warc(path: str) -> Iterator[tuple[int, Doc | str, str]]:
-    """(offset, Doc or reason, raw head) for every record of a WARC/WET file (.gz/.zst/plain), streamed.
+def iter_warc(path: str, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Doc | str, str]]:
+    """(offset, Doc or reason, raw head) for every record of a WARC/WET file (.gz/.zst/plain) that starts in
+    [start, end) (a work unit, `warcunits`; the whole file by default), streamed.
 
-    A record whose WARC header cannot be parsed ends the file (the reader cannot find the next record):
+    A record whose WARC header cannot be parsed ends the unit (the reader cannot find the next record):
     it is reported as `malformed_warc_header` at the offset of the last good record.
     """
-    last_good = 0
+    last_good = start
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        records = ArchiveIterator(f, parse_http=False)
+        f.seek(start)
+        records = ArchiveIterator(f, parse_http=False)  # offsets stay absolute: FastWARC asks the file
         while True:
             try:
                 rec = next(records)
@@ -99,6 +105,8 @@ def iter_warc(path: str) -> Iterator[tuple[int, Doc | str, str]]:
                 return
             except OSError as e:
                 yield last_good, "malformed_warc_header", f"after the record at byte {last_good}: {e}"
+                return
+            if end is not None and rec.stream_pos >= end:
                 return
             if not rec.record_type & _USED:
                 last_good = rec.stream_pos
@@ -110,10 +118,11 @@ def iter_warc(path: str) -> Iterator[tuple[int, Doc | str, str]]:
 
 
 class WarcDocsFn(beam.DoFn):
-    """WARC/WET path -> Doc per usable record; other record types and non-HTML skipped, broken records rejected."""
+    """WarcUnit -> Doc per usable record; other record types and non-HTML skipped, broken records rejected."""
 
-    def process(self, path: str) -> Iterator[Any]:
-        for offset, doc, raw in iter_warc(path):
+    def process(self, unit: WarcUnit) -> Iterator[Any]:
+        path = unit.path
+        for offset, doc, raw in iter_warc(path, unit.start, unit.end):
             if isinstance(doc, Doc):
                 yield doc
             elif doc.startswith("record:"):
@@ -125,7 +134,8 @@ class WarcDocsFn(beam.DoFn):
 class BuildWebcrawlPairs(beam.PTransform):
     """PBegin -> {'rows', 'rejects', 'skipped' (reason strings), 'skipped_counts' (dicts)} from WARC/WET files.
 
-    Each file is read by one worker (a crawl has many files); documents are reshuffled before pairing.
+    A .warc.gz file larger than `unit_mb` is cut into work units at gzip members that start a record, read in
+    parallel (`warcunits`); documents are reshuffled before pairing.
     """
 
     def __init__(self, inputs: list[str], config: WebcrawlConfig):
@@ -137,7 +147,8 @@ class BuildWebcrawlPairs(beam.PTransform):
         docs = (
             pbegin
             | "ListFiles" >> beam.Create(self.inputs)
-            | "SpreadFiles" >> beam.Reshuffle()
+            | "Units" >> beam.FlatMap(warc_units, unit_bytes=int(cfg.unit_mb * 2**20))
+            | "SpreadUnits" >> beam.Reshuffle()
             | "ReadWarc" >> beam.ParDo(WarcDocsFn()).with_outputs(REJECTS, SKIPPED, main="docs")
         )
         pairs = (
@@ -156,11 +167,14 @@ class BuildWebcrawlPairs(beam.PTransform):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", nargs="+", required=True, action="extend", help="WARC/WET files, globs or dirs")
     parser.add_argument("--output", required=True, help="output shard directory (local or gs://)")
+    parser.add_argument(
+        "--unit-mb", type=float, default=64.0, help="compressed MB per work unit of a .warc.gz file (default 64)"
+    )
     docpairs.add_pretraining_arguments(parser, PAIR_TYPES)
 
 
 def config_from_args(args: argparse.Namespace) -> WebcrawlConfig:
-    return WebcrawlConfig(**docpairs.pretraining_fields(args, PAIR_TYPES))
+    return WebcrawlConfig(unit_mb=args.unit_mb, **docpairs.pretraining_fields(args, PAIR_TYPES))
 
 
 CONVERTER = Converter("webcrawl", lambda c: c.inputs, lambda c, files: BuildWebcrawlPairs(files, c), config_from_args)

@@ -230,3 +230,42 @@ def test_cli_runs_with_filter_flags(tmp_path):
     assert cli.main([*argv, "--pair-types", "title-body", "--no-quality-filters"]) == 0
     manifest = io.read_manifest(str(out))
     assert set(manifest["counts"]["pair_type"]) == {"title-body"} and manifest["config"]["quality"]["languages"] == []
+
+
+def one_member_per_record(src: Path, out: Path, copies: int) -> list[int]:
+    """A .warc.gz of the source's records repeated `copies` times, each record its own gzip member; their offsets."""
+    data = src.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    records = []
+    for offset, _, block in warc_records(src):
+        end = data.index(b"\r\n\r\n", offset) + 4 + len(block)
+        records.append(data[offset:end] + b"\r\n\r\n")
+    offsets, blob = [], b""
+    for i in range(copies):
+        for r in records:
+            offsets.append(len(blob))
+            blob += gzip.compress(r.replace(b"WARC-Record-ID: <urn:uuid:", f"WARC-Record-ID: <urn:uuid:{i}".encode()))
+    out.write_bytes(blob)
+    return offsets
+
+
+def test_warc_split_into_units_at_records_same_output(tmp_path):
+    from negminer.pipelines.warcunits import warc_units
+
+    big = tmp_path / "big.warc.gz"
+    offsets = one_member_per_record(shared_file(CC, "resiliparse-warcfile.warc.gz"), big, 3)
+    units = warc_units(str(big), 40_000)
+    assert len(units) >= 4
+    assert [u.start for u in units][0] == 0 and all(u.start in offsets for u in units)
+    assert [u.end for u in units] == [u.start for u in units[1:]] + [None]
+    assert warc_units(str(big), 10**9) == [(str(big), 0, None)]
+    assert len(warc_units(str(shared_file(CC, "warcio-example-iana.org-chunked.warc")), 10)) == 1  # not gzip
+
+    def build(name: str, unit_mb: float) -> tuple[dict, dict]:
+        manifest, _ = run(tmp_path, [big], name, quality=QualityConfig(), dedup=DedupConfig(), unit_mb=unit_mb)
+        shards = {p.name: p.read_bytes() for p in sorted((tmp_path / name).glob("*.parquet"))}
+        return shards, {k: manifest.get(k) for k in ("rows", "rejects", "skipped")}
+
+    whole, split = build("whole", 64.0), build("split", 40_000 / 2**20)
+    assert whole == split and whole[1]["rows"] > 0
