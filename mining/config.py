@@ -45,6 +45,8 @@ class MineConfig:
     min_score: float | None = None
     near_dup: float | None = 0.98
     triangle: float | None = None
+    positive_side: float | None = None
+    positive_rank: int | None = None
     lexical: float | None = None
     preset: str | None = None
     judge: str | None = None
@@ -141,6 +143,8 @@ class MineConfig:
             ceiling=self.ceiling(),
             near_dup=self.near_dup,
             triangle=self.triangle,
+            positive_side=self.positive_side,
+            positive_rank=self.positive_rank,
             lexical=self.lexical,
             sampling=self.sampling,
             seed=self.seed,

@@ -31,7 +31,16 @@ from negminer.mining.groups import Groups, build_groups, padded
 from negminer.mining.output import write_output
 from negminer.mining.remote import EndpointEncoder, is_endpoint
 from negminer.mining.rerank import Reranker, rescore
-from negminer.mining.select import Rules, choose, eligible, lexical_ratio, lowest_positive, triangle_gap
+from negminer.mining.select import (
+    Rules,
+    choose,
+    eligible,
+    lexical_ratio,
+    lowest_positive,
+    positive_rank,
+    positive_side_gap,
+    triangle_gap,
+)
 from negminer.mining.sources import corpus_documents, shard_documents
 from negminer.mining.store import EmbeddingStore
 from negminer.pipelines import io
@@ -402,7 +411,9 @@ def select_all(  # noqa: PLR0913 — the aligned arrays every selection stage re
         c, cs = cand[gb], cand_s[gb]
         keep, removed = eligible(c, padded(groups.excl_indptr, groups.excl_docs, gb), rules)
         pos = padded(groups.pos_indptr, groups.pos_docs, gb)
-        by_embedding = rules.near_dup is not None or rules.triangle is not None
+        by_embedding = any(
+            v is not None for v in (rules.near_dup, rules.triangle, rules.positive_side, rules.positive_rank)
+        )
         need = np.unique(np.concatenate([pos[pos >= 0], c[keep] if by_embedding else np.zeros(0, np.int64)]))
         emb = store.gather(doc_loc[0][need], doc_loc[1][need])  # (u, D)
 
@@ -411,11 +422,14 @@ def select_all(  # noqa: PLR0913 — the aligned arrays every selection stage re
 
         q = queries[gb]  # (B, D)
         pos_ret = np.where(pos >= 0, np.einsum("bd,bpd->bp", q, emb[slot(pos)]), np.nan).astype(np.float32)
-        sim = tri = lex = None
+        sim = tri = side = prank = lex = None
         if by_embedding:
             cp = np.einsum("bkd,bpd->bkp", emb[slot(c)], emb[slot(pos)])  # (B, K, P)
             sim = np.where((pos >= 0)[:, None, :], cp, -np.inf).max(axis=2)
+            cp = np.where((pos >= 0)[:, None, :], cp, np.nan)
             tri = triangle_gap(cp, pos_ret) if rules.triangle is not None else None
+            side = positive_side_gap(cp, cs) if rules.positive_side is not None else None  # retriever cosines
+            prank = positive_rank(cp, keep) if rules.positive_rank is not None else None
         if lexical is not None:
             qtext = groups.query.take(gb).to_pylist()
             lex = lexical_ratio(lexical.pair_scores(qtext, np.where(keep, c, -1)), lexical.pair_scores(qtext, pos))
@@ -428,8 +442,8 @@ def select_all(  # noqa: PLR0913 — the aligned arrays every selection stage re
                 keep = keep & ~relevant
         args = (c, score, keep, lowest_positive(pos_teacher), sim, groups.key[gb], rules)
 
-        def pick(judged=None, a=args, t=tri, x=lex):
-            return choose(*a, triangle=t, lexical=x, judged=judged)
+        def pick(judged=None, a=args, t=tri, x=lex, sd=side, pr=prank):
+            return choose(*a, triangle=t, side=sd, prank=pr, lexical=x, judged=judged)
 
         sel = pick() if judge is None else _judged(judge, pick, c, score, pos, gb, groups, corpus, out)
         for rule, count in {**removed, **sel.removed}.items():

@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-FIELDS = ("positive_aware", "triangle", "lexical")  # what a preset sets; explicit flags override each one
+FIELDS = (
+    "positive_aware",
+    "triangle",
+    "positive_side",
+    "positive_rank",
+    "lexical",
+)  # what a preset sets; explicit flags override each one
 PRESETS: dict[str, dict[str, Any]] = {
     "clean": {"positive_aware": "perc:0.99", "triangle": -0.05, "lexical": 1.5},
 }

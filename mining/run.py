@@ -20,6 +20,15 @@ from negminer.mining.select import SAMPLINGS
 log = logging.getLogger("negminer.mining")
 
 
+def _optional_int(value: str) -> int | None:
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'none', got {value!r}") from None
+
+
 def _optional_float(value: str) -> float | None:
     if value.strip().lower() == "none":
         return None
@@ -92,6 +101,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_optional_float,
         default=argparse.SUPPRESS,
         help="drop candidates with cos(candidate, positive) - cos(query, positive) >= this; 'none' (default) off",
+    )
+    a(
+        "--positive-side",
+        type=_optional_float,
+        default=argparse.SUPPRESS,
+        help="drop candidates with cos(candidate, positive) - cos(candidate, query) >= this (nearer a positive than "
+        "the query); 'none' (default) off",
+    )
+    a(
+        "--positive-rank",
+        type=_optional_int,
+        default=argparse.SUPPRESS,
+        help="drop the R candidates closest to a positive (rank among the query's candidates by cosine to the "
+        "positive); 'none' (default) off",
     )
     a(
         "--lexical",

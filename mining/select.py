@@ -15,6 +15,8 @@ RULES = (
     "positive_aware",
     "near_duplicate",
     "triangle",
+    "positive_side",
+    "positive_rank",
     "lexical",
 )
 CEILING_KINDS = ("perc", "margin", "z", "none")
@@ -70,6 +72,8 @@ class Rules:
     ceiling: Ceiling = Ceiling()
     near_dup: float | None = 0.98
     triangle: float | None = None
+    positive_side: float | None = None
+    positive_rank: int | None = None
     lexical: float | None = None
     sampling: str = "top"
     seed: int = 0
@@ -87,12 +91,21 @@ class Rules:
             raise ValueError(f"min_score {self.min_score} > max_score {self.max_score}")
         if self.near_dup is not None and not 0.0 < self.near_dup <= 1.0:
             raise ValueError(f"near-duplicate threshold must be in (0, 1] or none, got {self.near_dup}")
-        if self.triangle is not None and not -2.0 <= self.triangle <= 2.0:
-            raise ValueError(f"triangle margin must be in [-2, 2] (a cosine difference) or none, got {self.triangle}")
-        if self.lexical is not None and not (np.isfinite(self.lexical) and self.lexical > 0.0):
-            raise ValueError(f"lexical ratio must be a finite number > 0 or none, got {self.lexical}")
+        self._check_signal_rules()
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+
+    def _check_signal_rules(self) -> None:
+        if self.triangle is not None and not -2.0 <= self.triangle <= 2.0:
+            raise ValueError(f"triangle margin must be in [-2, 2] (a cosine difference) or none, got {self.triangle}")
+        if self.positive_side is not None and not -2.0 <= self.positive_side <= 2.0:
+            raise ValueError(
+                f"positive-side margin must be in [-2, 2] (a cosine difference) or none, got {self.positive_side}"
+            )
+        if self.positive_rank is not None and not (int(self.positive_rank) == self.positive_rank >= 1):
+            raise ValueError(f"positive rank must be a whole number >= 1 or none, got {self.positive_rank}")
+        if self.lexical is not None and not (np.isfinite(self.lexical) and self.lexical > 0.0):
+            raise ValueError(f"lexical ratio must be a finite number > 0 or none, got {self.lexical}")
 
 
 @dataclasses.dataclass
@@ -158,6 +171,35 @@ def triangle_gap(cand_pos_sim: np.ndarray, query_pos_sim: np.ndarray) -> np.ndar
     return gap.max(axis=2) if gap.shape[2] else np.full(gap.shape[:2], -np.inf)
 
 
+def positive_side_gap(cand_pos_sim: np.ndarray, cand_query_sim: np.ndarray) -> np.ndarray:
+    """(G, K, P) cos(c, p) and (G, K) cos(c, q) -> (G, K) max over positives of cos(c, p) - cos(c, q): how far the
+    candidate sits on a positive's side of the query-positive bisector. A candidate nearer a positive than the
+    query is probably about what the positive is about; -inf where a group has no positive (nan padding)."""
+    if cand_pos_sim.ndim != 3 or cand_query_sim.shape != cand_pos_sim.shape[:2]:
+        raise ValueError(f"need (G, K, P) and (G, K), got {cand_pos_sim.shape} and {cand_query_sim.shape}")
+    gap = cand_pos_sim.astype(np.float64) - cand_query_sim.astype(np.float64)[:, :, None]
+    gap = np.where(np.isnan(gap), -np.inf, gap)
+    return gap.max(axis=2) if gap.shape[2] else np.full(gap.shape[:2], -np.inf)
+
+
+def positive_rank(cand_pos_sim: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """(G, K, P) cos(c, p) (nan for padding positives), (G, K) eligible mask -> (G, K) int64: the best (lowest)
+    0-based rank of each eligible candidate among its group's eligible candidates ordered by closeness to a
+    positive (ties: retrieval order). A rank, not a cosine, so it carries across models; K where not eligible
+    or the group has no positive."""
+    g, k = keep.shape
+    if cand_pos_sim.ndim != 3 or cand_pos_sim.shape[:2] != (g, k):
+        raise ValueError(f"need (G, K, P) similarities for {keep.shape} candidates, got {cand_pos_sim.shape}")
+    sim = np.where(keep[:, :, None], cand_pos_sim.astype(np.float64), np.nan)
+    sim = np.where(np.isnan(sim), -np.inf, sim)
+    order = np.argsort(-sim, axis=1, kind="stable")  # (G, K, P) candidates by closeness to each positive
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(k)[None, :, None], axis=1)
+    has = ~np.isnan(cand_pos_sim).all(axis=1, keepdims=True)  # (G, 1, P) a real positive
+    rank = np.where(has & keep[:, :, None], rank, k)
+    return rank.min(axis=2) if rank.shape[2] else np.full((g, k), k, np.int64)
+
+
 def lexical_ratio(cand_lex: np.ndarray, pos_lex: np.ndarray) -> np.ndarray:
     """(G, K) BM25 of (query, candidate) and (G, P) BM25 of (query, positive), nan padded -> (G, K) candidate
     over the lowest positive with some overlap. nan where no positive shares a term with the query: no lexical
@@ -196,16 +238,19 @@ def choose(  # noqa: PLR0913 — a pure function of aligned (G, K) arrays and Ru
     rules: Rules,
     *,
     triangle: np.ndarray | None = None,
+    side: np.ndarray | None = None,
+    prank: np.ndarray | None = None,
     lexical: np.ndarray | None = None,
     judged: np.ndarray | None = None,
 ) -> Selection:
-    """Stage 2: score bounds, positive-aware ceiling, near-duplicates, triangle, lexical, then `top` or seeded
-    `random` sampling.
+    """Stage 2: score bounds, positive-aware ceiling, near-duplicates, triangle, positive side, positive rank,
+    lexical, then `top` or seeded `random` sampling.
 
     `score` is in the teacher's space (the retriever's, or the reranker's when one rescored the candidates),
     `min_positive` the lowest positive score of each group in that same space, `near_dup_sim` the highest cosine
     of each candidate to any positive of its group, `triangle` the `triangle_gap` and `lexical` the
-    `lexical_ratio` of each candidate (needed when their rule is on), `judged` the LLM judge's verdicts
+    `lexical_ratio`, `side` the `positive_side_gap` and `prank` the `positive_rank` of each candidate (needed when
+    their rule is on), `judged` the LLM judge's verdicts
     (`JUDGED_RELEVANT` drops; any other value keeps; None: no judge). Order of the result: score descending,
     retrieval rank on ties.
     """
@@ -217,7 +262,13 @@ def choose(  # noqa: PLR0913 — a pure function of aligned (G, K) arrays and Ru
         raise ValueError(f"min_positive {min_positive.shape} and group_key {group_key.shape} must be ({g},)")
     if np.isnan(score[keep]).any():
         raise ValueError("eligible candidates must have finite scores")
-    for name, on, arr in (("triangle", rules.triangle, triangle), ("lexical", rules.lexical, lexical)):
+    signals = (
+        ("triangle", rules.triangle, triangle),
+        ("positive_side", rules.positive_side, side),
+        ("positive_rank", rules.positive_rank, prank),
+        ("lexical", rules.lexical, lexical),
+    )
+    for name, on, arr in signals:
         if on is not None and (arr is None or arr.shape != (g, k)):
             raise ValueError(
                 f"the {name} rule is on but its signal is {None if arr is None else arr.shape}, not {(g, k)}"
@@ -242,6 +293,8 @@ def choose(  # noqa: PLR0913 — a pure function of aligned (G, K) arrays and Ru
             counts["near_duplicate"] = 0
         none = np.zeros_like(keep)
         drop("triangle", triangle >= rules.triangle if rules.triangle is not None else none)
+        drop("positive_side", side >= rules.positive_side if rules.positive_side is not None else none)
+        drop("positive_rank", prank < rules.positive_rank if rules.positive_rank is not None else none)
         drop("lexical", lexical >= rules.lexical if rules.lexical is not None else none)  # nan: abstains
         drop("judge", judged == JUDGED_RELEVANT if judged is not None else none)
     picked = _sample(alive, score, cand, group_key, rules)

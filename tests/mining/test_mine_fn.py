@@ -40,6 +40,22 @@ def test_triangle_rule_in_the_job_keeps_only_candidates_inside_the_triangle(mine
             assert (p @ n - (p @ q[0])).max() < -0.05 + 3e-3  # float16 cache tolerance
 
 
+def test_positive_side_and_rank_rules_in_the_job(mine_data, tmp_path, tiny_bert_dir):
+    side = mine(mine_config(mine_data, tmp_path, tiny_bert_dir, positive_side=-0.1, positive_aware="none"))
+    assert side["mining"]["removed"]["positive_side"] > 0 and side["mining"]["thresholds"]["positive_side"] == -0.1
+    positives = _positives(mine_data["rows"])
+    for r in io.iter_rows(str(tmp_path / "out")):
+        pos = positives[normalize_for_match(r[S.QUERY])]
+        q, p = reference_embed(tiny_bert_dir, [r[S.QUERY]]), reference_embed(tiny_bert_dir, pos)
+        for n in reference_embed(tiny_bert_dir, r[S.NEGATIVES]) if r[S.NEGATIVES] else []:
+            assert (p @ n).max() - n @ q[0] < -0.1 + 3e-3  # float16 cache tolerance
+    out = str(tmp_path / "rank")
+    ranked = mine(mine_config(mine_data, tmp_path, tiny_bert_dir, positive_rank=2, positive_aware="none", output=out))
+    groups = sum(1 for _ in io.iter_rows(out))
+    removed = ranked["mining"]["removed"]["positive_rank"]
+    assert 0 < removed <= 2 * groups * max(len(v) for v in positives.values())  # at most R per positive
+
+
 def test_lexical_rule_in_the_job(mine_data, tmp_path, tiny_bert_dir):
     manifest = mine(mine_config(mine_data, tmp_path, tiny_bert_dir, lexical=0.5))
     assert manifest["mining"]["removed"]["lexical"] > 0 and manifest["mining"]["thresholds"]["lexical"] == 0.5

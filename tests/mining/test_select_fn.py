@@ -13,6 +13,8 @@ from negminer.mining.select import (
     eligible,
     lexical_ratio,
     lowest_positive,
+    positive_rank,
+    positive_side_gap,
     score_spread,
     triangle_gap,
 )
@@ -39,6 +41,48 @@ def test_triangle_gap_takes_the_worst_positive_and_ignores_padding():
     assert np.isneginf(triangle_gap(np.zeros((1, 2, 1)), np.array([[NAN]]))).all()
     with pytest.raises(ValueError, match="G, K, P"):
         triangle_gap(np.zeros((1, 2)), np.zeros((1, 1)))
+
+
+def test_positive_side_gap_is_the_best_positive_minus_the_query_and_ignores_padding():
+    cp = np.array([[[0.9, 0.2, NAN], [0.1, 0.5, NAN]], [[NAN, NAN, NAN], [NAN, NAN, NAN]]])
+    cq = np.array([[0.7, 0.6], [0.3, -0.2]])
+    # group 0: candidate 0 max(0.9, 0.2) - 0.7 = 0.2; candidate 1 max(0.1, 0.5) - 0.6 = -0.1; group 1: no positive
+    gap = positive_side_gap(cp, cq)
+    np.testing.assert_allclose(gap[0], [0.2, -0.1])
+    assert np.isneginf(gap[1]).all()
+    with pytest.raises(ValueError, match="G, K, P"):
+        positive_side_gap(np.zeros((1, 2, 1)), np.zeros((1, 3)))
+
+
+def test_positive_rank_counts_only_eligible_candidates_and_takes_the_best_positive():
+    # 1 group, 5 candidates (#2 not eligible), 2 positives + 1 padding column
+    cp = np.array([[[0.1, 0.8, NAN], [0.5, 0.1, NAN], [0.99, 0.99, NAN], [0.5, 0.3, NAN], [0.4, 0.9, NAN]]])
+    keep = np.array([[True, True, False, True, True]])
+    # positive 0 orders eligible 1 (0.5), 3 (0.5, tie: retrieval order), 4, 0 -> ranks 3, 0, -, 1, 2
+    # positive 1 orders 4 (0.9), 0, 3, 1 -> ranks 1, 3, -, 2, 0; best of both: 1, 0, K, 1, 0
+    np.testing.assert_array_equal(positive_rank(cp, keep), [[1, 0, 5, 1, 0]])
+    assert (positive_rank(np.full((1, 3, 1), NAN), np.ones((1, 3), bool)) == 3).all()  # no positive: never ranked
+    with pytest.raises(ValueError, match="similarities"):
+        positive_rank(np.zeros((1, 2, 1)), np.ones((1, 3), bool))
+
+
+def test_positive_side_and_rank_remove_and_count_in_order():
+    rules = Rules(
+        num_negatives=3, range_max=10, ceiling=Ceiling("none"), near_dup=None, positive_side=0.0, positive_rank=1
+    )
+    cand = [[1, 2, 3, 4, 5, 6]]
+    score = [[0.9, 0.8, 0.7, 0.6, 0.5, 0.4]]
+    side = [[0.1, -0.2, 0.0, -0.1, -0.3, -0.5]]  # 1 and 3 (>= 0) -> positive_side
+    prank = [[0, 3, 2, 0, 1, 4]]  # rank 0: 1 (already gone) and 4 -> positive_rank
+    sel, counts = select(cand, score, [[9]], [[0.95]], rules, side=side, prank=prank)
+    assert sel.doc.tolist() == [[2, 5, 6]]
+    assert (counts["positive_side"], counts["positive_rank"], counts["triangle"]) == (2, 1, 0)
+    with pytest.raises(ValueError, match="positive_rank rule is on"):
+        select(cand, score, [[9]], [[0.95]], rules, side=side)
+    with pytest.raises(ValueError, match="positive rank"):
+        Rules(positive_rank=0)
+    with pytest.raises(ValueError, match="positive-side"):
+        Rules(positive_side=3.0)
 
 
 def test_lexical_ratio_uses_the_lowest_overlapping_positive_and_abstains_without_one():
