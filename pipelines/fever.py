@@ -19,14 +19,8 @@ from negminer.pipelines import runner
 from negminer.pipelines import schema as S
 from negminer.pipelines.converter import Converter
 from negminer.pipelines.source import REJECTS, Record, parse_json_line, reject
-from negminer.pipelines.transforms.tabular import (
-    ReadKeyed,
-    Skip,
-    flatten_outputs,
-    tidy,
-    title_and_text,
-    untokenize_ptb,
-)
+from negminer.pipelines.transforms.partition import SKIPPED_COUNTS, ReadKeyedBatches, partition_join
+from negminer.pipelines.transforms.tabular import Skip, tidy, title_and_text, untokenize_ptb
 
 SOURCE, PAIR_TYPE = "fever", "fact"
 SUPPORTS, REFUTES, NEI = "SUPPORTS", "REFUTES", "NOT ENOUGH INFO"
@@ -204,8 +198,16 @@ class EvidenceRowsFn(beam.DoFn):
             yield reject(evidence_record(ev), row) if isinstance(row, str) else row
 
 
+def _itself(value: Any) -> list[Any]:
+    return [value]
+
+
 class BuildFeverTuples(beam.PTransform):
-    """PBegin -> {'rows': row dicts, 'rejects': reject dicts, 'skipped': reason strings} from FEVER files."""
+    """PBegin -> {'row_batches': lists of row dicts, 'rejects': reject dicts, 'skipped_counts': reason -> count}.
+
+    Claims and pages travel as keyed batches hash-partitioned by page key (`transforms/partition.py`): one
+    CoGroupByKey per partition runs `EvidenceRowsFn` on every page of the partition, as the per-key join did.
+    """
 
     def __init__(self, config: FeverConfig):
         super().__init__()
@@ -213,18 +215,21 @@ class BuildFeverTuples(beam.PTransform):
 
     def expand(self, pbegin):
         c = self.config
-        claims = pbegin | "ReadClaims" >> ReadKeyed(
+        claims = pbegin | "ReadClaims" >> ReadKeyedBatches(
             list(c.claims), functools.partial(parse_claim, positive=c.positive, clean=c.clean)
         )
-        pages = pbegin | "ReadPages" >> ReadKeyed(
+        pages = pbegin | "ReadPages" >> ReadKeyedBatches(
             list(c.wiki_pages), functools.partial(parse_page, positive=c.positive, clean=c.clean)
         )
-        built = (
-            {CLAIMS: claims["keyed"], PAGES: pages["keyed"]}
-            | "GroupByPage" >> beam.CoGroupByKey()
-            | "Rows" >> beam.ParDo(EvidenceRowsFn()).with_outputs(REJECTS, main="rows")
+        built = partition_join(
+            "ByPage", {CLAIMS: claims["keyed"], PAGES: pages["keyed"]}, EvidenceRowsFn(), _itself, rekey=False
         )
-        return flatten_outputs("Fever", [claims, pages, {REJECTS: built[REJECTS]}], built.rows)
+        parts = (claims, pages, built)
+        return {
+            "row_batches": built.main,
+            REJECTS: tuple(part[REJECTS] for part in parts) | "AllRejects" >> beam.Flatten(),
+            "skipped_counts": tuple(part[SKIPPED_COUNTS] for part in parts) | "AllSkipCounts" >> beam.Flatten(),
+        }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

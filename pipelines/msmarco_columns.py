@@ -56,7 +56,9 @@ def plain_strings(block: lines.LineBlock) -> tuple[np.ndarray, pa.Array, np.ndar
     plain = np.flatnonzero(plain_lines(block))
     offsets = pa.py_buffer(block.starts.astype(np.int64))
     raw = pa.Array.from_buffers(pa.large_binary(), block.count, [None, offsets, pa.py_buffer(block.data)])
-    raw = raw.take(pa.array(plain)).cast(pa.large_string()).cast(pa.string())  # plain lines are ASCII
+    if len(plain) < block.count:
+        raw = raw.take(pa.array(plain))
+    raw = raw.cast(pa.large_string()).cast(pa.string())  # plain lines are ASCII
     raw = pc.utf8_slice_codeunits(raw, 0, -1)  # without the newline
     blank = pc.equal(pc.utf8_length(pc.utf8_trim(raw, _WHITESPACE)), 0).to_numpy(zero_copy_only=False)
     return plain, raw, blank
@@ -211,6 +213,8 @@ class ReadQrelTablesFn(beam.DoFn):
 def first_by_id(tables: Iterable[pa.Table], reason: str) -> tuple[pa.Table, list]:
     """The first Text of each id by (path, line) (`join.first_text`), and a reject for every other one."""
     texts = pa.concat_tables([from_ipc(t) for t in tables] or [TEXT.empty_table()])
+    if len(pc.unique(texts["id"])) == texts.num_rows:  # no duplicate id: nothing to sort out
+        return texts, []
     texts = texts.take(
         pc.sort_indices(texts, sort_keys=[("id", "ascending"), ("path", "ascending"), ("line", "ascending")])
     )
