@@ -12,14 +12,12 @@ Usage (inside a pipeline):
 
 from __future__ import annotations
 
-import json
-import os
-
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from negminer.mining import runfiles as rf
 from negminer.mining.beam_encode import wire_key
 from negminer.mining.corpus import DOC_ID, TEXT, Corpus, id_keys, text_keys
 from negminer.mining.sources import corpus_documents, shard_documents
@@ -39,7 +37,7 @@ class ReadDocsFn(beam.DoFn):
     the source's id aliases, counts and rejects go to files of the run (`sources/<n>.*`)."""
 
     def __init__(self, run_dir: str):
-        self.dir = os.path.join(run_dir, "sources")
+        self.dir = io.join(run_dir, "sources")
 
     def process(self, source: tuple[int, str, bool]):
         i, path, is_corpus = source
@@ -61,13 +59,11 @@ class ReadDocsFn(beam.DoFn):
             alias_norm.append(norm[idk != 0])
             for o, d, t, nk, ek in zip(ordinal.tolist(), ids, texts, norm.tolist(), exact.tolist(), strict=True):
                 yield wire_key(nk), ((i << POS_BITS) + o, d, t, ek)
-        os.makedirs(self.dir, exist_ok=True)
-        np.save(
-            os.path.join(self.dir, f"{i}.aliases.npy"),
-            np.stack([np.concatenate(alias_id), np.concatenate(alias_norm)]),
+        rf.save_npy(
+            io.join(self.dir, f"{i}.aliases.npy"), np.stack([np.concatenate(alias_id), np.concatenate(alias_norm)])
         )
         facts = {"raw": raw, "empty": empty, "rejects": rejects}
-        io.write_bytes_atomic(os.path.join(self.dir, f"{i}.json"), json.dumps(facts).encode("utf-8"))
+        rf.save_json(io.join(self.dir, f"{i}.json"), facts)
 
 
 class FirstDoc(beam.CombineFn):
@@ -95,7 +91,7 @@ class WritePartFn(beam.DoFn):
     the part number. A document without a source id gets `h` + its normalised-text hash, as in-process."""
 
     def __init__(self, run_dir: str):
-        self.dir = os.path.join(run_dir, "corpus")
+        self.dir = io.join(run_dir, "corpus")
 
     def process(self, element):
         part, items = element
@@ -111,12 +107,7 @@ class WritePartFn(beam.DoFn):
             ],
             schema=PART_SCHEMA,
         )
-        os.makedirs(self.dir, exist_ok=True)
-        with (
-            io.atomic_create(os.path.join(self.dir, f"{part:016d}.arrow")) as fh,
-            pa.ipc.new_file(fh, PART_SCHEMA) as w,
-        ):
-            w.write_table(table)
+        rf.save_table(io.join(self.dir, f"{part:016d}.arrow"), table)
         yield part
 
 
@@ -142,9 +133,8 @@ class ReadAndDedup(beam.PTransform):
 
 def corpus_table(run_dir: str) -> pa.Table:
     """The kept documents (DOC_ID, TEXT) in document-number order: the parts, memory-mapped, end to end (no copy)."""
-    where = os.path.join(run_dir, "corpus")
-    parts = sorted(f for f in os.listdir(where) if f.endswith(".arrow")) if os.path.isdir(where) else []
-    tables = [pa.ipc.open_file(pa.memory_map(os.path.join(where, f), "r")).read_all() for f in parts]
+    where = io.join(run_dir, "corpus")
+    tables = [rf.load_table(io.join(where, f)) for f in rf.list_names(where, ".arrow")]
     return pa.concat_tables(tables) if tables else PART_SCHEMA.empty_table()
 
 
@@ -159,11 +149,10 @@ def load_corpus(run_dir: str, n_sources: int, rejects: list[dict]) -> Corpus:
     raw = empty = 0
     alias_id, alias_norm = [], []
     for i in range(n_sources):
-        with open(os.path.join(run_dir, "sources", f"{i}.json"), encoding="utf-8") as fh:
-            facts = json.load(fh)
+        facts = rf.load_json(io.join(run_dir, "sources", f"{i}.json"))
         raw, empty = raw + facts["raw"], empty + facts["empty"]
         rejects.extend(facts["rejects"])
-        pairs = np.load(os.path.join(run_dir, "sources", f"{i}.aliases.npy"))
+        pairs = rf.load_npy(io.join(run_dir, "sources", f"{i}.aliases.npy"))
         alias_id.append(pairs[0])
         alias_norm.append(pairs[1])
     sorter = np.argsort(norm_key, kind="stable")

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -29,6 +27,7 @@ from apache_beam.options.pipeline_options import StandardOptions, TestOptions
 from negminer.mining import beam_select as sel
 from negminer.mining import index as ix
 from negminer.mining import mine as core
+from negminer.mining import runfiles as rf
 from negminer.mining.beam_corpus import ReadAndDedup, corpus_table, load_corpus
 from negminer.mining.beam_search import SearchBlocks
 from negminer.mining.config import MineConfig
@@ -55,19 +54,18 @@ class _Run:
         self._meta: dict | None = None
 
     def path(self, name: str) -> str:
-        return os.path.join(self.dir, name)
+        return io.join(self.dir, name)
 
     def meta(self) -> dict:
         if self._meta is None:
-            with open(self.path("meta.json"), encoding="utf-8") as fh:
-                self._meta = json.load(fh)
+            self._meta = rf.load_json(self.path("meta.json"))
         return self._meta
 
     def store(self, kind: str) -> EmbeddingStore:
         return EmbeddingStore(self.cfg.work_dir, self.meta()["fields"][kind])
 
     def keys(self, kind: str) -> np.ndarray:
-        return np.load(self.path(f"{kind}.keys.npy"), mmap_mode="r")  # an encode task reads only its chunk's
+        return rf.load_npy(self.path(f"{kind}.keys.npy"))  # memory-mapped: an encode task reads only its chunk's
 
     def texts(self, kind: str) -> pa.ChunkedArray:
         return self._table(kind).column("text")
@@ -78,11 +76,11 @@ class _Run:
     def _table(self, name: str) -> pa.Table:
         if name == "documents":
             return corpus_table(self.dir)  # the corpus stage's parts
-        return pa.ipc.open_file(pa.memory_map(self.path(f"{name}.arrow"), "r")).read_all()  # pages, not objects
+        return rf.load_table(self.path(f"{name}.arrow"))
 
     def array(self, name: str) -> np.ndarray:
         """One of the group arrays Prepare saved, memory-mapped."""
-        return np.load(self.path(f"{name}.npy"), mmap_mode="r")
+        return rf.load_npy(self.path(f"{name}.npy"))
 
     def group_batch(self, lo: int, hi: int) -> Groups:
         """Groups lo..hi-1 alone (their CSR rows re-based): what `mine.select_all` reads of them."""
@@ -99,36 +97,32 @@ class _Run:
         qid, off = divmod(lo, QUERY_BLOCK)
         if hi - lo + off > QUERY_BLOCK:
             raise ValueError(f"groups {lo}..{hi} span two query blocks")
-        scores = np.load(self.path(f"top-{qid}.scores.npy"), mmap_mode="r")[off : off + hi - lo]
-        idx = np.load(self.path(f"top-{qid}.idx.npy"), mmap_mode="r")[off : off + hi - lo]
+        scores = rf.load_npy(self.path(f"top-{qid}.scores.npy"))[off : off + hi - lo]
+        idx = rf.load_npy(self.path(f"top-{qid}.idx.npy"))[off : off + hi - lo]
         return np.asarray(scores), np.asarray(idx)
 
     def save_located(self, kind: str, store: EmbeddingStore, chunk: np.ndarray, row: np.ndarray) -> None:
-        np.save(self.path(f"{kind}.chunk.npy"), chunk)
-        np.save(self.path(f"{kind}.row.npy"), row)
+        rf.save_npy(self.path(f"{kind}.chunk.npy"), chunk)
+        rf.save_npy(self.path(f"{kind}.row.npy"), row)
         io.write_bytes_atomic(self.path(f"{kind}.chunks.json"), json.dumps(store.located_chunks()).encode("utf-8"))
 
     def located(self, kind: str) -> tuple[EmbeddingStore, tuple[np.ndarray, np.ndarray]]:
         """The store with its chunks numbered as when the locations were saved, and the (chunk, row) of each text."""
-        with open(self.path(f"{kind}.chunks.json"), encoding="utf-8") as fh:
-            store = self.store(kind).use_located_chunks(json.load(fh))
+        store = self.store(kind).use_located_chunks(rf.load_json(self.path(f"{kind}.chunks.json")))
         return store, (self.array(f"{kind}.chunk"), self.array(f"{kind}.row"))
 
     def write_sources(self, files: list[str]) -> list[tuple[int, str, bool]]:
         """Number the corpus sources (input files, then `--corpus` files) and save the list for Prepare."""
         extra = io.expand_patterns(self.cfg.corpus) if self.cfg.corpus else []
         sources = [(i, f, i >= len(files)) for i, f in enumerate(files + extra)]
-        os.makedirs(self.dir, exist_ok=True)
-        io.write_bytes_atomic(self.path("sources.json"), json.dumps({"files": files, "sources": sources}).encode())
+        rf.save_json(self.path("sources.json"), {"files": files, "sources": sources})
         return sources
 
     def sources(self) -> dict:
-        with open(self.path("sources.json"), encoding="utf-8") as fh:
-            return json.load(fh)
+        return rf.load_json(self.path("sources.json"))
 
     def rejects(self) -> list[dict]:
-        with open(self.path("rejects.json"), encoding="utf-8") as fh:
-            return json.load(fh)
+        return rf.load_json(self.path("rejects.json"))
 
     def gpu(self) -> bool:
         return resolve_device(self.cfg.device) == "cuda" and ix.gpu_available()
@@ -143,7 +137,7 @@ class PrepareFn(beam.DoFn):
 
     def process(self, _, parts: list[int]):
         run, cfg = self.run, self.run.cfg
-        os.makedirs(run.dir, exist_ok=True)
+        rf.makedirs(run.dir)
         meta = run.sources()
         files = meta["files"]
         rejects: list[dict] = []
@@ -154,10 +148,9 @@ class PrepareFn(beam.DoFn):
         qkeys, qlen = core.query_keys(groups)
         for name, column, values in (("queries", "text", groups.encoded), ("groups", "query", groups.query)):
             table = pa.table({column: pa.array(values, pa.string())})
-            with pa.ipc.new_file(run.path(f"{name}.arrow"), table.schema) as w:
-                w.write_table(table)
-        np.save(run.path("documents.keys.npy"), corpus.text_key)
-        np.save(run.path("queries.keys.npy"), qkeys)
+            rf.save_table(run.path(f"{name}.arrow"), table)
+        rf.save_npy(run.path("documents.keys.npy"), corpus.text_key)
+        rf.save_npy(run.path("queries.keys.npy"), qkeys)
         _save_groups(run, groups)
         io.write_bytes_atomic(run.path("rejects.json"), json.dumps(rejects).encode("utf-8"))
         stores = {
@@ -193,7 +186,7 @@ def _save_groups(run: _Run, groups: Groups) -> None:
         "row_slot": row_positive_slot(groups),
     }
     for name, arr in arrays.items():
-        np.save(run.path(f"{name}.npy"), arr)
+        rf.save_npy(run.path(f"{name}.npy"), arr)
 
 
 def _row_offsets(files: list[str]) -> list[tuple[str, int]]:
@@ -309,8 +302,8 @@ class SaveTopFn(beam.DoFn):
 
     def process(self, element):
         qid, (scores, idx) = element
-        np.save(self.run.path(f"top-{qid}.scores.npy"), scores)
-        np.save(self.run.path(f"top-{qid}.idx.npy"), idx)
+        rf.save_npy(self.run.path(f"top-{qid}.scores.npy"), scores)
+        rf.save_npy(self.run.path(f"top-{qid}.idx.npy"), idx)
         yield qid
 
 
@@ -431,7 +424,7 @@ def mine_beam(cfg: MineConfig, beam_args: list[str]) -> dict[str, Any]:
             check_model_ref(cfg.model)
         if cfg.reranker:
             check_model_ref(cfg.reranker, "--reranker")
-    run = _Run(cfg, os.path.join(cfg.work_dir, "beam", uuid.uuid4().hex))
+    run = _Run(cfg, io.join(cfg.work_dir, "beam", uuid.uuid4().hex))
     try:
         with contextlib.ExitStack() as stack:
             if not dry:  # the workers write the output: the driver holds its lock for the whole job
@@ -440,6 +433,5 @@ def mine_beam(cfg: MineConfig, beam_args: list[str]) -> dict[str, Any]:
             with beam.Pipeline(runner=R.local_runner(opts), options=opts) as p:
                 build_pipeline(p, run, runner, files)
     finally:
-        if os.path.isdir(run.dir):
-            shutil.rmtree(run.dir, ignore_errors=True)
+        rf.remove_tree(run.dir)
     return {} if dry else io.read_manifest(cfg.output)

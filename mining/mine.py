@@ -164,6 +164,10 @@ def mine(
     directory is locked for the whole run: a second command writing it refuses at once.
     """
     resolve_device(cfg.device)  # settings first, then the input (refused when incomplete), then the output
+    if "://" in cfg.work_dir:  # its search cache and scratch are memory-mapped
+        raise ValueError(
+            f"--work-dir {cfg.work_dir}: the in-process miner needs a local directory (a URL works with --runner)"
+        )
     files = cfg.input_files()
     if encoder is None:
         check_model_ref(cfg.model)  # a missing model: one line, before anything loads

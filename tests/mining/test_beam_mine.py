@@ -113,3 +113,34 @@ def test_cli_with_runner_runs_the_beam_pipeline(mine_data, tmp_path, tiny_bert_d
     argv += ["--max-length", "64", "--runner", "DirectRunner"]
     assert cli.main(argv) == 0
     assert io.read_manifest(str(out))["mining"]["runner"] == "DirectRunner"
+
+
+@pytest.mark.slow
+def test_beam_with_its_work_dir_on_a_non_local_file_system(mine_data, tmp_path, tiny_bert_dir, monkeypatch):
+    """`--work-dir mem://...` (tests/memfs.py, standing for gs://): the store and every hand-off file of the run go
+    through Beam's FileSystems; same bytes, and a rerun finds the store full."""
+    from tests import memfs
+
+    written, close = [], memfs._Writer.close
+    monkeypatch.setattr(memfs._Writer, "close", lambda self: (written.append(self.path), close(self))[1])
+    work = f"mem://{tmp_path.name}/work"
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, positive_aware="perc:0.99", near_dup=0.99, work_dir=work)
+    manifest = mine_splits(cfg, lambda c: mine_beam(c, ["--runner=DirectRunner"]))
+    assert digests(cfg.output) == MULTI_POSITIVE
+    assert manifest["mining"]["encoded"]["documents"] == manifest["mining"]["corpus"]["documents"]
+    stored = [p for p in memfs.FILES if p.startswith(f"{work}/embeddings/")]
+    assert any(p.endswith(".f16.npy") for p in stored)
+    handed = {p.rsplit("/", 1)[-1] for p in written if p.startswith(f"{work}/beam/")}
+    assert {"meta.json", "group_key.npy", "queries.arrow", "top-0.idx.npy"} <= {
+        n.split(".tmp")[0].lstrip(".") for n in handed
+    }
+    assert any("/corpus/" in p for p in written) and any("/sources/" in p for p in written)
+    assert not [p for p in memfs.FILES if p.startswith(f"{work}/beam/")]  # the run's hand-offs are removed
+    again = mine_beam(dataclasses.replace(cfg, split="train"), ["--runner=DirectRunner"])
+    assert again["mining"]["encoded"] == {"documents": 0, "queries": 0}
+
+
+def test_in_process_miner_refuses_a_url_work_dir(mine_data, tmp_path, tiny_bert_dir):
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, work_dir="gs://bucket/work")
+    with pytest.raises(ValueError, match="needs a local directory"):
+        mine(cfg)
