@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import re
 from typing import Any
 
@@ -17,8 +16,8 @@ import apache_beam as beam
 from negminer.pipelines import runner
 from negminer.pipelines import schema as S
 from negminer.pipelines.converter import Converter
-from negminer.pipelines.transforms.join import DOCS, PAIRS, QRELS, QUERIES, JoinQrels, Pair
-from negminer.pipelines.transforms.tabular import ReadKeyed, flatten_outputs, parse_json_doc, parse_qrel
+from negminer.pipelines.msmarco_columns import JoinQrelTables, QrelJoin
+from negminer.pipelines.transforms.join import Pair
 
 PAIR_TYPE = "qa"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -65,7 +64,8 @@ def pair_row(pair: Pair | tuple, source: str) -> dict[str, Any]:
 
 
 class BuildBeirTuples(beam.PTransform):
-    """PBegin -> {'rows': row dicts, 'rejects': reject dicts, 'skipped': reason strings} from BEIR files."""
+    """PBegin -> {'row_tables', 'rejects', 'skipped_counts'} from BEIR files: Arrow tables joined per hash
+    partition (`msmarco_columns.JoinQrelTables`); documents are parsed line by line (`parse_json_doc`)."""
 
     def __init__(self, config: BeirConfig):
         super().__init__()
@@ -73,16 +73,21 @@ class BuildBeirTuples(beam.PTransform):
 
     def expand(self, pbegin):
         c = self.config
-        queries = pbegin | "ReadQueries" >> ReadKeyed(
-            list(c.queries), functools.partial(parse_json_doc, clean=c.clean)
+        spec = QrelJoin(
+            c.queries,
+            c.qrels,
+            c.corpus,
+            c.source,
+            PAIR_TYPE,
+            threshold=0.0,
+            strict=True,
+            below_reason="non_positive_score",
+            unknown_doc_reason="unknown_document",
+            score_key="score",
+            clean=c.clean,
+            json_docs=True,
         )
-        docs = pbegin | "ReadCorpus" >> ReadKeyed(list(c.corpus), functools.partial(parse_json_doc, clean=c.clean))
-        qrels = pbegin | "ReadQrels" >> ReadKeyed(list(c.qrels), parse_qrel)
-        joined = {QUERIES: queries["keyed"], DOCS: docs["keyed"], QRELS: qrels["keyed"]} | "Join" >> JoinQrels(
-            threshold=0.0, strict=True, below_reason="non_positive_score", unknown_doc_reason="unknown_document"
-        )
-        rows = joined[PAIRS] | "Rows" >> beam.Map(pair_row, c.source)
-        return flatten_outputs("Beir", [queries, docs, qrels, joined], rows)
+        return pbegin | "JoinTables" >> JoinQrelTables(spec)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

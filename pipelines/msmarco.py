@@ -18,7 +18,7 @@ import apache_beam as beam
 from negminer.pipelines import runner
 from negminer.pipelines import schema as S
 from negminer.pipelines.converter import Converter
-from negminer.pipelines.msmarco_columns import JoinQrelTables
+from negminer.pipelines.msmarco_columns import JoinQrelTables, QrelJoin
 from negminer.pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, reject, skip
 from negminer.pipelines.transforms.clean import normalize_for_match
 from negminer.pipelines.transforms.join import DOCS, PAIRS, QRELS, QUERIES, JoinDocFn, JoinQueryFn, Pair
@@ -219,7 +219,8 @@ class BuildMsMarcoTuples(beam.PTransform):
             )
             return flatten_outputs("MsMarco", [read, {REJECTS: built[REJECTS], SKIPPED: built[SKIPPED]}], built.rows)
         if not c.triples:  # Arrow tables end to end (msmarco_columns.py)
-            return pbegin | "JoinTables" >> JoinQrelTables(c, SOURCE, PAIR_TYPE)
+            spec = QrelJoin(c.queries, c.qrels, c.collection, SOURCE, PAIR_TYPE, c.min_relevance, clean=c.clean)
+            return pbegin | "JoinTables" >> JoinQrelTables(spec)
         # Hash-partitioned joins of keyed batches (transforms/partition.py), the per-key logic of join.py.
         text = functools.partial(parse_id_text, clean=c.clean)
         queries = pbegin | "ReadQueries" >> ReadKeyedBatches(list(c.queries), text)

@@ -1,5 +1,5 @@
-"""MS MARCO on Arrow tables: `id<TAB>text` files read in blocks, qrels ⋈ queries ⋈ collection as hash-partitioned
-pyarrow joins. The same rows, rejects and counts as the per-key joins of `transforms/join.py` (golden digests).
+"""MS MARCO and BEIR on Arrow tables: `id<TAB>text` files read in blocks, qrels ⋈ queries ⋈ documents as
+hash-partitioned pyarrow joins. The same rows, rejects and counts as the per-key joins of `transforms/join.py`.
 
 Tables travel as (partition, table) with the partition a hash of the join key (`tables.string_partitions`), so one
 CoGroupByKey per join brings every table of a key range to one DoFn call, which joins them with pyarrow.
@@ -7,6 +7,7 @@ CoGroupByKey per join brings every table of a key range to one DoFn call, which 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Callable, Iterable, Iterator
@@ -24,7 +25,7 @@ from negminer.pipelines.nli_columns import clean_ascii
 from negminer.pipelines.source import REJECTS, ReadRecordsFn, Record, _counter, is_parquet, line_record, reject
 from negminer.pipelines.tables import from_ipc, partitioned, string_partitions
 from negminer.pipelines.transforms.partition import SKIPPED_COUNTS
-from negminer.pipelines.transforms.tabular import Skip, parse_id_text, parse_qrel
+from negminer.pipelines.transforms.tabular import Skip, parse_id_text, parse_json_doc, parse_qrel
 
 PARTITIONS = 32
 TEXT = pa.schema([("id", pa.string()), ("text", pa.string()), ("path", pa.string()), ("line", pa.int64())])
@@ -153,14 +154,16 @@ def by_partition(table: pa.Table, key: str, n: int = PARTITIONS) -> Iterator[tup
 
 
 class ReadTextTablesFn(beam.DoFn):
-    """path of an `id<TAB>text` file -> (partition by id, Text table) per block; rejects as `parse_id_text` gives."""
+    """path of an `id<TAB>text` file -> (partition by id, Text table) per block; rejects as `parse_id_text` gives.
 
-    def __init__(self, clean: bool):
-        self.clean = clean
+    With `json_docs`, the file holds BEIR JSON documents, parsed line by line (`tabular.parse_json_doc`)."""
+
+    def __init__(self, clean: bool, json_docs: bool = False):
+        self.clean, self.json_docs = clean, json_docs
 
     def process(self, path: str) -> Iterator[Any]:
-        parse = functools.partial(parse_id_text, clean=self.clean)
-        if is_parquet(path):
+        parse = functools.partial(parse_json_doc if self.json_docs else parse_id_text, clean=self.clean)
+        if is_parquet(path) or self.json_docs:
             rows: list[tuple] = []
             yield from _slow_items(path, ReadRecordsFn().process(path), parse, rows, {})
             yield from by_partition(_table(rows, TEXT), "id")
@@ -177,11 +180,11 @@ class ReadTextTablesFn(beam.DoFn):
 
 
 class ReadQrelTablesFn(beam.DoFn):
-    """path of a qrels file -> (partition by qid, Qrel table) of the judgements at or above `threshold`; the others
-    and header lines as one skipped-counts dict per file."""
+    """path of a qrels file -> (partition by qid, Qrel table) of the judgements at or above `threshold` (above it
+    when `strict`); the others (`below_reason`) and header lines as one skipped-counts dict per file."""
 
-    def __init__(self, threshold: float):
-        self.threshold = threshold
+    def __init__(self, threshold: float, strict: bool = False, below_reason: str = "below_min_relevance"):
+        self.threshold, self.strict, self.below_reason = threshold, strict, below_reason
 
     def process(self, path: str) -> Iterator[Any]:
         skipped: dict[str, int] = {}
@@ -200,11 +203,11 @@ class ReadQrelTablesFn(beam.DoFn):
             yield from _slow_items(path, items, parse_qrel, rows, skipped)
             tables += [table, _table(rows, QREL)]
         table = pa.concat_tables(tables or [QREL.empty_table()])
-        kept = pc.greater_equal(table["score"], self.threshold)
+        kept = (pc.greater if self.strict else pc.greater_equal)(table["score"], self.threshold)
         below = table.num_rows - (pc.sum(kept).as_py() or 0)
         if below:
-            skipped["below_min_relevance"] = skipped.get("below_min_relevance", 0) + below
-            _counter("negminer", "skipped_below_min_relevance").inc(below)
+            skipped[self.below_reason] = skipped.get(self.below_reason, 0) + below
+            _counter("negminer", f"skipped_{self.below_reason}").inc(below)
         yield from by_partition(table.filter(kept), "qid")
         if skipped:
             yield beam.pvalue.TaggedOutput(SKIPPED_COUNTS, skipped)
@@ -265,8 +268,8 @@ def _unknown_ids(joined: pa.Table, known: pa.ChunkedArray) -> int:
 class JoinDocTablesFn(beam.DoFn):
     """(partition, {docs, pairs}) -> a table of tuple rows; rejects: `duplicate_doc_id`, `unknown_passage`."""
 
-    def __init__(self, source: str, pair_type: str):
-        self.source, self.pair_type = source, pair_type
+    def __init__(self, spec: QrelJoin):
+        self.spec = spec
 
     def setup(self) -> None:
         self.unused = Metrics.counter("negminer", "documents_without_qrels")
@@ -283,29 +286,30 @@ class JoinDocTablesFn(beam.DoFn):
         docs = docs.select(["id", "text"]).rename_columns(["doc_id", "positive"])
         joined = pairs.join(docs, "doc_id", join_type="left outer", use_threads=False)
         known = pc.is_valid(joined["positive"])
-        yield from _qrel_rejects(joined.filter(pc.invert(known)), "unknown_passage")
+        yield from _qrel_rejects(joined.filter(pc.invert(known)), self.spec.unknown_doc_reason)
         judged = len(pc.unique(pairs["doc_id"])) - (
             len(pc.unique(joined.filter(pc.invert(known))["doc_id"])) if joined.num_rows else 0
         )
         self.unused.inc(docs.num_rows - judged)
         joined = joined.filter(known)
         if joined.num_rows:
-            yield rows_table(joined, self.source, self.pair_type)
+            yield rows_table(joined, self.spec.source, self.spec.pair_type, self.spec.score_key)
 
 
 def _relevance(score: float) -> str:
     return json.dumps(score)
 
 
-def rows_table(pairs: pa.Table, source: str, pair_type: str) -> pa.Table:
-    """Tuple rows (no negatives) of joined pairs, as `msmarco.pair_row(pair, [])` gives them."""
+def rows_table(pairs: pa.Table, source: str, pair_type: str, score_key: str = "relevance") -> pa.Table:
+    """Tuple rows (no negatives) of joined pairs, as `msmarco.pair_row(pair, [])` (`beir.pair_row` with
+    `score_key="score"`) gives them."""
     n = pairs.num_rows
     query, positive = pairs["query"].to_pylist(), pairs["positive"].to_pylist()
     paths, lines_, scores = pairs["path"].to_pylist(), pairs["line"].to_pylist(), pairs["score"].to_pylist()
     quoted = {p: json.dumps(p, ensure_ascii=False) for p in set(paths)}
     rel = {s: _relevance(s) for s in set(scores)}
     prov = [
-        f'{{"line": {ln}, "qrels": {quoted[p]}, "relevance": {rel[s]}}}'
+        f'{{"line": {ln}, "qrels": {quoted[p]}, "{score_key}": {rel[s]}}}'
         for p, ln, s in zip(paths, lines_, scores, strict=True)
     ]
     empty = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()))
@@ -324,16 +328,32 @@ def rows_table(pairs: pa.Table, source: str, pair_type: str) -> pa.Table:
     return pa.Table.from_arrays([columns.get(f.name, pa.nulls(n, f.type)) for f in S.SCHEMA], schema=S.SCHEMA)
 
 
-class JoinQrelTables(beam.PTransform):
-    """PBegin -> {'row_tables', 'rejects', 'skipped_counts'}: qrels ⋈ queries ⋈ collection on Arrow tables."""
+@dataclasses.dataclass(frozen=True)
+class QrelJoin:
+    """What a qrels ⋈ queries ⋈ documents build reads and how it decides (MS MARCO's defaults)."""
 
-    def __init__(self, config: Any, source: str, pair_type: str):
-        """`config` names the files and options: `queries`, `qrels`, `collection` (patterns), `min_relevance`,
-        `clean` (an `msmarco.MsMarcoConfig`)."""
+    queries: tuple[str, ...]
+    qrels: tuple[str, ...]
+    docs: tuple[str, ...]
+    source: str
+    pair_type: str = "qa"
+    threshold: float = 1.0
+    strict: bool = False  # a positive scores above the threshold (True) or at least it (False)
+    below_reason: str = "below_min_relevance"
+    unknown_doc_reason: str = "unknown_passage"
+    score_key: str = "relevance"  # the score's key in the provenance
+    clean: bool = True
+    json_docs: bool = False  # BEIR JSON documents instead of id<TAB>text lines
+
+
+class JoinQrelTables(beam.PTransform):
+    """PBegin -> {'row_tables', 'rejects', 'skipped_counts'}: qrels ⋈ queries ⋈ documents on Arrow tables."""
+
+    def __init__(self, spec: QrelJoin):
         super().__init__()
-        self.queries, self.qrels = io.expand_patterns(config.queries), io.expand_patterns(config.qrels)
-        self.collection = io.expand_patterns(config.collection)
-        self.threshold, self.clean, self.source, self.pair_type = config.min_relevance, config.clean, source, pair_type
+        self.spec = spec
+        self.queries, self.qrels = io.expand_patterns(spec.queries), io.expand_patterns(spec.qrels)
+        self.docs = io.expand_patterns(spec.docs)
 
     def _read(self, pbegin, label: str, files: list[str], fn: beam.DoFn):
         return (
@@ -344,9 +364,10 @@ class JoinQrelTables(beam.PTransform):
         )
 
     def expand(self, pbegin):
-        queries = self._read(pbegin, "Queries", self.queries, ReadTextTablesFn(self.clean))
-        docs = self._read(pbegin, "Collection", self.collection, ReadTextTablesFn(self.clean))
-        qrels = self._read(pbegin, "Qrels", self.qrels, ReadQrelTablesFn(self.threshold))
+        s = self.spec
+        queries = self._read(pbegin, "Queries", self.queries, ReadTextTablesFn(s.clean, s.json_docs))
+        docs = self._read(pbegin, "Collection", self.docs, ReadTextTablesFn(s.clean, s.json_docs))
+        qrels = self._read(pbegin, "Qrels", self.qrels, ReadQrelTablesFn(s.threshold, s.strict, s.below_reason))
         by_doc = (
             {QUERIES: queries.tables, QRELS: qrels.tables}
             | "GroupByQuery" >> beam.CoGroupByKey()
@@ -355,7 +376,7 @@ class JoinQrelTables(beam.PTransform):
         rows = (
             {DOCS: docs.tables, PAIRS: by_doc.pairs}
             | "GroupByDoc" >> beam.CoGroupByKey()
-            | "JoinDocs" >> beam.ParDo(JoinDocTablesFn(self.source, self.pair_type)).with_outputs(REJECTS, main="rows")
+            | "JoinDocs" >> beam.ParDo(JoinDocTablesFn(self.spec)).with_outputs(REJECTS, main="rows")
         )
         parts = (queries, docs, qrels, by_doc, rows)
         return {
