@@ -63,6 +63,9 @@ class SearchBlockFn(beam.DoFn):
         k = k or self.k
         for qid, q in queries:
             s, i = ix.search_sharded(q, [(np.asarray(docs, np.int64), vecs)], min(k, len(docs)), gpu=self.gpu)
+            if s.shape[1] < k:  # a block smaller than k: padded, so that merging partials never narrows below k
+                s = np.pad(s, ((0, 0), (0, k - s.shape[1])), constant_values=-np.inf)
+                i = np.pad(i, ((0, 0), (0, k - i.shape[1])), constant_values=-1)
             beam.metrics.Metrics.counter("negminer.mine", "search_tasks").inc()
             yield qid, (s, i)
 

@@ -144,3 +144,27 @@ def test_in_process_miner_refuses_a_url_work_dir(mine_data, tmp_path, tiny_bert_
     cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, work_dir="gs://bucket/work")
     with pytest.raises(ValueError, match="needs a local directory"):
         mine(cfg)
+
+
+@pytest.mark.slow
+def test_beam_with_many_small_blocks_and_batches_writes_the_same_bytes(
+    mine_data, tmp_path, tiny_bert_dir, monkeypatch
+):
+    """Tiny query blocks, corpus blocks and group batches (many search tasks, partial top-k merges, select tasks, rows
+    joined across them) give the bytes the in-process miner writes with the same blocks and batches."""
+    from negminer.mining import beam_mine
+    from negminer.mining import mine as core
+
+    monkeypatch.setattr(core, "GROUP_BATCH", 2)
+    monkeypatch.setattr(core, "QUERY_BLOCK", 4)
+    monkeypatch.setattr(beam_mine, "QUERY_BLOCK", 4)
+    monkeypatch.setattr(core, "SEARCH_SHARD_CPU", 16)
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, positive_aware="perc:0.99", near_dup=0.99)
+    mine_splits(cfg)
+    beam_out = tmp_path / "beam"
+    manifest = mine_splits(
+        dataclasses.replace(cfg, output=str(beam_out)), lambda c: mine_beam(c, ["--runner=DirectRunner"])
+    )
+    assert digests(beam_out) == digests(cfg.output)
+    assert manifest["mining"]["groups"] > 2 * core.GROUP_BATCH  # several select tasks and query blocks
+    assert manifest["mining"]["corpus"]["documents"] > 2 * core.SEARCH_SHARD_CPU  # several corpus blocks

@@ -21,8 +21,9 @@ def blocks(rng, n_docs=230, n_queries=45, dim=16, doc_block=50, query_block=20):
     return docs, queries, corpus, qblocks
 
 
-def run_beam(corpus, qblocks, k, tmp_path, options=None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Run `SearchBlocks` and save each query block's result as .npz files (workers may be other processes)."""
+def run_beam(corpus, qblocks, k, tmp_path, options=None, side_k=False) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Run `SearchBlocks` and save each query block's result as .npz files (workers may be other processes);
+    `side_k`: k given as a side input (known only once the job runs), as the miner does."""
 
     def save(element, out=str(tmp_path)):
         qid, (s, i) = element
@@ -31,7 +32,8 @@ def run_beam(corpus, qblocks, k, tmp_path, options=None) -> dict[int, tuple[np.n
     with TestPipeline(options=options) as p:
         c = p | "Corpus" >> beam.Create(corpus, reshuffle=False)
         q = p | "Queries" >> beam.Create(qblocks, reshuffle=False)
-        _ = (c, q) | SearchBlocks(k) | beam.Map(save)
+        depth = beam.pvalue.AsSingleton(p | "K" >> beam.Create([k])) if side_k else k
+        _ = (c, q) | SearchBlocks(depth) | beam.Map(save)
     out = {}
     for qid, _ in qblocks:
         with np.load(tmp_path / f"{qid}.npz") as z:
@@ -72,10 +74,11 @@ def test_merge_is_associative_and_order_free():
     np.testing.assert_array_equal(a[1], np.take_along_axis(i, ref, 1))
 
 
-@pytest.mark.parametrize("k", [10, 300])
-def test_block_search_equals_in_process_and_brute_force(k, tmp_path):
+@pytest.mark.parametrize("k,side_k", [(10, False), (300, False), (120, True), (300, True)])
+def test_block_search_equals_in_process_and_brute_force(k, side_k, tmp_path):
+    """Corpus blocks of 50: k = 120 or 300 is wider than every block (partials padded to k before merging)."""
     docs, queries, corpus, qblocks = blocks(np.random.default_rng(0))
-    got = run_beam(corpus, qblocks, k, tmp_path)
+    got = run_beam(corpus, qblocks, k, tmp_path, side_k=side_k)
     scores = np.concatenate([got[b][0] for b in sorted(got)])
     idx = np.concatenate([got[b][1] for b in sorted(got)])
     ref_s, ref_i = ix.search_sharded(queries, corpus, k)
