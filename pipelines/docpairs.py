@@ -224,7 +224,8 @@ class DocsToPairs(beam.PTransform):
             | "Pairs" >> beam.ParDo(self.pairs_fn).with_outputs(SKIPPED_COUNTS, main="rows")
         )
         unique = pairs.rows | "Dedup" >> dedup.DedupPairs(self.dedup_cfg)
-        return {"rows": unique["rows"], "skipped": unique["skipped"], "skipped_counts": pairs[SKIPPED_COUNTS]}
+        counts = (pairs[SKIPPED_COUNTS], unique[SKIPPED_COUNTS]) | "PairSkipCounts" >> beam.Flatten()
+        return {"rows": unique["rows"], "skipped": unique["skipped"], SKIPPED_COUNTS: counts}
 
 
 def reject_at(path: str, reason: str, raw: Any, offset: int | None = None, line: int | None = None) -> Any:

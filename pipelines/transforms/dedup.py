@@ -28,8 +28,10 @@ import apache_beam as beam
 import numpy as np
 
 from negminer.pipelines import schema as S
-from negminer.pipelines.source import SKIPPED, skip
+from negminer.pipelines.source import SKIPPED, _counter, skip
 from negminer.pipelines.transforms.clean import normalize_for_match
+
+SKIPPED_COUNTS = "skipped_counts"  # tag and output: dicts reason -> count (exact dedup)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,19 +132,54 @@ def dedup_reason(kind: str, pair_type: str) -> str:
     return f"dedup:{kind}:{pair_type}"
 
 
-class ExactDedupFn(beam.DoFn):
-    """((pair type, positive key), rows) -> the row with the smallest (id, provenance); the rest skipped.
+def _row_order(row: dict) -> tuple[str, str]:
+    return row[S.ID], row.get(S.PROVENANCE) or ""
 
-    Another row with the same id is an exact (query, positive) duplicate; another query for the same
-    positive in the same pair type is a `positive` duplicate.
+
+class KeepFirstFn(beam.CombineFn):
+    """Rows of one (pair type, positive key) -> (the row with the smallest (id, provenance), {id: rows with it}).
+
+    A combine, so most rows are reduced before the shuffle (one accumulator per key and bundle travels,
+    not every duplicate row).
     """
 
-    def process(self, element: tuple[str, Iterable[dict]]) -> Iterator[Any]:
-        rows = sorted(element[1], key=lambda r: (r[S.ID], r.get(S.PROVENANCE) or ""))
-        keep = rows[0]
-        yield keep
-        for r in rows[1:]:
-            yield skip(dedup_reason("exact" if r[S.ID] == keep[S.ID] else "positive", r[S.PAIR_TYPE]))
+    def create_accumulator(self) -> tuple[dict | None, dict[str, int]]:
+        return None, {}
+
+    def add_input(self, acc: tuple[dict | None, dict[str, int]], row: dict) -> tuple[dict | None, dict[str, int]]:
+        best, ids = acc
+        ids[row[S.ID]] = ids.get(row[S.ID], 0) + 1
+        return (row if best is None or _row_order(row) < _row_order(best) else best), ids
+
+    def merge_accumulators(self, accs: Iterable[tuple[dict | None, dict[str, int]]]) -> tuple[dict | None, dict]:
+        best, ids = None, {}
+        for b, counts in accs:
+            if b is not None and (best is None or _row_order(b) < _row_order(best)):
+                best = b
+            for k, n in counts.items():
+                ids[k] = ids.get(k, 0) + n
+        return best, ids
+
+    def extract_output(self, acc: tuple[dict | None, dict[str, int]]) -> tuple[dict | None, dict[str, int]]:
+        return acc
+
+
+def keep_first(element: tuple[str, tuple[dict, dict[str, int]]]) -> Iterator[Any]:
+    """(key, (kept row, {id: rows})) -> the kept row, and the counts of the others as one dict (if any).
+
+    Another row with the kept row's id is an exact (query, positive) duplicate; another query for the same
+    positive in the same pair type is a `positive` duplicate.
+    """
+    keep, ids = element[1]
+    yield keep
+    exact = ids[keep[S.ID]] - 1
+    positive = sum(ids.values()) - 1 - exact
+    kinds = (("exact", exact), ("positive", positive))
+    counts = {dedup_reason(kind, keep[S.PAIR_TYPE]): n for kind, n in kinds if n}
+    if counts:
+        for reason, n in counts.items():
+            _counter("negminer", f"skipped_{reason}").inc(n)
+        yield beam.pvalue.TaggedOutput(SKIPPED_COUNTS, counts)
 
 
 class SignatureFn(beam.DoFn):
@@ -192,7 +229,8 @@ class DropNearDuplicatesFn(beam.DoFn):
 
 
 class DedupPairs(beam.PTransform):
-    """PCollection[row dict] -> {'rows': surviving rows, 'skipped': `dedup:<kind>:<pair_type>` strings}."""
+    """PCollection[row dict] -> {'rows': surviving rows, 'skipped': `dedup:near:<pair_type>` strings,
+    'skipped_counts': dicts `dedup:<exact|positive>:<pair_type>` -> count}."""
 
     def __init__(self, cfg: DedupConfig):
         super().__init__()
@@ -202,11 +240,16 @@ class DedupPairs(beam.PTransform):
         exact = (
             rows
             | "KeyByTypeAndPositive" >> beam.Map(lambda r: (f"{r[S.PAIR_TYPE]}\x1f{positive_key(r[S.POSITIVE])}", r))
-            | "GroupExact" >> beam.GroupByKey()
-            | "KeepFirst" >> beam.ParDo(ExactDedupFn()).with_outputs(SKIPPED, main="rows")
+            | "KeepFirstPerKey" >> beam.CombinePerKey(KeepFirstFn())
+            | "KeepFirst" >> beam.FlatMap(keep_first).with_outputs(SKIPPED_COUNTS, main="rows")
         )
         if not self.cfg.near:
-            return {"rows": exact.rows, "skipped": exact[SKIPPED]}
+            p = rows.pipeline
+            return {
+                "rows": exact.rows,
+                "skipped": p | "NoNearSkips" >> beam.Create([]),
+                SKIPPED_COUNTS: exact[SKIPPED_COUNTS],
+            }
         by_positive = exact.rows | "KeyByPositive" >> beam.Map(lambda r: (positive_key(r[S.POSITIVE]), r))
         sigs = (
             by_positive
@@ -235,8 +278,7 @@ class DedupPairs(beam.PTransform):
             | "JoinMarks" >> beam.CoGroupByKey()
             | "DropNear" >> beam.ParDo(DropNearDuplicatesFn()).with_outputs(SKIPPED, main="rows")
         )
-        skipped = (exact[SKIPPED], near[SKIPPED]) | "DedupSkipped" >> beam.Flatten()
-        return {"rows": near.rows, "skipped": skipped}
+        return {"rows": near.rows, "skipped": near[SKIPPED], SKIPPED_COUNTS: exact[SKIPPED_COUNTS]}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
