@@ -22,10 +22,19 @@ from apache_beam.metrics import Metrics
 from negminer.pipelines import io, lines
 from negminer.pipelines import schema as S
 from negminer.pipelines.nli_columns import clean_ascii
-from negminer.pipelines.source import REJECTS, ReadRecordsFn, Record, _counter, is_parquet, line_record, reject
-from negminer.pipelines.tables import from_ipc, partitioned, string_partitions
+from negminer.pipelines.source import (
+    REJECTS,
+    ReadRecordsFn,
+    Record,
+    _counter,
+    is_parquet,
+    line_record,
+    read_text_lines,
+    reject,
+)
+from negminer.pipelines.tables import from_ipc, partitioned, string_partitions, to_ipc
 from negminer.pipelines.transforms.partition import SKIPPED_COUNTS
-from negminer.pipelines.transforms.tabular import Skip, parse_id_text, parse_json_doc, parse_qrel
+from negminer.pipelines.transforms.tabular import Skip, parse_id_text, parse_json_doc, parse_qrel, tidy
 
 PARTITIONS = 32
 TEXT = pa.schema([("id", pa.string()), ("text", pa.string()), ("path", pa.string()), ("line", pa.int64())])
@@ -153,30 +162,94 @@ def by_partition(table: pa.Table, key: str, n: int = PARTITIONS) -> Iterator[tup
         yield from partitioned(table, string_partitions(table[key], n))
 
 
+FILTER_UNJUDGED = True  # collection passages no qrel judges cross the shuffle as id stubs, without their text
+
+
+class Judged:
+    """The document ids some kept qrel names (a side input of IPC tables of `doc_id`), as an Arrow array and a set."""
+
+    def __init__(self, tables: list[bytes]):
+        ids = [from_ipc(t)["doc_id"].combine_chunks() for t in tables]
+        self.array = pc.unique(pa.concat_arrays(ids)) if ids else pa.array([], pa.string())
+        self._set: set[str] | None = None
+
+    def __contains__(self, doc_id: str) -> bool:
+        if self._set is None:
+            self._set = set(self.array.to_pylist())
+        return doc_id in self._set
+
+
+def unjudged_stub(record: Record, clean: bool, judged: Judged) -> tuple[str, tuple] | None:
+    """(id, stub Text without text) for a line `parse_id_text` would accept whose id no qrel judges, decided without
+    ftfy; None when only `parse_id_text` can tell (then it runs).
+
+    A non-ASCII text is surely non-empty after `clean_text` when it holds an ASCII letter or digit and no `&` (HTML
+    entities) or ESC (terminal escapes): no other ftfy step removes ASCII letters or digits."""
+    parts = record.value.split("\t", 1)
+    if len(parts) != 2 or not parts[0].strip() or parts[0].strip() in judged:
+        return None
+    text = parts[1]
+    if clean and not text.isascii():
+        if "&" in text or "\x1b" in text or not any(c.isascii() and c.isalnum() for c in text):
+            return None
+    elif not tidy(text, clean).strip():
+        return None
+    doc_id = parts[0].strip()
+    return doc_id, (doc_id, None, record.path, record.line)
+
+
+def _parse_or_stub(record: Record, clean: bool, judged: Judged | None) -> Any:
+    if judged is not None and isinstance(record.value, str) and (stub := unjudged_stub(record, clean, judged)):
+        return stub
+    return parse_id_text(record, clean=clean)
+
+
 class ReadTextTablesFn(beam.DoFn):
     """path of an `id<TAB>text` file -> (partition by id, Text table) per block; rejects as `parse_id_text` gives.
 
+    Given `judged` (a side input, see `Judged`), texts of ids no qrel judges are left out (null): they are only
+    needed for the `duplicate_doc_id` rule and rejects, which `first_by_id` serves by reading such lines again.
     With `json_docs`, the file holds BEIR JSON documents, parsed line by line (`tabular.parse_json_doc`)."""
 
     def __init__(self, clean: bool, json_docs: bool = False):
         self.clean, self.json_docs = clean, json_docs
 
-    def process(self, path: str) -> Iterator[Any]:
-        parse = functools.partial(parse_json_doc if self.json_docs else parse_id_text, clean=self.clean)
+    def process(self, path: str, judged: list[bytes] | None = None) -> Iterator[Any]:
         if is_parquet(path) or self.json_docs:
+            parse = functools.partial(parse_json_doc if self.json_docs else parse_id_text, clean=self.clean)
             rows: list[tuple] = []
             yield from _slow_items(path, ReadRecordsFn().process(path), parse, rows, {})
             yield from by_partition(_table(rows, TEXT), "id")
             return
+        keep = Judged(judged) if judged is not None else None
+        parse = functools.partial(_parse_or_stub, clean=self.clean, judged=keep)
         for block in lines.read_blocks(path):
             if not isinstance(block, lines.LineBlock):
                 yield block
                 continue
             table, slow = id_text_table(block, self.clean)
+            if keep is not None:
+                mask = pc.is_in(table["id"], value_set=keep.array)
+                stubs = table.filter(pc.invert(mask))
+                stubs = stubs.set_column(1, "text", pa.nulls(stubs.num_rows, pa.string()))
+                table = pa.concat_tables([table.filter(mask), stubs])
             rows = []
             items = (line_record(path, block.first + int(i), block.raw(int(i))) for i in slow)
             yield from _slow_items(path, items, parse, rows, {})
             yield from by_partition(pa.concat_tables([table, _table(rows, TEXT)]), "id")
+
+
+def reread_texts(wanted: list[dict], clean: bool) -> dict[tuple[str, int], str]:
+    """The `parse_id_text` text of (path, line) lines, read again (one scan per file): for the rejects of stubs."""
+    out: dict[tuple[str, int], str] = {}
+    for path in sorted({w["path"] for w in wanted}):
+        lines_wanted = {w["line"] for w in wanted if w["path"] == path}
+        for n, raw in read_text_lines(path):
+            if n in lines_wanted:
+                out[(path, n)] = parse_id_text(Record(path, n, raw.decode("utf-8")), clean)[1].text
+                if len(out) == len(wanted):
+                    break
+    return out
 
 
 class ReadQrelTablesFn(beam.DoFn):
@@ -213,8 +286,9 @@ class ReadQrelTablesFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(SKIPPED_COUNTS, skipped)
 
 
-def first_by_id(tables: Iterable[pa.Table], reason: str) -> tuple[pa.Table, list]:
-    """The first Text of each id by (path, line) (`join.first_text`), and a reject for every other one."""
+def first_by_id(tables: Iterable[pa.Table], reason: str, clean: bool = True) -> tuple[pa.Table, list]:
+    """The first Text of each id by (path, line) (`join.first_text`), and a reject for every other one (the text of
+    a stub is read again from its file)."""
     texts = pa.concat_tables([from_ipc(t) for t in tables] or [TEXT.empty_table()])
     if len(pc.unique(texts["id"])) == texts.num_rows:  # no duplicate id: nothing to sort out
         return texts, []
@@ -225,9 +299,11 @@ def first_by_id(tables: Iterable[pa.Table], reason: str) -> tuple[pa.Table, list
     first = np.ones(len(ids), dtype=bool)
     if len(ids) > 1:
         first[1:] = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
+    dups = texts.filter(pa.array(~first)).to_pylist()
+    again = reread_texts([t for t in dups if t["text"] is None], clean)
     rejects = [
-        reject(Record(t["path"], t["line"], f"{t['id']}\t{t['text']}"), reason)
-        for t in texts.filter(pa.array(~first)).to_pylist()
+        reject(Record(t["path"], t["line"], f"{t['id']}\t{again.get((t['path'], t['line']), t['text'])}"), reason)
+        for t in dups
     ]
     return texts.filter(pa.array(first)), rejects
 
@@ -260,6 +336,11 @@ class JoinQueryTablesFn(beam.DoFn):
         yield from by_partition(joined.filter(known), "doc_id")
 
 
+def _doc_ids(element: tuple[int, bytes]) -> bytes:
+    """A partition of qrels -> IPC bytes of its document ids (the side input of the collection reader)."""
+    return to_ipc(pa.table({"doc_id": pc.unique(from_ipc(element[1])["doc_id"])}))
+
+
 def _unknown_ids(joined: pa.Table, known: pa.ChunkedArray) -> int:
     """How many distinct qids of the qrels have no query (they are not queries without qrels)."""
     return len(pc.unique(joined.filter(pc.invert(known))["qid"])) if joined.num_rows else 0
@@ -276,7 +357,7 @@ class JoinDocTablesFn(beam.DoFn):
 
     def process(self, element: tuple[int, dict[str, Iterable[pa.Table]]]) -> Iterator[Any]:
         groups = element[1]
-        docs, rejects = first_by_id(groups[DOCS], "duplicate_doc_id")
+        docs, rejects = first_by_id(groups[DOCS], "duplicate_doc_id", self.spec.clean)
         yield from rejects
         pairs = [from_ipc(t) for t in groups[PAIRS]]
         if not pairs:
@@ -355,19 +436,23 @@ class JoinQrelTables(beam.PTransform):
         self.queries, self.qrels = io.expand_patterns(spec.queries), io.expand_patterns(spec.qrels)
         self.docs = io.expand_patterns(spec.docs)
 
-    def _read(self, pbegin, label: str, files: list[str], fn: beam.DoFn):
+    def _read(self, pbegin, label: str, files: list[str], fn: beam.DoFn, side: dict | None = None):
         return (
             pbegin
             | f"List{label}" >> beam.Create(files)
             | f"Reshuffle{label}" >> beam.Reshuffle()
-            | f"Read{label}" >> beam.ParDo(fn).with_outputs(REJECTS, SKIPPED_COUNTS, main="tables")
+            | f"Read{label}" >> beam.ParDo(fn, **(side or {})).with_outputs(REJECTS, SKIPPED_COUNTS, main="tables")
         )
 
     def expand(self, pbegin):
         s = self.spec
         queries = self._read(pbegin, "Queries", self.queries, ReadTextTablesFn(s.clean, s.json_docs))
-        docs = self._read(pbegin, "Collection", self.docs, ReadTextTablesFn(s.clean, s.json_docs))
         qrels = self._read(pbegin, "Qrels", self.qrels, ReadQrelTablesFn(s.threshold, s.strict, s.below_reason))
+        side = {}
+        if FILTER_UNJUDGED and not s.json_docs:
+            judged = qrels.tables | "JudgedIds" >> beam.Map(_doc_ids)
+            side = {"judged": beam.pvalue.AsList(judged)}
+        docs = self._read(pbegin, "Collection", self.docs, ReadTextTablesFn(s.clean, s.json_docs), side)
         by_doc = (
             {QUERIES: queries.tables, QRELS: qrels.tables}
             | "GroupByQuery" >> beam.CoGroupByKey()

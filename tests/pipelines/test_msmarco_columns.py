@@ -156,3 +156,65 @@ def test_regular_lines_take_the_columnar_path():
     table, slow = M.qrel_table(qrels)
     assert table.num_rows == 100 and len(slow) == 0
     assert table["score"].to_pylist()[:2] in ([1.0, 1.0], [2.0, 2.0], [1.0, 2.0], [2.0, 1.0])
+
+
+def _dir_digest(out) -> tuple:
+    from negminer.pipelines import io
+    from tests.pipelines.test_io import _files
+
+    m = io.read_manifest(str(out))
+    return _files(out), io.read_rejects(str(out)).to_pylist(), m["rejects"], m["skipped"], m["rows"]
+
+
+def test_unjudged_passages_as_stubs_give_the_same_output(tmp_path, monkeypatch):
+    """Passages no qrel judges cross the shuffle without text: same shards, rejects and counts as with all texts."""
+    from negminer.pipelines import msmarco
+
+    collection = [
+        "1\tjudged passage one",
+        "2\tjudged caf\u00c3\u00a9 mojibake",
+        "3\tunjudged plain",
+        "3\tunjudged duplicate of 3",
+        "4\tunjudged caf\u00c3\u00a9 first",
+        "4\tunjudged caf\u00c3\u00a9 duplicate",
+        "5\t\u00a0\u3000",  # non-ASCII whitespace only: empty after cleaning
+        "6\t&nbsp;\u3000",  # an entity and a wide space: empty after cleaning, though it has ASCII letters
+        "7\t\x1b[1m\u3000",  # a terminal escape: the same
+        "8\t  \u00e9  ",
+        "9\tno\u00a0break",
+        "1\tjudged duplicate of 1",
+        "10\t",
+        "10",
+        "  \t no id",
+        "11\tcaf\u00e9\r",
+    ]
+    (tmp_path / "collection.tsv").write_text("\n".join(collection) + "\n", encoding="utf-8")
+    (tmp_path / "queries.tsv").write_text("q1\twhat is one\nq2\twhat is two\n", encoding="utf-8")
+    (tmp_path / "qrels.tsv").write_text("q1 0 1 1\nq2 0 2 1\nq2 0 12 1\nq1 0 3 0\n", encoding="utf-8")
+    outs = {}
+    for flag in (False, True):
+        monkeypatch.setattr(M, "FILTER_UNJUDGED", flag)
+        config = msmarco.MsMarcoConfig(
+            output=str(tmp_path / f"out{flag}"),
+            collection=(str(tmp_path / "collection.tsv"),),
+            queries=(str(tmp_path / "queries.tsv"),),
+            qrels=(str(tmp_path / "qrels.tsv"),),
+            num_shards=1,
+        )
+        msmarco.build(config, [])
+        outs[flag] = _dir_digest(tmp_path / f"out{flag}")
+    assert outs[True] == outs[False]
+    reasons = sorted(r["reason"] for r in outs[True][1])
+    assert reasons.count("duplicate_doc_id") == 3 and reasons.count("empty_text") == 4
+    assert outs[True][4] == 2
+
+
+def test_unjudged_stub_needs_no_ftfy_only_when_the_text_is_surely_kept():
+    judged = M.Judged([tables.to_ipc(pa.table({"doc_id": ["1"]}))])
+    rec = functools.partial(__import__("negminer.pipelines.source", fromlist=["Record"]).Record, "c.tsv", 1)
+    assert M.unjudged_stub(rec("2\tcaf\u00c3\u00a9 x"), True, judged) == ("2", ("2", None, "c.tsv", 1))
+    assert M.unjudged_stub(rec("1\tjudged"), True, judged) is None
+    for text in ("\u00a0\u3000", "&nbsp;\u3000", "\x1b[1m\u3000", "   "):
+        assert M.unjudged_stub(rec(f"2\t{text}"), True, judged) is None
+    assert M.unjudged_stub(rec("2\t\u00a0"), False, judged) is None  # str.strip() empties it: a reject
+    assert M.unjudged_stub(rec("2\t\u00e9"), False, judged) == ("2", ("2", None, "c.tsv", 1))
