@@ -36,6 +36,7 @@ from negminer.mining.encode import dtype_reason, encode_chunk, plan_missing, res
 from negminer.mining.groups import Groups, build_groups
 from negminer.mining.output import row_positive_slot, shard_count
 from negminer.mining.remote import is_endpoint
+from negminer.mining.sources import detect_format
 from negminer.mining.store import EmbeddingStore
 from negminer.pipelines import io
 from negminer.pipelines import runner as R
@@ -424,6 +425,8 @@ def mine_beam(cfg: MineConfig, beam_args: list[str]) -> dict[str, Any]:
             check_model_ref(cfg.model)
         if cfg.reranker:
             check_model_ref(cfg.reranker, "--reranker")
+        for path in io.expand_patterns(cfg.corpus) if cfg.corpus else []:
+            detect_format(path)  # an unknown format: one line here, not an error in a worker
     run = _Run(cfg, io.join(cfg.work_dir, "beam", uuid.uuid4().hex))
     try:
         with contextlib.ExitStack() as stack:

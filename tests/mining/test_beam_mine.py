@@ -168,3 +168,16 @@ def test_beam_with_many_small_blocks_and_batches_writes_the_same_bytes(
     assert digests(beam_out) == digests(cfg.output)
     assert manifest["mining"]["groups"] > 2 * core.GROUP_BATCH  # several select tasks and query blocks
     assert manifest["mining"]["corpus"]["documents"] > 2 * core.SEARCH_SHARD_CPU  # several corpus blocks
+
+
+def test_beam_refuses_an_unknown_corpus_format_before_the_job_runs(mine_data, tmp_path, tiny_bert_dir, monkeypatch):
+    from negminer.mining import beam_mine
+
+    odd = tmp_path / "corpus.xyz"
+    odd.write_text("c1\tsome text\n")
+    started = []
+    monkeypatch.setattr(beam_mine, "build_pipeline", lambda *a: started.append(a))
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, corpus=(str(odd),))
+    with pytest.raises(ValueError, match="unknown format"):
+        mine_beam(cfg, ["--runner=DirectRunner"])
+    assert not started
