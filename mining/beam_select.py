@@ -19,6 +19,7 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.utils.shared import Shared
 
 from negminer.mining import mine as core
 from negminer.mining.output import MinedSummary, commit_mined, with_retriever_scores
@@ -73,23 +74,25 @@ class SelectFn(beam.DoFn):
 
     def __init__(self, run):
         self.run = run
+        self._shared = Shared()  # one reranker per worker process, whatever the number of threads running this DoFn
 
     def setup(self) -> None:
-        cfg = self.run.cfg
-        self.reranker = None
-        if cfg.reranker:
-            from negminer.mining.encode import resolve_device, resolve_dtype
-            from negminer.mining.rerank import Reranker
+        self.reranker = self._shared.acquire(self._load_reranker) if self.run.cfg.reranker else None
 
-            device = resolve_device(cfg.device)
-            self.reranker = Reranker.from_pretrained(
-                cfg.reranker,
-                device,
-                resolve_dtype(cfg.dtype, device),
-                max_length=cfg.reranker_max_length,
-                batch_size=cfg.batch_size,
-                probabilities=cfg.reranker_scores == "probability",
-            )
+    def _load_reranker(self):
+        from negminer.mining.encode import resolve_device, resolve_dtype
+        from negminer.mining.rerank import Reranker
+
+        cfg = self.run.cfg
+        device = resolve_device(cfg.device)
+        return Reranker.from_pretrained(
+            cfg.reranker,
+            device,
+            resolve_dtype(cfg.dtype, device),
+            max_length=cfg.reranker_max_length,
+            batch_size=cfg.batch_size,
+            probabilities=cfg.reranker_scores == "probability",
+        )
 
     def process(self, b: int):
         run, cfg = self.run, self.run.cfg
