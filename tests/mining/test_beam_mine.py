@@ -38,12 +38,12 @@ def test_beam_and_in_process_write_the_same_bytes_multi_positive(mine_data, tmp_
 
 
 @pytest.mark.slow
-def test_beam_reranks_on_its_select_workers_as_in_process(mine_data, tmp_path, tiny_bert_dir, tiny_cross_encoder_dir):
+def test_beam_reranks_in_its_select_tasks_as_in_process(mine_data, tmp_path, tiny_bert_dir, tiny_cross_encoder_dir):
     cfg = mine_config(
         mine_data, tmp_path, tiny_bert_dir, reranker=str(tiny_cross_encoder_dir), positive_aware="margin:1"
     )
     local = mine(dataclasses.replace(cfg, split="train"))
-    beam = mine_beam(dataclasses.replace(cfg, split="train", output=str(tmp_path / "beam")), TWO_WORKERS)
+    beam = mine_beam(dataclasses.replace(cfg, split="train", output=str(tmp_path / "beam")), ["--runner=DirectRunner"])
     assert digests(tmp_path / "beam") == digests(cfg.output)
     assert beam["mining"]["reranker"] == local["mining"]["reranker"] is not None
     assert beam["mining"]["scores"] == local["mining"]["scores"]
