@@ -355,7 +355,7 @@ def build_pipeline(p: beam.Pipeline, run: _Run, runner: str, files: list[str] | 
         | "StartSelect" >> beam.Create([None])
         | "Batches" >> beam.ParDo(BatchesFn(run), searched)
         | "SpreadBatches" >> beam.Reshuffle()
-        | "Select" >> beam.ParDo(sel.SelectFn(run)).with_outputs(sel.SUMMARY, main="picks")
+        | "Select" >> sel.Select(run)
     )
     rows = (
         p

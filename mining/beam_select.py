@@ -8,20 +8,22 @@ written by the pipelines' `WriteShardFn` (the bytes of the in-process `ShardSpoo
 all rows; the manifest is written last from counts and score arrays gathered by combines.
 
 Usage (inside a pipeline, see `beam_mine.build_pipeline`):
-    picks = batch_numbers | beam.ParDo(SelectFn(run)).with_outputs(SUMMARY, main="picks")
+    selected = batch_numbers | Select(run)  # .picks: (group number, Pick); [SUMMARY]: one BatchSummary per batch
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.utils.shared import Shared
+from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from negminer.mining import mine as core
+from negminer.mining.groups import Groups
 from negminer.mining.output import MinedSummary, commit_mined, with_retriever_scores
 from negminer.pipelines import io
 from negminer.pipelines import schema as S
@@ -69,21 +71,76 @@ class _Texts:
         self.texts = texts
 
 
-class SelectFn(beam.DoFn):
-    """Batch number -> (group number, Pick) per group of the batch; tagged SUMMARY: its BatchSummary."""
+def _select(run, b: int, reranker) -> tuple[int, Groups, Any]:
+    """`mine.select_all` on group batch `b` alone: (its first group, its groups, the Mined result)."""
+    cfg = run.cfg
+    lo = b * core.GROUP_BATCH
+    hi = min(lo + core.GROUP_BATCH, run.meta()["queries"])
+    groups = run.group_batch(lo, hi)
+    scores, idx = run.top(lo, hi)
+    docs, doc_loc = run.located("documents")
+    queries, (qchunk, qrow) = run.located("queries")
+    q = queries.gather(np.asarray(qchunk[lo:hi]), np.asarray(qrow[lo:hi]))  # (B, D)
+    texts = _Texts(run.texts("documents"))
+    mined = core.select_all(
+        cfg.rules(), groups, texts, docs, doc_loc, q, idx, scores, reranker, None, None, core.verdict_threshold(cfg)
+    )
+    return lo, groups, mined
+
+
+class _RecordingReranker:
+    """Stands in for the reranker in a first pass over a batch: records the (queries, documents) lists `rescore`
+    asks to score (they depend on the rules and the retriever only), answers with placeholders."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], list[str]]] = []
+
+    def score(self, queries: list[str], docs: list[str], desc: str = "rerank") -> np.ndarray:
+        self.calls.append((list(queries), list(docs)))
+        return np.zeros(len(docs), np.float32)
+
+
+class _ReplayReranker:
+    """Answers `rescore`'s calls, in order, with the scores RunInference computed for the recorded calls."""
+
+    def __init__(self, scores: list[np.ndarray], name: str):
+        self.scores, self._name = list(scores), name
+
+    def score(self, queries: list[str], docs: list[str], desc: str = "rerank") -> np.ndarray:
+        out = self.scores.pop(0)
+        if len(out) != len(docs):
+            raise ValueError(f"replayed {len(out)} reranker scores for {len(docs)} pairs")
+        return out
+
+    def name(self) -> str:
+        return self._name
+
+
+class RerankPairsFn(beam.DoFn):
+    """Batch number -> (batch number, [(queries, documents)]): the reranker calls of the batch, in order."""
 
     def __init__(self, run):
         self.run = run
-        self._shared = Shared()  # one reranker per worker process, whatever the number of threads running this DoFn
 
-    def setup(self) -> None:
-        self.reranker = self._shared.acquire(self._load_reranker) if self.run.cfg.reranker else None
+    def process(self, b: int):
+        recorder = _RecordingReranker()
+        _select(self.run, b, recorder)
+        yield b, recorder.calls
 
-    def _load_reranker(self):
+
+class RerankHandler(ModelHandler):
+    """(batch number, [(queries, documents)]) -> (batch number, ([float32 scores per call], reranker name)): the
+    cross-encoder through RunInference (one model per worker process), each recorded call scored as in-process."""
+
+    def __init__(self, cfg):
+        super().__init__(max_batch_size=1)  # an element already holds the batch's calls, batched as in-process
+        self.cfg = cfg
+
+    def load_model(self):
         from negminer.mining.encode import resolve_device, resolve_dtype
         from negminer.mining.rerank import Reranker
 
-        cfg = self.run.cfg
+        cfg = self.cfg
         device = resolve_device(cfg.device)
         return Reranker.from_pretrained(
             cfg.reranker,
@@ -94,31 +151,52 @@ class SelectFn(beam.DoFn):
             probabilities=cfg.reranker_scores == "probability",
         )
 
-    def process(self, b: int):
-        run, cfg = self.run, self.run.cfg
-        lo = b * core.GROUP_BATCH
-        hi = min(lo + core.GROUP_BATCH, run.meta()["queries"])
-        groups = run.group_batch(lo, hi)
-        scores, idx = run.top(lo, hi)
-        docs, doc_loc = run.located("documents")
-        queries, (qchunk, qrow) = run.located("queries")
-        q = queries.gather(np.asarray(qchunk[lo:hi]), np.asarray(qrow[lo:hi]))  # (B, D)
-        texts = _Texts(run.texts("documents"))
-        mined = core.select_all(
-            cfg.rules(), groups, texts, docs, doc_loc, q, idx, scores, self.reranker, None, None,
-            core.verdict_threshold(cfg),
-        )  # fmt: skip
-        for i in range(hi - lo):
+    def run_inference(self, batch: Sequence[tuple[int, list]], model, inference_args=None) -> Iterable[Any]:
+        return [(b, ([model.score(q, d) for q, d in calls], model.name())) for b, calls in batch]
+
+
+class SelectFn(beam.DoFn):
+    """(batch number, reranker scores or None) -> (group number, Pick) per group of the batch; tagged SUMMARY: the
+    batch's BatchSummary."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def process(self, element: tuple[int, tuple[list[np.ndarray], str] | None]):
+        b, scored = element
+        reranker = _ReplayReranker(*scored) if scored is not None else None
+        lo, groups, mined = _select(self.run, b, reranker)
+        for i in range(len(groups)):
             p0, p1 = groups.pos_indptr[i], groups.pos_indptr[i + 1]
             pick = Pick(
                 mined.neg_doc[i], mined.neg_score[i], mined.neg_retriever[i], int(mined.found[i]),
                 mined.pos_score[p0:p1], mined.pos_retriever[p0:p1],
             )  # fmt: skip
             yield lo + i, pick
-        short = int((mined.found < cfg.num_negatives).sum())
-        name = self.reranker.name() if self.reranker else None
+        short = int((mined.found < self.run.cfg.num_negatives).sum())
+        name = reranker.name() if reranker else None
         summary = BatchSummary(lo, mined.removed, short, mined.pos_retriever, mined.neg_retriever, name)
         yield beam.pvalue.TaggedOutput(SUMMARY, summary)
+
+
+class Select(beam.PTransform):
+    """PCollection[batch number] -> the SelectFn outputs (`picks`, SUMMARY); with `--reranker`, the batch's reranker
+    calls are recorded first and scored by RunInference, then replayed into the selection."""
+
+    def __init__(self, run):
+        super().__init__()
+        self.run = run
+
+    def expand(self, batches):
+        if self.run.cfg.reranker:
+            scored = (
+                batches
+                | "RerankPairs" >> beam.ParDo(RerankPairsFn(self.run))
+                | "Rerank" >> RunInference(RerankHandler(self.run.cfg))
+            )
+        else:
+            scored = batches | "NoReranker" >> beam.Map(lambda b: (b, None))
+        return scored | "Select" >> beam.ParDo(SelectFn(self.run)).with_outputs(SUMMARY, main="picks")
 
 
 class ReadRowsFn(beam.DoFn):

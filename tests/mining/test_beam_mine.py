@@ -181,27 +181,3 @@ def test_beam_refuses_an_unknown_corpus_format_before_the_job_runs(mine_data, tm
     with pytest.raises(ValueError, match="unknown format"):
         mine_beam(cfg, ["--runner=DirectRunner"])
     assert not started
-
-
-def test_select_tasks_share_one_reranker_per_worker_process(mine_data, tmp_path, tiny_bert_dir, monkeypatch):
-    import pickle
-
-    from negminer.mining import beam_mine, beam_select, rerank
-
-    loads = []
-
-    class FakeReranker:
-        def name(self) -> str:
-            return "fake"
-
-    def load(cls, *args, **kw):
-        loads.append(args)
-        return FakeReranker()
-
-    monkeypatch.setattr(rerank.Reranker, "from_pretrained", classmethod(load))
-    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, reranker=str(tiny_bert_dir))
-    fn = beam_select.SelectFn(beam_mine._Run(cfg, str(tmp_path / "run")))
-    a, b = pickle.loads(pickle.dumps(fn)), pickle.loads(pickle.dumps(fn))  # two threads' copies of the DoFn
-    a.setup()
-    b.setup()
-    assert a.reranker is b.reranker and len(loads) == 1
