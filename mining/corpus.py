@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
+import tempfile
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from negminer.mining import extsort
 from negminer.pipelines.transforms.clean import normalize_for_match
 
 DOC_ID = "doc_id"
@@ -47,7 +48,8 @@ class Corpus:
     alias_doc: np.ndarray  # (A,) int64: ... and the document that carried it
     raw_count: int  # documents read before deduplication
     empty_skipped: int = 0  # documents without text, skipped
-    _sorter: np.ndarray | None = dataclasses.field(default=None, init=False, repr=False)
+    scratch_dir: str | None = None  # where corpus-sized arrays go (`extsort.scratch`); None: the system temp dir
+    _index: tuple[np.ndarray, np.ndarray] | None = dataclasses.field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -61,15 +63,20 @@ class Corpus:
         return self.table.column(DOC_ID)
 
     def lengths(self) -> np.ndarray:
-        """Characters per document (the encoder sorts batches by it)."""
-        return pc.utf8_length(self.texts).to_numpy(zero_copy_only=False).astype(np.int64)
+        """Characters per document (the encoder sorts batches by it), filled record batch by record batch."""
+        out = extsort.scratch(self.scratch_dir or tempfile.gettempdir(), np.int64, len(self))
+        lo = 0
+        for part in self.texts.chunks:
+            out[lo : lo + len(part)] = pc.utf8_length(part).to_numpy(zero_copy_only=False)
+            lo += len(part)
+        return out
 
     def find_texts(self, norm_keys: np.ndarray) -> np.ndarray:
         """Document index of each normalised-text key, -1 where absent."""
-        order = self._order()
-        pos = np.minimum(np.searchsorted(self.norm_key, norm_keys, sorter=order), len(order) - 1)
-        hit = self.norm_key[order[pos]] == norm_keys
-        return np.where(hit, order[pos], -1).astype(np.int64)
+        keys, docs = self._text_index()
+        pos = np.minimum(np.searchsorted(keys, norm_keys), len(keys) - 1)
+        hit = np.asarray(keys[pos]) == norm_keys
+        return np.where(hit, np.asarray(docs[pos]), -1).astype(np.int64)
 
     def find_ids(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """CSR (indptr, docs): every document carrying each id key (an id may name several texts)."""
@@ -83,23 +90,23 @@ class Corpus:
         )
         return indptr, docs.astype(np.int64)
 
-    def _order(self) -> np.ndarray:
-        if self._sorter is None:
-            self._sorter = np.argsort(self.norm_key, kind="stable")
-        return self._sorter
+    def _text_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(normalised-text keys sorted, their documents)."""
+        if self._index is None:
+            order = np.argsort(self.norm_key, kind="stable")
+            self._index = (self.norm_key[order], order)
+        return self._index
 
 
 class CorpusBuilder:
-    """Collects (ids, texts) batches, keeping the first document per normalised text as they arrive.
+    """Collects (ids, texts) batches in memory, keeping the first document per normalised text as they arrive.
 
-    With `path`, kept documents go straight to an Arrow IPC file that `build()` memory-maps: the texts never sit
-    in Python memory all at once, only numpy keys (about 50 bytes a document) do.
+    `corpus_disk.DiskCorpusBuilder` gives the same corpus with the texts in a memory-mapped file and its memory
+    bounded (the miner uses it); this one is its reference.
     """
 
-    def __init__(self, path: str | None = None) -> None:
-        self.path = path
-        self._writer = None
-        self._batches: list[pa.RecordBatch] = []  # without `path`
+    def __init__(self) -> None:
+        self._batches: list[pa.RecordBatch] = []
         self._seen = np.zeros(0, np.uint64)  # sorted normalised-text keys of the kept documents ...
         self._seen_doc = np.zeros(0, np.int64)  # ... and their document numbers
         self._norm: list[np.ndarray] = []
@@ -109,13 +116,8 @@ class CorpusBuilder:
         self.n_docs = self.raw_count = self.skipped_empty = 0
 
     def add(self, ids: Sequence[str | None] | pa.Array, texts: Sequence[str] | pa.Array) -> None:
-        ids = pa.array(ids, pa.string()) if not isinstance(ids, pa.Array) else ids.cast(pa.string())
-        texts = pa.array(texts, pa.string()) if not isinstance(texts, pa.Array) else texts.cast(pa.string())
-        if len(ids) != len(texts):
-            raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
-        nonempty = pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0), False)
-        self.skipped_empty += len(texts) - pc.sum(nonempty).as_py() if len(texts) else 0
-        ids, texts = ids.filter(nonempty), texts.filter(nonempty)
+        ids, texts, empty = nonempty_docs(ids, texts)
+        self.skipped_empty += empty
         if not len(texts):
             return
         norm, exact = text_keys(texts.to_pylist())
@@ -132,7 +134,7 @@ class CorpusBuilder:
         self._seen_doc = np.insert(self._seen_doc, pos[new], doc[new])
         self._norm.append(norm[keep])
         self._exact.append(exact[keep])
-        self._write(_fill_missing_ids(ids.take(pa.array(keep)), norm[keep]), texts.take(pa.array(keep)))
+        self._batches.append(doc_batch(ids.take(pa.array(keep)), texts.take(pa.array(keep)), norm[keep]))
         idk = id_keys(ids.to_pylist())
         has = idk != 0
         self._alias_key.append(idk[has])
@@ -140,24 +142,10 @@ class CorpusBuilder:
         self.n_docs += len(keep)
         self.raw_count += len(norm)
 
-    def _write(self, ids: pa.Array, texts: pa.Array) -> None:
-        batch = pa.record_batch([ids, texts], names=[DOC_ID, TEXT])
-        if self.path is None:
-            self._batches.append(batch)
-            return
-        if self._writer is None:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            self._writer = pa.ipc.new_file(self.path, batch.schema)
-        self._writer.write_batch(batch)
-
     def build(self) -> Corpus:
         if not self.n_docs:
             raise ValueError("the corpus is empty: no positives, negatives or --corpus documents were read")
-        if self.path is None:
-            table = pa.Table.from_batches(self._batches)
-        else:
-            self._writer.close()
-            table = pa.ipc.open_file(pa.memory_map(self.path, "r")).read_all()  # zero-copy: pages, not objects
+        table = pa.Table.from_batches(self._batches)
         # every (source id -> document) pair, duplicates of a text included, for the by-id positive check
         alias_key, alias_doc = np.concatenate(self._alias_key), np.concatenate(self._alias_doc)
         order = np.lexsort((alias_doc, alias_key))
@@ -173,8 +161,27 @@ class CorpusBuilder:
             raw_count=self.raw_count,
             empty_skipped=self.skipped_empty,
         )
-        corpus._sorter = self._seen_doc  # document numbers in key order: the sorted index `find_texts` needs
+        corpus._index = (self._seen, self._seen_doc)  # keys sorted, their documents: what `find_texts` searches
         return corpus
+
+
+def nonempty_docs(
+    ids: Sequence[str | None] | pa.Array, texts: Sequence[str] | pa.Array
+) -> tuple[pa.Array, pa.Array, int]:
+    """(ids, texts) as Arrow strings without the documents that have no text, and how many were dropped."""
+    ids = pa.array(ids, pa.string()) if not isinstance(ids, pa.Array) else ids.cast(pa.string())
+    texts = pa.array(texts, pa.string()) if not isinstance(texts, pa.Array) else texts.cast(pa.string())
+    if len(ids) != len(texts):
+        raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
+    if not len(texts):
+        return ids, texts, 0
+    nonempty = pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0), False)
+    return ids.filter(nonempty), texts.filter(nonempty), len(texts) - pc.sum(nonempty).as_py()
+
+
+def doc_batch(ids: pa.Array, texts: pa.Array, norm: np.ndarray) -> pa.RecordBatch:
+    """Kept documents as a record batch of the corpus table (missing ids filled)."""
+    return pa.record_batch([_fill_missing_ids(ids, norm), texts], names=[DOC_ID, TEXT])
 
 
 def _fill_missing_ids(ids: pa.Array, norm: np.ndarray) -> pa.Array:

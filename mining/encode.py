@@ -14,6 +14,7 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
+from negminer.mining import extsort
 from negminer.mining.store import EmbeddingStore
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -188,13 +189,31 @@ def plan_missing(store: EmbeddingStore, keys: np.ndarray, lengths: np.ndarray) -
     """Positions of the texts the cache lacks (each key once), longest first, in the order they get encoded.
 
     Both drivers cut this order into the same chunks and batches: a text's embedding depends (in its last bits)
-    on the batch it is encoded in, so the same plan is what makes their outputs byte-identical.
+    on the batch it is encoded in, so the same plan is what makes their outputs byte-identical. Corpus-sized
+    arrays are scratch arrays and sorts go through `extsort`: memory holds a few blocks of rows.
     """
+    work, n = store.scratch_dir, len(keys)
     chunk, _ = store.locate(keys)
-    missing = np.flatnonzero(chunk < 0)
-    _, first = np.unique(keys[missing], return_index=True)  # a text repeated in the input is encoded once
-    missing = missing[np.sort(first)]
-    return missing[length_order(lengths[missing])]
+    order, sorted_keys = extsort.argsort(keys, work)  # stable: a text repeated in the input is encoded once
+    starts = extsort.run_starts(sorted_keys, work)
+    first = extsort.scratch(work, bool, n, fill=False)
+    for a, b in extsort.blocks(n):
+        first[np.asarray(order[a:b])[np.asarray(starts[a:b])]] = True
+    del order, sorted_keys, starts
+    m = sum(int(((np.asarray(chunk[a:b]) < 0) & np.asarray(first[a:b])).sum()) for a, b in extsort.blocks(n))
+    missing, longest = extsort.scratch(work, np.int64, m), extsort.scratch(work, np.uint64, m)
+    top = max((int(np.asarray(lengths[a:b]).max()) for a, b in extsort.blocks(n)), default=0)
+    at = 0
+    for a, b in extsort.blocks(n):
+        pos = np.flatnonzero((np.asarray(chunk[a:b]) < 0) & np.asarray(first[a:b])) + a
+        missing[at : at + len(pos)] = pos
+        longest[at : at + len(pos)] = top - np.asarray(lengths[a:b])[pos - a]  # ascending = longest first
+        at += len(pos)
+    by_length, _ = extsort.argsort(longest, work)  # ties keep their position order
+    plan = extsort.scratch(work, np.int64, m)
+    for a, b in extsort.blocks(m):
+        plan[a:b] = np.asarray(missing[np.asarray(by_length[a:b])])
+    return plan
 
 
 def encode_chunk(texts: list[str], embed: Callable[[list[str]], np.ndarray], batch_size: int, progress=None):

@@ -11,25 +11,54 @@ import os
 import tempfile
 
 import numpy as np
+import pyarrow as pa
 
-BLOCK = 1 << 18  # rows held in memory at once by the block loops below (2 MiB of uint64)
+BLOCK = 1 << 16  # rows held in memory at once by the block loops below (512 KiB of uint64)
 
 
-def scratch(work: str, dtype, n: int, fill=None) -> np.ndarray:
-    """A (n,) array of `dtype` in memory when n <= BLOCK, else in an unlinked memory-mapped file under `work`."""
-    if n <= BLOCK:
-        return np.empty(n, dtype) if fill is None else np.full(n, fill, dtype)
+def scratch(work: str, dtype, n: int | tuple[int, ...], fill=None) -> np.ndarray:
+    """An array of `dtype` and shape `n` in memory when it has at most BLOCK rows, else in an unlinked
+    memory-mapped file under `work`."""
+    shape = (n,) if isinstance(n, int | np.integer) else tuple(n)
+    if shape[0] <= BLOCK:
+        return np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
     os.makedirs(work, exist_ok=True)
     fd, path = tempfile.mkstemp(suffix=".npy", dir=work)
     os.close(fd)
     try:
-        arr = np.lib.format.open_memmap(path, "w+", dtype, (n,))
+        arr = np.lib.format.open_memmap(path, "w+", dtype, shape)
     finally:
         os.remove(path)
     if fill is not None:
-        for lo in range(0, n, BLOCK):
+        for lo in range(0, shape[0], BLOCK):
             arr[lo : lo + BLOCK] = fill
     return arr
+
+
+def spill(work: str, arr: np.ndarray) -> np.ndarray:
+    """`arr` itself when it has at most BLOCK rows, else a copy in a scratch file (the caller drops `arr`)."""
+    if len(arr) <= BLOCK:
+        return arr
+    out = scratch(work, arr.dtype, arr.shape)
+    for a, b in blocks(len(arr)):
+        out[a:b] = arr[a:b]
+    return out
+
+
+def spill_texts(work: str, texts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """`texts` itself when short, else the same strings memory-mapped from an unlinked Arrow file under `work`."""
+    if len(texts) <= BLOCK:
+        return texts
+    os.makedirs(work, exist_ok=True)
+    fd, path = tempfile.mkstemp(suffix=".arrow", dir=work)
+    os.close(fd)
+    try:
+        table = pa.table({"text": texts})
+        with pa.ipc.new_file(path, table.schema) as w:
+            w.write_table(table, max_chunksize=BLOCK)
+        return pa.ipc.open_file(pa.memory_map(path, "r")).read_all().column(0)
+    finally:
+        os.remove(path)
 
 
 def blocks(n: int, block: int | None = None):

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pyarrow as pa
 
+from negminer.mining import extsort
 from negminer.mining.corpus import Corpus, hash64, id_keys, text_keys
 from negminer.pipelines import io
 from negminer.pipelines import schema as S
@@ -105,7 +106,17 @@ def build_groups(input_files: str | list[str], corpus: Corpus, template: str = D
     pos_indptr, pos_docs = _csr(row_group, row_pos_doc, len(uniq))
     ex_rows = np.concatenate(excl_rows).astype(np.int64)
     ex_indptr, ex_docs = _csr(row_group[ex_rows], np.concatenate(excl_docs).astype(np.int64), len(uniq))
-    return Groups(query, uniq[order], row_group, row_pos_doc, pos_indptr, pos_docs, ex_indptr, ex_docs, to_encode)
+    groups = Groups(query, uniq[order], row_group, row_pos_doc, pos_indptr, pos_docs, ex_indptr, ex_docs, to_encode)
+    return spilled(groups, corpus.scratch_dir) if corpus.scratch_dir else groups
+
+
+def spilled(groups: Groups, work: str) -> Groups:
+    """The same groups with their large arrays and texts in scratch files under `work` (`extsort.spill`)."""
+    parts = {}
+    for f in dataclasses.fields(groups):
+        v = getattr(groups, f.name)
+        parts[f.name] = extsort.spill(work, v) if isinstance(v, np.ndarray) else extsort.spill_texts(work, v)
+    return Groups(**parts)
 
 
 def _csr(group: np.ndarray, doc: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:

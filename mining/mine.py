@@ -19,6 +19,7 @@ from negminer.mining import extsort
 from negminer.mining import index as ix
 from negminer.mining.config import MineConfig
 from negminer.mining.corpus import Corpus, CorpusBuilder, hash64
+from negminer.mining.corpus_disk import DiskCorpusBuilder
 from negminer.mining.encode import (
     Embedder,
     dtype_reason,
@@ -93,7 +94,7 @@ def load_encoder(cfg: MineConfig):
 def build_corpus(cfg: MineConfig, rejects: list[dict], files: list[str], path: str | None = None) -> Corpus:
     """The deduplicated corpus of the input `files` and `--corpus`; with `path`, its texts live in a memory-mapped
     Arrow file there."""
-    builder = CorpusBuilder(path)
+    builder = DiskCorpusBuilder(path) if path else CorpusBuilder()
     for ids, texts in shard_documents(files):
         builder.add(ids, texts)
     for path in io.expand_patterns(cfg.corpus) if cfg.corpus else []:
@@ -385,6 +386,23 @@ def make_judge(cfg: MineConfig):
     return judge
 
 
+def empty_mined(n_groups: int, n: int, n_pos: int, work: str | None) -> Mined:
+    """Unfilled results; with `work` (a corpus on disk) large ones are scratch arrays (`extsort.scratch`)."""
+
+    def array(shape, dtype, fill) -> np.ndarray:
+        return np.full(shape, fill, dtype) if work is None else extsort.scratch(work, dtype, shape, fill)
+
+    return Mined(
+        neg_doc=array((n_groups, n), np.int64, -1),
+        neg_score=array((n_groups, n), np.float32, np.nan),
+        neg_retriever=array((n_groups, n), np.float32, np.nan),
+        found=array(n_groups, np.int64, 0),
+        pos_score=array(n_pos, np.float32, np.nan),
+        pos_retriever=array(n_pos, np.float32, np.nan),
+        removed={},
+    )
+
+
 def select_all(  # noqa: PLR0913 — the aligned arrays every selection stage reads (numpy core, no config to fold them into)
     rules: Rules,
     groups: Groups,
@@ -401,15 +419,7 @@ def select_all(  # noqa: PLR0913 — the aligned arrays every selection stage re
 ) -> Mined:
     """Selection over all groups in batches of `GROUP_BATCH` (bounded memory for the near-duplicate gathers)."""
     n_groups, n = len(groups), rules.num_negatives
-    out = Mined(
-        neg_doc=np.full((n_groups, n), -1, np.int64),
-        neg_score=np.full((n_groups, n), np.nan, np.float32),
-        neg_retriever=np.full((n_groups, n), np.nan, np.float32),
-        found=np.zeros(n_groups, np.int64),
-        pos_score=np.full(len(groups.pos_docs), np.nan, np.float32),
-        pos_retriever=np.full(len(groups.pos_docs), np.nan, np.float32),
-        removed={},
-    )
+    out = empty_mined(n_groups, n, len(groups.pos_docs), getattr(corpus, "scratch_dir", None))
     for lo in range(0, n_groups, GROUP_BATCH):
         gb = np.arange(lo, min(lo + GROUP_BATCH, n_groups))
         c, cs = cand[gb], cand_s[gb]

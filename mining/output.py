@@ -7,12 +7,14 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from typing import Any
 
 import numpy as np
 
 import negminer
+from negminer.mining import extsort
 from negminer.mining.config import MineConfig
 from negminer.mining.corpus import Corpus
 from negminer.mining.groups import Groups
@@ -38,14 +40,55 @@ def shard_count(files: list[str]) -> int:
 
 
 def score_stats(values: np.ndarray) -> dict[str, float | int]:
-    """count, mean, std, min, quartiles and max of the finite values."""
-    v = np.asarray(values, dtype=np.float64)
+    """count, mean, std, min, quartiles and max of the finite values (more than `extsort.BLOCK` values: block by
+    block, the quartiles through a bounded-memory sort)."""
+    v = np.asarray(values).reshape(-1)
+    if len(v) > extsort.BLOCK:
+        return _stats_in_blocks(v)
+    v = np.asarray(v, dtype=np.float64)
     v = v[np.isfinite(v)]
     if not len(v):
         return {"count": 0}
     q = np.percentile(v, [25, 50, 75])
     out = {"count": int(len(v)), "mean": v.mean(), "std": v.std(), "min": v.min()}
     out.update({"p25": q[0], "p50": q[1], "p75": q[2], "max": v.max()})
+    return {k: (round(float(x), 6) if k != "count" else x) for k, x in out.items()}
+
+
+def _finite(v: np.ndarray):
+    """The finite values of `v` as float64, a block at a time."""
+    for a, b in extsort.blocks(len(v)):
+        x = np.asarray(v[a:b], dtype=np.float64)
+        yield x[np.isfinite(x)]
+
+
+def _stats_in_blocks(v: np.ndarray) -> dict[str, float | int]:
+    """`score_stats` of a long array, a block at a time (np.percentile's linear interpolation)."""
+    parts = [(len(x), x.sum(), x.min(initial=np.inf), x.max(initial=-np.inf)) for x in _finite(v)]
+    n = sum(p[0] for p in parts)
+    if not n:
+        return {"count": 0}
+    mean = sum(p[1] for p in parts) / n
+    std = np.sqrt(sum(((x - mean) ** 2).sum() for x in _finite(v)) / n)
+    work = os.path.join(tempfile.gettempdir(), "negminer-scratch")
+    keys, at, sign = extsort.scratch(work, np.uint64, n), 0, np.uint64(1 << 63)
+    for x in _finite(v):  # float64 bits -> unsigned keys in the same order
+        bits = x.view(np.uint64)
+        keys[at : at + len(x)] = np.where(bits & sign, ~bits, bits | sign)
+        at += len(x)
+    _, ordered = extsort.argsort(keys, work)
+
+    def value(i: int) -> float:
+        k = np.uint64(ordered[i])
+        return float((k & ~sign if k & sign else ~k).view(np.float64))
+
+    out = {"count": n, "mean": mean, "std": std, "min": min(p[2] for p in parts)}
+    for q in (25, 50, 75):
+        pos = q / 100 * (n - 1)
+        i, t = int(pos), pos - int(pos)
+        a, b = value(i), value(min(i + 1, n - 1))
+        out[f"p{q}"] = b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
+    out["max"] = max(p[3] for p in parts)
     return {k: (round(float(x), 6) if k != "count" else x) for k, x in out.items()}
 
 
@@ -61,19 +104,26 @@ def with_retriever_scores(provenance: str | None, positive: float, negatives: li
     return S.provenance_json(**fields)
 
 
-def row_positive_slot(groups: Groups) -> np.ndarray:
-    """For every input row, the index of its own positive in the `pos_docs` CSR of its group."""
+def row_positive_slot(groups: Groups, work: str | None = None) -> np.ndarray:
+    """For every input row, the index of its own positive in the `pos_docs` CSR of its group (a bounded-memory
+    sort of (group, document) keys; scratch arrays under `work`, by default the system temp dir)."""
+    work = work or os.path.join(tempfile.gettempdir(), "negminer-scratch")
     n_docs = int(max(groups.pos_docs.max(initial=0), groups.row_pos_doc.max(initial=0))) + 1
-    owner = np.repeat(np.arange(len(groups)), np.diff(groups.pos_indptr))
-    keys = owner.astype(np.int64) * n_docs + groups.pos_docs
-    order = np.argsort(keys, kind="stable")
-    want = groups.row_group * n_docs + groups.row_pos_doc
-    return order[np.searchsorted(keys, want, sorter=order)]
+    keys = extsort.scratch(work, np.int64, len(groups.pos_docs))
+    for a, b in extsort.blocks(len(keys)):
+        owner = np.searchsorted(groups.pos_indptr, np.arange(a, b), "right") - 1
+        keys[a:b] = owner.astype(np.int64) * n_docs + np.asarray(groups.pos_docs[a:b])
+    order, sorted_keys = extsort.argsort(keys, work)
+    slot = extsort.scratch(work, np.int64, len(groups.row_group))
+    for a, b in extsort.blocks(len(slot)):
+        want = np.asarray(groups.row_group[a:b]) * n_docs + np.asarray(groups.row_pos_doc[a:b])
+        slot[a:b] = np.asarray(order[np.searchsorted(sorted_keys, want)])
+    return slot
 
 
 def mined_rows(cfg: MineConfig, files: list[str], corpus: Corpus, groups: Groups, mined, counters: dict[str, int]):
     """Yield every kept input row (of `files`, in order), with its negatives and scores."""
-    slot = row_positive_slot(groups)
+    slot = row_positive_slot(groups, corpus.scratch_dir)
     relabelled: set[int] = set()
     reranked = cfg.reranker is not None
     r = 0
@@ -145,8 +195,8 @@ def write_output(  # noqa: PLR0913 — the mined job's parts; cfg carries the se
         shortfall_groups=int((mined.found < cfg.num_negatives).sum()),
         shortfall_rows=counters["shortfall_rows"],
         dropped_rows=counters["dropped_rows"],
-        pos_scores=np.array(pos_scores),
-        neg_scores=np.array(neg_scores),
+        pos_scores=np.frombuffer(pos_scores, np.float32),
+        neg_scores=np.frombuffer(neg_scores, np.float32),
         pos_retriever=mined.pos_retriever,
         neg_retriever=mined.neg_retriever,
         rows_held_max=spool.max_held,
