@@ -1,15 +1,17 @@
 """Peak memory of the in-process `negminer mine` on a synthetic corpus with a tiny encoder, and its growth with size.
 
 Usage: .venv/bin/python bench/bench_mine_scale.py [--sizes 250000 2000000] [--query-ratio 0.1] [--index flat]
+       [--threads 1] [--shard-rows 8192] [--out bench/results/mine_scale.json]
 
 Each size runs in a fresh subprocess on a Parquet corpus of random sentences over a synthetic 2,000-word vocabulary
 (queries = size x --query-ratio input rows), with a random 1-layer, 32-wide BERT. Memory is counted two ways:
 peak RSS (ru_maxrss: every resident page, pages of memory-mapped files included) and peak anonymous RSS (RssAnon
-of /proc/self/status sampled every 20 ms: the process's own heap, without file pages the OS can drop — the corpus
-Arrow file, the embedding chunks and the search results are memory-mapped). Prints both per size, their growth
-ratios (goal: at most 1.3x), and the raw size of the corpus text (what holding the texts in memory would cost).
+of /proc/self/status sampled every 20 ms: the process's own heap, without file pages the OS can write back and
+drop — the corpus Arrow file, the embedding chunks, the search results and the miner's scratch arrays
+(`mining/extsort.py`) are memory-mapped files). Prints both per size and the anonymous peak of each phase, their
+growth ratios (goal: at most 1.3x), and the raw size of the corpus text (what holding the texts in memory would
+cost); `--out` also writes them as JSON, after each size.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -99,6 +101,7 @@ def child(args) -> None:
         index=args.index,
         num_negatives=7,
         range_max=50,
+        num_shards=args.num_shards,
     )
     peak_anon, phases = [0, 0], {}
     done = threading.Event()
@@ -147,8 +150,17 @@ def main() -> None:
         "--threads", type=int, default=1, help="torch/FAISS threads (OMP_NUM_THREADS) of each run (default 1)"
     )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--shard-rows",
+        type=int,
+        default=8192,
+        help="output rows per shard (--num-shards = rows / this, default 8192): a shard's Parquet row group is built"
+        " in memory (up to 65,536 rows), so shards of one size at every corpus size",
+    )
+    ap.add_argument("--out", help="also write the figures to this JSON file")
     for name in ("input", "output", "model", "corpus", "work-dir"):
         ap.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    ap.add_argument("--num-shards", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args)
@@ -173,6 +185,8 @@ def main() -> None:
                 str(corpus),
                 "--work-dir",
                 f"{tmp}/work{n}",
+                "--num-shards",
+                str(max(1, -(-int(n * args.query_ratio) // args.shard_rows))),
             ]
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
@@ -180,6 +194,7 @@ def main() -> None:
                 sys.exit(f"size {n} failed:\n{res.stderr[-4000:]}")
             results[n] = json.loads(res.stdout.strip().splitlines()[-1]) | {"text_bytes": text_bytes}
             r = results[n]
+            save(args, results)
             print(
                 f"{n:>9,} docs ({r['docs']:,} unique, {r['rows']:,} rows mined): peak RSS {r['peak_rss'] / 2**20:7.1f}"
                 f" MiB, peak anonymous {r['peak_anon'] / 2**20:7.1f} MiB | corpus text {text_bytes / 2**20:6.1f} MiB"
@@ -198,6 +213,24 @@ def main() -> None:
         )
     text_per_doc = (results[hi]["text_bytes"] - results[lo]["text_bytes"]) / (hi - lo)
     print(f"(each extra document's text alone: {text_per_doc:.0f} bytes)")
+    save(args, results)
+
+
+def save(args, results: dict) -> None:
+    """The figures so far (each size as it finishes, then the growth ratios) into `--out`, atomically."""
+    if not args.out:
+        return
+    lo, hi = min(results), max(results)
+    doc = {
+        "command": " ".join([os.path.relpath(sys.executable, ROOT), *sys.argv]),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "sizes": {str(n): r for n, r in results.items()},
+        "growth": {w: results[hi][w] / results[lo][w] for w in ("peak_rss", "peak_anon")} if lo != hi else None,
+    }
+    tmp = args.out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=2)
+    os.replace(tmp, args.out)
 
 
 if __name__ == "__main__":

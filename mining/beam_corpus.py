@@ -164,5 +164,5 @@ def load_corpus(run_dir: str, n_sources: int, rejects: list[dict]) -> Corpus:
     uniq[1:] = (alias_key[1:] != alias_key[:-1]) | (alias_doc[1:] != alias_doc[:-1])
     table = table.select([DOC_ID, TEXT])
     corpus = Corpus(table, norm_key, text_key, alias_key[uniq], alias_doc[uniq], raw_count=raw, empty_skipped=empty)
-    corpus._sorter = sorter  # documents in key order: the index `find_texts` needs, as `CorpusBuilder.build` sets
+    corpus._index = (norm_key[sorter], sorter)  # keys sorted, their documents: the index `find_texts` searches
     return corpus

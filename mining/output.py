@@ -23,6 +23,7 @@ from negminer.mining.spool import ShardSpool
 from negminer.pipelines import io, runner
 from negminer.pipelines import schema as S
 
+ROWS_AT_ONCE = 1024  # input rows turned into dicts at once while writing
 RETRIEVER_KEY = "retriever_scores"  # provenance key holding the retriever's scores when a reranker is the teacher
 
 
@@ -128,7 +129,9 @@ def mined_rows(cfg: MineConfig, files: list[str], corpus: Corpus, groups: Groups
     reranked = cfg.reranker is not None
     r = 0
     for path in files:
-        for batch in io.read_shards([path]):
+        for batch in (
+            b.slice(lo, ROWS_AT_ONCE) for b in io.read_shards([path]) for lo in range(0, len(b), ROWS_AT_ONCE)
+        ):
             rows = batch.to_pylist()
             g = groups.row_group[r : r + len(rows)]
             docs = mined.neg_doc[g]

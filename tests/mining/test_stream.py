@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 
-from negminer.mining import spool
+from negminer.mining import output, spool
 from negminer.mining.mine import mine
 from negminer.pipelines import io
 from tests.mining.conftest import mine_config, sentence, write_rows
@@ -26,6 +26,7 @@ def run(tmp_path, tiny_bert_dir, n_rows: int) -> dict:
 
 def test_rows_held_do_not_grow_with_rows_written(tmp_path, tiny_bert_dir, monkeypatch):
     monkeypatch.setattr(spool, "SPILL_ROWS", 16)
+    monkeypatch.setattr(output, "ROWS_AT_ONCE", 50)
     monkeypatch.setattr(spool, "BUCKET_ROWS", 16)
     small, big = run(tmp_path, tiny_bert_dir, 100), run(tmp_path, tiny_bert_dir, 800)
     assert (small["rows"], big["rows"]) == (100, 800)
