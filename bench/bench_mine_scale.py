@@ -12,6 +12,7 @@ drop — the corpus Arrow file, the embedding chunks, the search results and the
 growth ratios (goal: at most 1.3x), and the raw size of the corpus text (what holding the texts in memory would
 cost); `--out` also writes them as JSON, after each size.
 """
+
 from __future__ import annotations
 
 import argparse
