@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import functools
 import re
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -36,14 +35,17 @@ BOILERPLATE = (
 )
 _BOILERPLATE = re.compile("|".join(re.escape(p) for p in BOILERPLATE))  # any phrase as a substring, one pass
 _SYMBOLS = ("#", "...", "…")
-_WORD = re.compile(r"\w+", re.UNICODE)
 _DIGIT = re.compile(r"\d")
 # A whitespace-separated word holding a letter, from its first letter to its end: one match per such word
 # (\S is the complement of the whitespace str.split uses).
 _LETTER_WORD = re.compile(r"[^\W\d_]\S*")
 LANGID_CHARS = 2000  # characters of a document that language id reads
-# On ASCII text (most of it) the stop-word check needs no per-word casefold: lower() keeps the word boundaries.
-_ASCII_STOP_WORD = re.compile(r"\b(?:" + "|".join(sorted(STOP_WORDS)) + r")\b")
+# A whole \w+ word that casefolds to a stop word: only ASCII letters casefold into these words (the non-ASCII
+# characters that casefold to ASCII letters, such as the long s or the ligature ﬁ, give none of them; tested), so
+# an ASCII case-insensitive match bounded by non-word characters finds exactly those words, with no per-word casefold.
+_STOP_WORD = re.compile(
+    r"(?<!\w)(?:" + "|".join("".join(f"[{c}{c.upper()}]" for c in w) for w in sorted(STOP_WORDS)) + r")(?!\w)"
+)
 # A paragraph is the query of one adjacent pair and the positive of the next: normalise it once.
 _normalized = functools.lru_cache(maxsize=1 << 14)(normalize_for_match)
 
@@ -143,8 +145,9 @@ def detect_languages(texts: Sequence[str]) -> list[str]:
     out = [""] * len(texts)
     for row, i in enumerate(order):
         f = feats[: lens[row], row]
-        visits = Counter(f[f >= 0].tolist())
-        out[i] = _classify_visits(ident, visits)
+        ids, first, counts = np.unique(f[f >= 0], return_index=True, return_counts=True)
+        order = np.argsort(first)  # py3langid's Counter order: features by first appearance
+        out[i] = _classify_visits(ident, ids[order].astype(np.intp), counts[order].astype(np.float32))
     return out
 
 
@@ -160,13 +163,15 @@ def _langid_tables(ident: Any) -> tuple[Any, Any, Any]:
     )
 
 
-def _classify_visits(ident: Any, visits: Counter) -> str:
-    """py3langid's `classify` from the feature counts of one text (its `_raw_score`, `_decide`, unnormalised)."""
+def _classify_visits(ident: Any, ids: Any, counts: Any) -> str:
+    """py3langid's `classify` from one text's features (ids in first-appearance order, float32 counts): its
+    `_sparse_score` (`log1p(counts) @ table[ids] + prior`), the floor for a text without features, and `_decide`'s
+    alias folding (unnormalised scores), so the same floats and the same argmax."""
     import numpy as np
     from py3langid import langid
 
-    if visits:
-        scores = ident._sparse_score(visits, ident.nb_ptc)
+    if len(ids):
+        scores = np.log1p(counts) @ ident.nb_ptc[ids] + ident.nb_pc
     else:
         scores = np.full(len(ident.nb_classes), langid.RAW_FLOOR, dtype=np.float32)
     for i, j in ident._alias_pairs:
@@ -247,11 +252,7 @@ def text_problem(text: str, cfg: QualityConfig) -> str | None:
     if problem:
         return problem
     if cfg.require_stop_words and "en" in cfg.languages:
-        if text.isascii():
-            found = set(_ASCII_STOP_WORD.findall(text.lower()))
-        else:
-            found = set(map(str.casefold, _WORD.findall(text))) & STOP_WORDS
-        if len(found) < 2:
+        if len({w.lower() for w in _STOP_WORD.findall(text)}) < 2:
             return "stop_words"
     if cfg.boilerplate:
         folded = text.casefold()

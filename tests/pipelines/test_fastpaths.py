@@ -147,7 +147,22 @@ def test_text_problem_fast_paths_equal_the_plain_definitions(real_docs):
         "İthe wİth and ofthe cat sat down here",
         "Click Here to read the news of the day",
         "the river and the sea {",
+        "ſhe the aﬁnd wİth THE and oﬀ the",
+        "Straße The AND ＴＨＥ ｔｈｅ more words here",
+        "the\u0301 and\u00a0theﬁ Of of of wıth with ok",
     ]
     got = [quality.text_problem(t, cfg) for t in texts]
     assert got == [plain(t) for t in texts]
     assert len(set(got)) >= 5
+
+
+def test_only_ascii_letters_casefold_into_a_stop_word():
+    """The premise of the stop-word regex: no non-ASCII character casefolds to a piece of a stop word."""
+    pieces = []
+    for cp in range(0x80, 0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        folded = chr(cp).casefold()
+        if folded.isascii() and folded.isalpha():
+            pieces.append(folded)
+    assert pieces and not [p for p in pieces if any(p in w for w in quality.STOP_WORDS)]
