@@ -24,14 +24,15 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import StandardOptions, TestOptions
 
+from negminer.mining import beam_run as br
 from negminer.mining import beam_select as sel
 from negminer.mining import index as ix
 from negminer.mining import mine as core
 from negminer.mining import runfiles as rf
-from negminer.mining.beam_corpus import ReadAndDedup, corpus_table, load_corpus
+from negminer.mining.beam_corpus import ReadAndDedup, load_corpus
+from negminer.mining.beam_run import KINDS, RunFiles
 from negminer.mining.beam_search import SearchBlocks
 from negminer.mining.config import MineConfig
-from negminer.mining.corpus import DOC_ID
 from negminer.mining.encode import dtype_reason, encode_chunk, plan_missing, resolve_device
 from negminer.mining.groups import Groups, build_groups
 from negminer.mining.output import row_positive_slot, shard_count
@@ -43,97 +44,12 @@ from negminer.pipelines import runner as R
 from negminer.pipelines import schema as S
 from negminer.training.model import check_model_ref
 
-KINDS = ("documents", "queries")
-QUERY_BLOCK = 16384  # queries per search task: the query batch of one FAISS call in `index.search_sharded`
-
-
-class _Run:
-    """The files one pipeline run shares between its stages, under `<work_dir>/beam/<run id>/`."""
-
-    def __init__(self, cfg: MineConfig, run_dir: str):
-        self.cfg, self.dir = cfg, run_dir
-        self._meta: dict | None = None
-
-    def path(self, name: str) -> str:
-        return io.join(self.dir, name)
-
-    def meta(self) -> dict:
-        if self._meta is None:
-            self._meta = rf.load_json(self.path("meta.json"))
-        return self._meta
-
-    def store(self, kind: str) -> EmbeddingStore:
-        return EmbeddingStore(self.cfg.work_dir, self.meta()["fields"][kind])
-
-    def keys(self, kind: str) -> np.ndarray:
-        return rf.load_npy(self.path(f"{kind}.keys.npy"))  # memory-mapped: an encode task reads only its chunk's
-
-    def texts(self, kind: str) -> pa.ChunkedArray:
-        return self._table(kind).column("text")
-
-    def doc_ids(self) -> pa.ChunkedArray:
-        return self._table("documents").column(DOC_ID)
-
-    def _table(self, name: str) -> pa.Table:
-        if name == "documents":
-            return corpus_table(self.dir)  # the corpus stage's parts
-        return rf.load_table(self.path(f"{name}.arrow"))
-
-    def array(self, name: str) -> np.ndarray:
-        """One of the group arrays Prepare saved, memory-mapped."""
-        return rf.load_npy(self.path(f"{name}.npy"))
-
-    def group_batch(self, lo: int, hi: int) -> Groups:
-        """Groups lo..hi-1 alone (their CSR rows re-based): what `mine.select_all` reads of them."""
-        key, query = self.array("group_key")[lo:hi], self._table("groups").column("query").slice(lo, hi - lo)
-        csr = []
-        for name in ("pos", "excl"):
-            indptr = np.asarray(self.array(f"{name}_indptr")[lo : hi + 1])
-            csr += [indptr - indptr[0], np.asarray(self.array(f"{name}_docs")[indptr[0] : indptr[-1]])]
-        none = np.zeros(0, np.int64)  # rows are not read by selection
-        return Groups(query.combine_chunks(), np.asarray(key), none, none, csr[0], csr[1], csr[2], csr[3])
-
-    def top(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, candidates) of groups lo..hi-1 from the merged top-k of their query block."""
-        qid, off = divmod(lo, QUERY_BLOCK)
-        if hi - lo + off > QUERY_BLOCK:
-            raise ValueError(f"groups {lo}..{hi} span two query blocks")
-        scores = rf.load_npy(self.path(f"top-{qid}.scores.npy"))[off : off + hi - lo]
-        idx = rf.load_npy(self.path(f"top-{qid}.idx.npy"))[off : off + hi - lo]
-        return np.asarray(scores), np.asarray(idx)
-
-    def save_located(self, kind: str, store: EmbeddingStore, chunk: np.ndarray, row: np.ndarray) -> None:
-        rf.save_npy(self.path(f"{kind}.chunk.npy"), chunk)
-        rf.save_npy(self.path(f"{kind}.row.npy"), row)
-        io.write_bytes_atomic(self.path(f"{kind}.chunks.json"), json.dumps(store.located_chunks()).encode("utf-8"))
-
-    def located(self, kind: str) -> tuple[EmbeddingStore, tuple[np.ndarray, np.ndarray]]:
-        """The store with its chunks numbered as when the locations were saved, and the (chunk, row) of each text."""
-        store = self.store(kind).use_located_chunks(rf.load_json(self.path(f"{kind}.chunks.json")))
-        return store, (self.array(f"{kind}.chunk"), self.array(f"{kind}.row"))
-
-    def write_sources(self, files: list[str]) -> list[tuple[int, str, bool]]:
-        """Number the corpus sources (input files, then `--corpus` files) and save the list for Prepare."""
-        extra = io.expand_patterns(self.cfg.corpus) if self.cfg.corpus else []
-        sources = [(i, f, i >= len(files)) for i, f in enumerate(files + extra)]
-        rf.save_json(self.path("sources.json"), {"files": files, "sources": sources})
-        return sources
-
-    def sources(self) -> dict:
-        return rf.load_json(self.path("sources.json"))
-
-    def rejects(self) -> list[dict]:
-        return rf.load_json(self.path("rejects.json"))
-
-    def gpu(self) -> bool:
-        return resolve_device(self.cfg.device) == "cuda" and ix.gpu_available()
-
 
 class PrepareFn(beam.DoFn):
     """Builds the corpus and query groups as the in-process miner does and saves them for the later stages;
     yields the encode plan's chunks."""
 
-    def __init__(self, run: _Run):
+    def __init__(self, run: RunFiles):
         self.run = run
 
     def process(self, _, parts: list[int]):
@@ -176,7 +92,7 @@ class PrepareFn(beam.DoFn):
                 yield kind, order[lo : lo + cfg.chunk_size]
 
 
-def _save_groups(run: _Run, groups: Groups) -> None:
+def _save_groups(run: RunFiles, groups: Groups) -> None:
     arrays = {
         "group_key": groups.key,
         "pos_indptr": groups.pos_indptr,
@@ -237,7 +153,7 @@ class _Embedders(dict):
 class PlannedChunkHandler(ModelHandler):
     """(kind, planned positions) -> (kind, keys, float32 (n, D)): one planned chunk, in its planned batches."""
 
-    def __init__(self, run: _Run):
+    def __init__(self, run: RunFiles):
         super().__init__(max_batch_size=1)  # an element is already a chunk of length-sorted batches
         self.run = run
 
@@ -258,7 +174,7 @@ class PlannedChunkHandler(ModelHandler):
 class WriteChunkFn(beam.DoFn):
     """(kind, keys, vectors) -> the chunk stored atomically; yields (kind, texts encoded)."""
 
-    def __init__(self, run: _Run):
+    def __init__(self, run: RunFiles):
         self.run = run
 
     def process(self, element):
@@ -272,7 +188,7 @@ class CorpusBlocksFn(beam.DoFn):
     """After encoding: the corpus cut into the blocks the in-process search uses, as (doc numbers, vectors); saves
     where each document's vector is, for the select tasks."""
 
-    def __init__(self, run: _Run):
+    def __init__(self, run: RunFiles):
         self.run = run
 
     def process(self, _, encoded: dict):
@@ -287,7 +203,7 @@ class QueryBlocksFn(beam.DoFn):
     """After encoding: (block id, float32 query vectors) in the blocks of one in-process FAISS call; saves where
     each query's vector is."""
 
-    def __init__(self, run: _Run, block: int):
+    def __init__(self, run: RunFiles, block: int):
         self.run, self.block = run, block
 
     def process(self, _, encoded: dict):
@@ -298,7 +214,7 @@ class QueryBlocksFn(beam.DoFn):
 
 
 class SaveTopFn(beam.DoFn):
-    def __init__(self, run: _Run):
+    def __init__(self, run: RunFiles):
         self.run = run
 
     def process(self, element):
@@ -311,7 +227,7 @@ class SaveTopFn(beam.DoFn):
 class BatchesFn(beam.DoFn):
     """Once the search is saved: the numbers of the group batches to select."""
 
-    def __init__(self, run: _Run):
+    def __init__(self, run: RunFiles):
         self.run = run
 
     def process(self, _, searched: list[int]):
@@ -322,7 +238,7 @@ class BatchesFn(beam.DoFn):
 class InputFilesFn(beam.DoFn):
     """Once Prepare has run: (input file, number of its first row) for each input file."""
 
-    def __init__(self, run: _Run):
+    def __init__(self, run: RunFiles):
         self.run = run
 
     def process(self, _, searched: list[int]):
@@ -330,10 +246,10 @@ class InputFilesFn(beam.DoFn):
             yield path, int(r)
 
 
-def build_pipeline(p: beam.Pipeline, run: _Run, runner: str, files: list[str] | None = None) -> None:
+def build_pipeline(p: beam.Pipeline, run: RunFiles, runner: str, files: list[str] | None = None) -> None:
     """Wire the mining stages into `p` (see the module docstring); `files`: the input split's shard files, which
     give the default number of output shards."""
-    block = QUERY_BLOCK
+    block = br.QUERY_BLOCK
     sources = run.write_sources(files) if files else []  # none in a dry run: the graph is the same
     parts = p | "Sources" >> beam.Create(sources) | "Corpus" >> ReadAndDedup(run.dir)
     plan = p | "Start" >> beam.Create([None]) | "Prepare" >> beam.ParDo(PrepareFn(run), beam.pvalue.AsList(parts))
@@ -388,7 +304,7 @@ def build_pipeline(p: beam.Pipeline, run: _Run, runner: str, files: list[str] | 
 class _KFn(beam.CombineFn):
     """The search depth Prepare worked out (read once Prepare has run: it depends on the plan)."""
 
-    def __init__(self, run: _Run):
+    def __init__(self, run: RunFiles):
         self.run = run
 
     def create_accumulator(self):
@@ -427,7 +343,7 @@ def mine_beam(cfg: MineConfig, beam_args: list[str]) -> dict[str, Any]:
             check_model_ref(cfg.reranker, "--reranker")
         for path in io.expand_patterns(cfg.corpus) if cfg.corpus else []:
             detect_format(path)  # an unknown format: one line here, not an error in a worker
-    run = _Run(cfg, io.join(cfg.work_dir, "beam", uuid.uuid4().hex))
+    run = RunFiles(cfg, io.join(cfg.work_dir, "beam", uuid.uuid4().hex))
     try:
         with contextlib.ExitStack() as stack:
             if not dry:  # the workers write the output: the driver holds its lock for the whole job

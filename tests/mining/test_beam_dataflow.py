@@ -9,7 +9,8 @@ import pytest
 from apache_beam.portability.api import beam_runner_api_pb2 as pb
 
 from negminer import cli
-from negminer.mining.beam_mine import _Run, build_pipeline
+from negminer.mining.beam_mine import build_pipeline
+from negminer.mining.beam_run import RunFiles
 from negminer.mining.config import MineConfig
 from negminer.pipelines import runner
 from tests.conftest import PROJECT_ROOT
@@ -36,7 +37,7 @@ def test_mining_job_graph_with_gpu_workers(tmp_path):
     )
     options = runner.pipeline_options([*DATAFLOW, *GPU, f"--setup_file={PROJECT_ROOT / 'setup.py'}"])
     p = beam.Pipeline(options=options)
-    build_pipeline(p, _Run(cfg, str(tmp_path / "run")), "DataflowRunner")
+    build_pipeline(p, RunFiles(cfg, str(tmp_path / "run")), "DataflowRunner")
     result = p.run()
     assert result.state == "DONE" and not (tmp_path / "out").exists()  # built, not submitted, nothing run
     graph = p.runner.proto_pipeline

@@ -152,12 +152,12 @@ def test_beam_with_many_small_blocks_and_batches_writes_the_same_bytes(
 ):
     """Tiny query blocks, corpus blocks and group batches (many search tasks, partial top-k merges, select tasks, rows
     joined across them) give the bytes the in-process miner writes with the same blocks and batches."""
-    from negminer.mining import beam_mine
+    from negminer.mining import beam_run
     from negminer.mining import mine as core
 
     monkeypatch.setattr(core, "GROUP_BATCH", 2)
     monkeypatch.setattr(core, "QUERY_BLOCK", 4)
-    monkeypatch.setattr(beam_mine, "QUERY_BLOCK", 4)
+    monkeypatch.setattr(beam_run, "QUERY_BLOCK", 4)
     monkeypatch.setattr(core, "SEARCH_SHARD_CPU", 16)
     cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, positive_aware="perc:0.99", near_dup=0.99)
     mine_splits(cfg)
