@@ -52,3 +52,15 @@ def test_disk_builder_refuses_an_empty_corpus(tmp_path):
     b.add(["a"], ["   "])
     with pytest.raises(ValueError, match="corpus is empty"):
         b.build()
+
+
+def test_corpus_arrays_above_a_block_are_file_backed(tmp_path, monkeypatch):
+    """What grows with the corpus (keys, aliases, text index, lengths) lives in mapped files, not the heap."""
+    monkeypatch.setattr(extsort, "BLOCK", 8)
+    b = DiskCorpusBuilder(str(tmp_path / "corpus.arrow"))
+    b.add([f"i{k}" for k in range(50)], [f"text number {k % 40}" for k in range(50)])
+    c = b.build()
+    assert len(c) == 40 and c.raw_count == 50
+    arrays = [c.norm_key, c.text_key, c.alias_key, c.alias_doc, *c._text_index(), c.lengths()]
+    assert all(isinstance(a, np.memmap) for a in arrays)
+    assert c.find_texts(np.array([hash64("text number 7")], np.uint64)).tolist() == [7]
