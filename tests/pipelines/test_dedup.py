@@ -231,3 +231,18 @@ def test_keep_first_combine_equals_sorting_whatever_the_split():
         counts = out[1].value
         exact = sum(1 for r in rows if r[S.ID] == want[S.ID]) - 1
         assert counts == {"dedup:exact:adjacent-paragraph": exact, "dedup:positive:adjacent-paragraph": 12 - exact}
+
+
+@pytest.mark.parametrize(("num_perm", "seed"), [(128, 1), (64, 7)])
+def test_signature_equals_datasketch_minhash(num_perm, seed):
+    from datasketch import MinHash
+
+    cfg = DedupConfig(num_perm=num_perm, bands=16, seed=seed)
+    rng = random.Random(num_perm)
+    texts = ["", "one", passage(3), passage(4, 400)]
+    texts += [" ".join(rng.choice(WORDS + ["Ελλάδα", "straße"]) for _ in range(rng.randint(1, 40))) for _ in range(50)]
+    for text in texts:
+        m = MinHash(num_perm=num_perm, seed=seed)
+        m.update_batch(dedup.shingles(text, cfg.shingle_words))
+        got = dedup.signature(text, cfg)
+        assert got.dtype == m.hashvalues.dtype and np.array_equal(got, m.hashvalues), text
