@@ -6,7 +6,7 @@ import random
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # aliased: pytest collects Test*
 
 from negminer.pipelines import io, sink, tables
 from negminer.pipelines import schema as S
@@ -50,7 +50,7 @@ def test_sink_writes_the_same_directory_from_tables_as_from_rows(tmp_path):
     rows = _with_collisions(40)
 
     def build(out, pcolls):
-        with TestPipeline() as p:
+        with BeamTestPipeline() as p:
             made = {k: p | f"Make{k}" >> beam.Create(v) for k, v in pcolls.items()}
             made | sink.WriteShardDir(str(out), {"command": "test"}, num_shards=2)
 
