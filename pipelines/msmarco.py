@@ -15,15 +15,15 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
-from negminer.pipelines import runner
+from negminer.pipelines import io, runner
 from negminer.pipelines import schema as S
 from negminer.pipelines.converter import Converter
 from negminer.pipelines.msmarco_columns import JoinQrelTables, QrelJoin
-from negminer.pipelines.source import REJECTS, SKIPPED, ReadRecords, Record, parse_json_line, reject, skip
+from negminer.pipelines.source import REJECTS, ReadRecordsFn, Record, _counter, parse_json_line, reject, skip
 from negminer.pipelines.transforms.clean import normalize_for_match
 from negminer.pipelines.transforms.join import DOCS, PAIRS, QRELS, QUERIES, JoinDocFn, JoinQueryFn, Pair
 from negminer.pipelines.transforms.partition import SKIPPED_COUNTS, ReadKeyedBatches, partition_join
-from negminer.pipelines.transforms.tabular import Qrel, flatten_outputs, parse_id_text, parse_qrel, tidy
+from negminer.pipelines.transforms.tabular import Qrel, parse_id_text, parse_qrel, tidy
 
 SOURCE, PAIR_TYPE = "msmarco", "qa"
 TRIPLES = "triples"
@@ -144,21 +144,39 @@ def parse_hf_row(obj: dict[str, Any], path: str = "", line: int = 0, clean: bool
     return rows
 
 
-class ParseHfFn(beam.DoFn):
-    """Record of the Hugging Face layout -> rows; malformed rows to rejects, rows without a selection skipped."""
+HF_BATCH = 4096  # rows per element out of a Hugging Face layout file
+
+
+class ParseHfFileFn(beam.DoFn):
+    """path of a Hugging Face layout file -> lists of up to HF_BATCH rows; malformed records to rejects one by one,
+    rows without a selected passage counted in one skipped-counts dict per file (not one element per record)."""
 
     def __init__(self, clean: bool):
         self.clean = clean
 
-    def process(self, record: Record) -> Iterator[Any]:
-        obj = parse_json_line(record)
-        rows = obj if isinstance(obj, str) else parse_hf_row(obj, record.path, record.line, self.clean)
-        if isinstance(rows, str):
-            yield reject(record, rows)
-        elif not rows:
-            yield skip("no_selected_passage")
-        else:
-            yield from rows
+    def process(self, path: str) -> Iterator[Any]:
+        batch: list[dict] = []
+        skipped = 0
+        for record in ReadRecordsFn().process(path):
+            if not isinstance(record, Record):
+                yield record  # a reject of the reader
+                continue
+            obj = parse_json_line(record)
+            rows = obj if isinstance(obj, str) else parse_hf_row(obj, record.path, record.line, self.clean)
+            if isinstance(rows, str):
+                yield reject(record, rows)
+            elif not rows:
+                skipped += 1
+            else:
+                batch += rows
+                if len(batch) >= HF_BATCH:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+        if skipped:
+            _counter("negminer", "skipped_no_selected_passage").inc(skipped)
+            yield beam.pvalue.TaggedOutput(SKIPPED_COUNTS, {"no_selected_passage": skipped})
 
 
 class KeyByTextFn(beam.DoFn):
@@ -213,11 +231,13 @@ class BuildMsMarcoTuples(beam.PTransform):
     def expand(self, pbegin):
         c = self.config
         if c.hf:
-            read = pbegin | "ReadHf" >> ReadRecords(list(c.hf))
-            built = read["records"] | "ParseHf" >> beam.ParDo(ParseHfFn(c.clean)).with_outputs(
-                REJECTS, SKIPPED, main="rows"
+            built = (
+                pbegin
+                | "ListHf" >> beam.Create(io.expand_patterns(c.hf))
+                | "ReshuffleHf" >> beam.Reshuffle()
+                | "ParseHf" >> beam.ParDo(ParseHfFileFn(c.clean)).with_outputs(REJECTS, SKIPPED_COUNTS, main="rows")
             )
-            return flatten_outputs("MsMarco", [read, {REJECTS: built[REJECTS], SKIPPED: built[SKIPPED]}], built.rows)
+            return {"row_batches": built.rows, REJECTS: built[REJECTS], "skipped_counts": built[SKIPPED_COUNTS]}
         if not c.triples:  # Arrow tables end to end (msmarco_columns.py)
             spec = QrelJoin(c.queries, c.qrels, c.collection, SOURCE, PAIR_TYPE, c.min_relevance, clean=c.clean)
             return pbegin | "JoinTables" >> JoinQrelTables(spec)
