@@ -74,9 +74,11 @@ def _truthy(col: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.fill_null(pc.not_equal(col, empty), False)
 
 
-def json_examples(table: pa.Table, raw: pa.Array, path: str, lines: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+def json_examples(table: pa.Table, raw: pa.Array | None, path: str, lines: np.ndarray) -> tuple[pa.Table, np.ndarray]:
     """A table from the JSON reader (schema from `json_schema`), the raw lines of its rows and their numbers ->
-    (the examples `parse_nli` gives for its plain rows, a bool mask of the rows it leaves to the per-line path)."""
+    (the examples `parse_nli` gives for its plain rows, a bool mask of the rows it leaves to the per-line path).
+
+    `raw` None: the rows' keys are known to be the table's columns (a Parquet file), no raw-line test is needed."""
     official = "sentence1" in table.column_names
     if official:
         premise, hypothesis, label = table["sentence1"], table["sentence2"], table["gold_label"]
@@ -85,7 +87,7 @@ def json_examples(table: pa.Table, raw: pa.Array, path: str, lines: np.ndarray) 
         premise, hypothesis, codes = table["premise"], table["hypothesis"], table["label"]
         ok = pc.is_in(codes, pa.array([0, 1, 2]))
         # a null in the reader may be a key present with null in the line, which makes it the official layout
-        for needle in ('"sentence1"', '"gold_label"', "\\u"):
+        for needle in ('"sentence1"', '"gold_label"', "\\u") if raw is not None else ():
             ok = pc.and_(ok, pc.invert(pc.match_substring(raw, needle)))
         label = pc.take(pa.array(LABELS), pc.if_else(pc.fill_null(ok, False), codes, 0))
     premise, hypothesis = premise.combine_chunks(), hypothesis.combine_chunks()
@@ -110,6 +112,30 @@ def json_examples(table: pa.Table, raw: pa.Array, path: str, lines: np.ndarray) 
     )
     ok = ok.combine_chunks() if isinstance(ok, pa.ChunkedArray) else ok
     return out.filter(ok), ~ok.to_numpy(zero_copy_only=False).astype(bool)
+
+
+def parquet_view(table: pa.Table) -> pa.Table | None:
+    """A Parquet file's table as `json_examples` takes it (the `json_schema` fields, absent ones null), or None when
+    a column's type is not one the columnar path decides like `parse_nli` (then every row goes the per-row path)."""
+    names = table.column_names
+    official = "sentence1" in names or "gold_label" in names
+    texts = ("sentence1", "sentence2", "gold_label") if official else ("premise", "hypothesis")
+    cols, fields = [], []
+    for name in (*texts, *([] if official else ["label"]), *ID_FIELDS, "genre"):
+        col = table[name] if name in names and not pa.types.is_null(table.schema.field(name).type) else None
+        is_int = col is not None and pa.types.is_integer(col.type)
+        is_str = col is not None and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type))
+        if col is None:
+            col = pa.nulls(table.num_rows, pa.int64() if name == "label" else pa.string())
+        elif name == "label" and is_int or name in ID_FIELDS and is_int:
+            col = col.cast(pa.int64())
+        elif is_str:
+            col = col.cast(pa.string())
+        else:
+            return None
+        cols.append(col)
+        fields.append((name, col.type))
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields))
 
 
 def _json_texts(values: pa.ChunkedArray) -> pa.Array:

@@ -16,6 +16,9 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from negminer.pipelines import io, lines, runner
 from negminer.pipelines import nli_columns as C
@@ -24,6 +27,7 @@ from negminer.pipelines.converter import Converter
 from negminer.pipelines.source import (
     REJECTS,
     SKIPPED,
+    UNREADABLE_FILE_ERRORS,
     ReadRecordsFn,
     Record,
     _counter,
@@ -185,14 +189,7 @@ class ParseNliFileFn(beam.DoFn):
 
     def process(self, path: str) -> Iterator[Any]:
         if is_parquet(path):
-            examples = []
-            for item in ReadRecordsFn().process(path):
-                got = example_or_reject(item)
-                if isinstance(got, NliExample):
-                    examples.append(tuple(got))
-                else:
-                    yield got
-            yield from C.by_partition(C.examples_table(examples), PARTITIONS)
+            yield from _parse_parquet(path)
             return
         state: dict = {"schema": None}
         for block in lines.read_blocks(path):
@@ -200,6 +197,37 @@ class ParseNliFileFn(beam.DoFn):
                 yield from _parse_block(block, state)
             else:
                 yield block  # the reject of a file that cannot be read on
+
+
+def _parse_parquet(path: str) -> Iterator[Any]:
+    """A Parquet file: its columns decided by `nli_columns` where plain, the other rows by `parse_nli`; a file that
+    cannot be read whole, or with odd column types, goes row by row (`ReadRecordsFn`, its rejects)."""
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            table = pq.ParquetFile(f).read()
+    except UNREADABLE_FILE_ERRORS:
+        table = None
+    view = C.parquet_view(table) if table is not None else None
+    examples = []
+    if view is None:
+        for item in ReadRecordsFn().process(path):
+            got = example_or_reject(item)
+            if isinstance(got, NliExample):
+                examples.append(tuple(got))
+            else:
+                yield got
+        yield from C.by_partition(C.examples_table(examples), PARTITIONS)
+        return
+    got, irregular = C.json_examples(view, None, path, np.arange(1, table.num_rows + 1))
+    rows = np.flatnonzero(irregular)
+    for i, obj in zip(rows, table.take(pa.array(rows)).to_pylist(), strict=True):
+        item = Record(path, int(i) + 1, obj)
+        ex = example_or_reject(item)
+        if isinstance(ex, NliExample):
+            examples.append(tuple(ex))
+        else:
+            yield ex
+    yield from C.by_partition(pa.concat_tables([got, C.examples_table(examples)]), PARTITIONS)
 
 
 def _first_object(block: lines.LineBlock, kinds) -> dict | None:

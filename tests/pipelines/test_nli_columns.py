@@ -185,3 +185,46 @@ def test_rows_table_is_rows_for_premise(items, drop):
     assert table.schema.equals(S.SCHEMA)
     assert sorted(table.to_pylist(), key=lambda r: r[S.ID]) == sorted(want_rows, key=lambda r: r[S.ID])
     assert unused == want_unused
+
+
+@pytest.mark.parametrize("layout", ["official", "hf", "hf_bool_label", "odd_genre"])
+def test_columnar_parquet_equals_the_per_row_path(tmp_path, layout):
+    import pyarrow.parquet as pq
+
+    rng = random.Random(1)
+    if layout == "official":
+        rows = [_official(i, rng.choice(C.LABELS)) for i in range(60)]
+        rows += [
+            _official(60, sentence2="  Spaces   here "),
+            _official(61, gold_label="-"),
+            _official(62, sentence2=""),
+        ]
+        rows += [
+            _official(63, sentence2="Caf\u00c3\u00a9"),
+            _official(64, sentence1=None),
+            _official(65, captionID=""),
+        ]
+        for r in rows:
+            r.pop("annotator_labels")
+            r.setdefault("promptID", None)
+    else:
+        rows = [_hf(i, rng.randrange(3), promptID=i // 3, genre="fiction") for i in range(60)]
+        rows += [_hf(60, -1), _hf(61, None), _hf(62, 5), _hf(63, 0, premise="Caf\u00e9."), _hf(64, 1, hypothesis="")]
+        rows += [_hf(65, 0, promptID=0, pairID=None)]
+        for r in rows:
+            r.setdefault("promptID", 7)
+            r.setdefault("genre", None)
+            r.setdefault("pairID", "p")
+    table = pa.Table.from_pylist(rows)
+    if layout == "hf_bool_label":
+        table = table.set_column(
+            2, "label", pa.array([bool(x) if x is not None else None for x in table["label"].to_pylist()])
+        )
+    if layout == "odd_genre":
+        table = table.set_column(table.schema.get_field_index("genre"), "genre", pa.array([3] * table.num_rows))
+    path = tmp_path / "train.parquet"
+    pq.write_table(table, path)
+    assert (C.parquet_view(table) is None) == (layout in ("hf_bool_label", "odd_genre"))  # odd types: per row
+    want, got = _oracle(str(path)), _columnar(str(path))
+    assert got == want
+    assert len(want[0]) > 20 or layout == "hf_bool_label"
