@@ -13,12 +13,14 @@ def _import_beam_quietly() -> None:
     root = logging.getLogger()
     if root.handlers:
         import apache_beam  # noqa: F401
+        import apache_beam.io.filesystems  # noqa: F401  (registers the GCS file system: the warning's other source)
 
         return
     guard = logging.NullHandler()
     root.addHandler(guard)
     try:
         import apache_beam  # noqa: F401
+        import apache_beam.io.filesystems  # noqa: F401
     finally:
         root.removeHandler(guard)
 
