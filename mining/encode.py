@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from negminer.mining import extsort
+from negminer.mining.corpus import take
 from negminer.mining.store import EmbeddingStore
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -138,7 +139,7 @@ def encode_missing(  # noqa: C901, PLR0913 — one resumable cache loop over ali
 
     def encode_one(c: int, e: Callable[[list[str]], np.ndarray]) -> None:
         part = chunks[c]
-        vecs = encode_chunk(texts.take(pa.array(part)).to_pylist(), e, batch_size, bar.update)
+        vecs = encode_chunk(take(texts, part).to_pylist(), e, batch_size, bar.update)
         store.write_chunk(keys[part], vecs)
         if on_chunk is not None:
             with lock:

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from negminer.mining import extsort
 from negminer.mining import index as ix
 from negminer.mining.config import MineConfig
-from negminer.mining.corpus import Corpus, CorpusBuilder, hash64
+from negminer.mining.corpus import Corpus, CorpusBuilder, hash64, take
 from negminer.mining.corpus_disk import DiskCorpusBuilder
 from negminer.mining.encode import (
     Embedder,
@@ -445,11 +445,11 @@ def select_all(  # noqa: PLR0913 — the aligned arrays every selection stage re
             side = positive_side_gap(cp, cs) if rules.positive_side is not None else None  # retriever cosines
             prank = positive_rank(cp, keep) if rules.positive_rank is not None else None
         if lexical is not None:
-            qtext = groups.query.take(gb).to_pylist()
+            qtext = take(groups.query, gb).to_pylist()
             lex = lexical_ratio(lexical.pair_scores(qtext, np.where(keep, c, -1)), lexical.pair_scores(qtext, pos))
         score, pos_teacher = cs, pos_ret
         if reranker is not None:
-            score, pos_teacher = rescore(reranker, groups.query.take(gb), corpus.texts, c, keep, pos)
+            score, pos_teacher = rescore(reranker, take(groups.query, gb), corpus.texts, c, keep, pos)
             if reranker_threshold is not None:  # the reranker's own verdict: what it calls relevant is no negative
                 relevant = keep & (score >= reranker_threshold)
                 removed = {**removed, RERANKER_RELEVANT: int(relevant.sum())}

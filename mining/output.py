@@ -16,7 +16,7 @@ import numpy as np
 import negminer
 from negminer.mining import extsort
 from negminer.mining.config import MineConfig
-from negminer.mining.corpus import Corpus
+from negminer.mining.corpus import Corpus, take
 from negminer.mining.groups import Groups
 from negminer.mining.rerank import SCORE_KIND as RERANKER_KIND
 from negminer.mining.spool import ShardSpool
@@ -136,8 +136,8 @@ def mined_rows(cfg: MineConfig, files: list[str], corpus: Corpus, groups: Groups
             g = groups.row_group[r : r + len(rows)]
             docs = mined.neg_doc[g]
             flat = docs[docs >= 0]
-            texts = corpus.texts.take(flat).to_pylist()
-            ids = corpus.doc_ids.take(flat).to_pylist()
+            texts = take(corpus.texts, flat).to_pylist()
+            ids = take(corpus.doc_ids, flat).to_pylist()
             cut = 0
             for i, row in enumerate(rows):
                 f = int(mined.found[g[i]])

@@ -9,6 +9,8 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
+from negminer.mining.corpus import take
+
 SCORE_KIND = "logit"  # what the reranker's scores are (manifest `mining.scores.kind`; the trainer reads it)
 
 
@@ -91,6 +93,6 @@ def rescore(
         rows, cols = np.nonzero(mask)
         if not len(rows):
             continue
-        pair_docs = texts.take(pa.array(docs[rows, cols])).to_pylist()
+        pair_docs = take(texts, docs[rows, cols]).to_pylist()
         target[rows, cols] = reranker.score([q[r] for r in rows], pair_docs)
     return cand_scores, pos_scores

@@ -144,3 +144,16 @@ def test_groups_share_all_positives(tmp_path):
         if any(read[m]["positive_id"] == "G" for m in members):
             assert "gamma text, other version" in excluded  # excluded by id although the text differs
     assert padded(g.pos_indptr, g.pos_docs, np.arange(len(g))).shape == (3, 2)
+
+
+def test_take_by_chunk_equals_arrow_take():
+    """`corpus.take` (chunk by chunk, no copy of the whole column) gives what Arrow's take gives, in order."""
+    import pyarrow as pa
+
+    from negminer.mining.corpus import take
+
+    col = pa.chunked_array([["a", "b"], ["c"], [], ["d", "e", "f"]])
+    idx = np.array([5, 0, 2, 2, 4, 1])
+    assert take(col, idx).to_pylist() == col.take(pa.array(idx)).to_pylist() == ["f", "a", "c", "c", "e", "b"]
+    assert take(col, []).to_pylist() == [] and take(pa.array(["x", "y"]), [1]).to_pylist() == ["y"]
+    assert take(pa.chunked_array([["p", "q"]]), [1, 0]).to_pylist() == ["q", "p"]
