@@ -33,6 +33,7 @@ from negminer.mining.beam_corpus import ReadAndDedup, load_corpus
 from negminer.mining.beam_run import KINDS, RunFiles
 from negminer.mining.beam_search import SearchBlocks
 from negminer.mining.config import MineConfig
+from negminer.mining.corpus import take
 from negminer.mining.encode import dtype_reason, encode_chunk, plan_missing, resolve_device
 from negminer.mining.groups import Groups, build_groups
 from negminer.mining.output import row_positive_slot, shard_count
@@ -166,7 +167,7 @@ class PlannedChunkHandler(ModelHandler):
     def run_inference(self, batch: Sequence[tuple[str, np.ndarray]], model, inference_args=None) -> Iterable[Any]:
         out = []
         for kind, pos in batch:
-            texts = self.run.texts(kind).take(pa.array(pos)).to_pylist()
+            texts = take(self.run.texts(kind), pos).to_pylist()
             out.append((kind, self.run.keys(kind)[pos], encode_chunk(texts, model[kind], model.batch_size)))
         return out
 

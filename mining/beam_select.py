@@ -23,6 +23,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from negminer.mining import mine as core
+from negminer.mining.corpus import take
 from negminer.mining.groups import Groups
 from negminer.mining.output import MinedSummary, commit_mined, with_retriever_scores
 from negminer.pipelines import io
@@ -230,7 +231,7 @@ class MinedRowsFn(beam.DoFn):
         (pick,) = parts["pick"]
         cfg, f = self.run.cfg, pick.found
         docs = pick.neg_doc[:f]
-        texts, ids = self.texts.take(docs).to_pylist(), self.ids.take(docs).to_pylist()
+        texts, ids = take(self.texts, docs).to_pylist(), take(self.ids, docs).to_pylist()  # not Arrow's take
         negs = [float(x) for x in pick.neg_score[:f]]
         short = f < cfg.num_negatives
         rows, pos = [], []
