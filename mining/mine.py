@@ -442,7 +442,7 @@ def select_all(  # noqa: PLR0913 — the aligned arrays every selection stage re
             sim = np.where((pos >= 0)[:, None, :], cp, -np.inf).max(axis=2)
             cp = np.where((pos >= 0)[:, None, :], cp, np.nan)
             tri = triangle_gap(cp, pos_ret) if rules.triangle is not None else None
-            side = positive_side_gap(cp, cs) if rules.positive_side is not None else None  # retriever cosines
+            side = positive_side_gap(cp, cs, pos_ret) if rules.positive_side is not None else None  # retriever
             prank = positive_rank(cp, keep) if rules.positive_rank is not None else None
         if lexical is not None:
             qtext = take(groups.query, gb).to_pylist()

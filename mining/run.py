@@ -106,8 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--positive-side",
         type=_optional_float,
         default=argparse.SUPPRESS,
-        help="drop candidates with cos(candidate, positive) - cos(candidate, query) >= this (nearer a positive than "
-        "the query); 'none' (default) off",
+        help="drop candidates with cos(c, positive) - (cos(c, query) + cos(query, positive)) / 2 >= this (leaning "
+        "to the positive's side of the triangle); 'none' (default) off",
     )
     a(
         "--positive-rank",

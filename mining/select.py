@@ -171,15 +171,21 @@ def triangle_gap(cand_pos_sim: np.ndarray, query_pos_sim: np.ndarray) -> np.ndar
     return gap.max(axis=2) if gap.shape[2] else np.full(gap.shape[:2], -np.inf)
 
 
-def positive_side_gap(cand_pos_sim: np.ndarray, cand_query_sim: np.ndarray) -> np.ndarray:
-    """(G, K, P) cos(c, p) and (G, K) cos(c, q) -> (G, K) max over positives of cos(c, p) - cos(c, q): how far the
-    candidate sits on a positive's side of the query-positive bisector. A candidate nearer a positive than the
-    query is probably about what the positive is about; -inf where a group has no positive (nan padding)."""
-    if cand_pos_sim.ndim != 3 or cand_query_sim.shape != cand_pos_sim.shape[:2]:
-        raise ValueError(f"need (G, K, P) and (G, K), got {cand_pos_sim.shape} and {cand_query_sim.shape}")
-    gap = cand_pos_sim.astype(np.float64) - cand_query_sim.astype(np.float64)[:, :, None]
+def positive_side_gap(cand_pos_sim: np.ndarray, cand_query_sim: np.ndarray, query_pos_sim: np.ndarray) -> np.ndarray:
+    """(G, K, P) cos(c, p), (G, K) cos(c, q), (G, P) cos(q, p) (nan for padding positives) -> (G, K) max over
+    positives of cos(c, p) - (cos(c, q) + cos(q, p)) / 2: how much nearer the positive the candidate is than the
+    mean of the other two sides of the (q, p, c) triangle, i.e. how far it leans to the positive's side. It weighs
+    both the candidate's own cosine to the query (unlike the triangle rule) and the query's to the positive (a
+    loose pair leaves more room); -inf where a group has no positive."""
+    g, k = cand_query_sim.shape
+    if cand_pos_sim.ndim != 3 or cand_pos_sim.shape[:2] != (g, k) or query_pos_sim.shape != (g, cand_pos_sim.shape[2]):
+        raise ValueError(
+            f"need (G, K, P), (G, K) and (G, P), got {cand_pos_sim.shape}, {cand_query_sim.shape}, {query_pos_sim.shape}"
+        )
+    mean = (cand_query_sim.astype(np.float64)[:, :, None] + query_pos_sim.astype(np.float64)[:, None, :]) / 2
+    gap = cand_pos_sim.astype(np.float64) - mean
     gap = np.where(np.isnan(gap), -np.inf, gap)
-    return gap.max(axis=2) if gap.shape[2] else np.full(gap.shape[:2], -np.inf)
+    return gap.max(axis=2) if gap.shape[2] else np.full((g, k), -np.inf)
 
 
 def positive_rank(cand_pos_sim: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -43,15 +43,17 @@ def test_triangle_gap_takes_the_worst_positive_and_ignores_padding():
         triangle_gap(np.zeros((1, 2)), np.zeros((1, 1)))
 
 
-def test_positive_side_gap_is_the_best_positive_minus_the_query_and_ignores_padding():
+def test_positive_side_gap_is_the_best_positive_against_the_mean_of_the_other_sides():
     cp = np.array([[[0.9, 0.2, NAN], [0.1, 0.5, NAN]], [[NAN, NAN, NAN], [NAN, NAN, NAN]]])
     cq = np.array([[0.7, 0.6], [0.3, -0.2]])
-    # group 0: candidate 0 max(0.9, 0.2) - 0.7 = 0.2; candidate 1 max(0.1, 0.5) - 0.6 = -0.1; group 1: no positive
-    gap = positive_side_gap(cp, cq)
-    np.testing.assert_allclose(gap[0], [0.2, -0.1])
-    assert np.isneginf(gap[1]).all()
+    qp = np.array([[0.5, -0.4, NAN], [NAN, NAN, NAN]])
+    # group 0, candidate 0: max(0.9 - (0.7 + 0.5) / 2, 0.2 - (0.7 - 0.4) / 2) = max(0.3, 0.05) = 0.3
+    #          candidate 1: max(0.1 - (0.6 + 0.5) / 2, 0.5 - (0.6 - 0.4) / 2) = max(-0.45, 0.4) = 0.4
+    gap = positive_side_gap(cp, cq, qp)
+    np.testing.assert_allclose(gap[0], [0.3, 0.4])
+    assert np.isneginf(gap[1]).all()  # group 1 has no positive
     with pytest.raises(ValueError, match="G, K, P"):
-        positive_side_gap(np.zeros((1, 2, 1)), np.zeros((1, 3)))
+        positive_side_gap(np.zeros((1, 2, 1)), np.zeros((1, 3)), np.zeros((1, 1)))
 
 
 def test_positive_rank_counts_only_eligible_candidates_and_takes_the_best_positive():
