@@ -158,6 +158,11 @@ class Reselect:
         return out
 
 
+def grid_json(grid_rows: list[dict]) -> str:
+    """One grid row a line (diffs stay readable)."""
+    return "[\n" + ",\n".join(json.dumps(r, sort_keys=False) for r in grid_rows) + "\n]\n"
+
+
 def held_out(grid_rows: list[dict]) -> list[str]:
     """Pick on one half of every tuning set's queries, report the pick on the other half (and the reverse)."""
     lines = []
@@ -267,7 +272,7 @@ def main() -> None:
     print(f"\n({time.perf_counter() - t0:.0f}s; work dir {args.work_dir})")
     if args.grid:
         GRID_PATH.parent.mkdir(exist_ok=True)
-        GRID_PATH.write_text(json.dumps(grid_rows, indent=1) + "\n")
+        GRID_PATH.write_text(grid_json(grid_rows))
         best = presets.pick(grid_rows)
         print(f"grid: {len(grid_rows)} settings -> {GRID_PATH.name}; pick: {best['settings']}")
         print("\n".join(held_out(grid_rows)))
