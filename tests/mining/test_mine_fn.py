@@ -49,11 +49,19 @@ def test_positive_side_and_rank_rules_in_the_job(mine_data, tmp_path, tiny_bert_
         q, p = reference_embed(tiny_bert_dir, [r[S.QUERY]]), reference_embed(tiny_bert_dir, pos)
         for n in reference_embed(tiny_bert_dir, r[S.NEGATIVES]) if r[S.NEGATIVES] else []:
             assert (p @ n - (n @ q[0] + p @ q[0]) / 2).max() < -0.1 + 3e-3  # float16 cache tolerance
-    out = str(tmp_path / "rank")
-    ranked = mine(mine_config(mine_data, tmp_path, tiny_bert_dir, positive_rank=2, positive_aware="none", output=out))
-    groups = sum(1 for _ in io.iter_rows(out))
-    removed = ranked["mining"]["removed"]["positive_rank"]
-    assert 0 < removed <= 2 * groups * max(len(v) for v in positives.values())  # at most R per positive
+    out = str(tmp_path / "rank")  # window over the whole corpus: every non-positive document is a candidate
+    ranked = mine(mine_config(mine_data, tmp_path, tiny_bert_dir, positive_rank=3, range_max=100, output=out))
+    queries = {normalize_for_match(r[S.QUERY]) for r in io.iter_rows(out)}
+    n_pos = sum(len(positives[q]) for q in queries)
+    assert 3 * len(queries) <= ranked["mining"]["removed"]["positive_rank"] <= 3 * n_pos  # R per positive, shared
+    docs = list({normalize_for_match(t): t for t in mine_data["docs"]}.values())
+    for r in io.iter_rows(out):
+        pos = {normalize_for_match(p) for p in positives[normalize_for_match(r[S.QUERY])]}
+        cands = [t for t in docs if normalize_for_match(t) not in pos]
+        sim = reference_embed(tiny_bert_dir, sorted(pos)) @ reference_embed(tiny_bert_dir, cands).T  # (P, C)
+        for row in sim:  # surely among the 3 closest: above the 4th closest by more than the float16 tolerance
+            banned = {normalize_for_match(cands[i]) for i in np.nonzero(row > np.sort(row)[-4] + 3e-3)[0]}
+            assert not banned & {normalize_for_match(n) for n in r[S.NEGATIVES]}
 
 
 def test_lexical_rule_in_the_job(mine_data, tmp_path, tiny_bert_dir):
