@@ -21,6 +21,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, RunInference
+from apache_beam.utils.shared import Shared
 
 from negminer.mining import mine as core
 from negminer.mining.corpus import take
@@ -72,7 +73,7 @@ class _Texts:
         self.texts = texts
 
 
-def _select(run, b: int, reranker) -> tuple[int, Groups, Any]:
+def _select(run, b: int, reranker, lexical=None) -> tuple[int, Groups, Any]:
     """`mine.select_all` on group batch `b` alone: (its first group, its groups, the Mined result)."""
     cfg = run.cfg
     lo = b * core.GROUP_BATCH
@@ -84,7 +85,7 @@ def _select(run, b: int, reranker) -> tuple[int, Groups, Any]:
     q = queries.gather(np.asarray(qchunk[lo:hi]), np.asarray(qrow[lo:hi]))  # (B, D)
     texts = _Texts(run.texts("documents"))
     mined = core.select_all(
-        cfg.rules(), groups, texts, docs, doc_loc, q, idx, scores, reranker, None, None, core.verdict_threshold(cfg)
+        cfg.rules(), groups, texts, docs, doc_loc, q, idx, scores, reranker, lexical, None, core.verdict_threshold(cfg)
     )
     return lo, groups, mined
 
@@ -156,17 +157,33 @@ class RerankHandler(ModelHandler):
         return [(b, ([model.score(q, d) for q, d in calls], model.name())) for b, calls in batch]
 
 
+class _LexicalHolder:
+    """The `--lexical` rule's BM25 index over the run's corpus texts (a weak-referenceable holder for Beam's Shared)."""
+
+    def __init__(self, run):
+        from negminer.mining.lexical import LexicalIndex
+
+        self.index = LexicalIndex(run.texts("documents").to_pylist())
+
+
 class SelectFn(beam.DoFn):
     """(batch number, reranker scores or None) -> (group number, Pick) per group of the batch; tagged SUMMARY: the
     batch's BatchSummary."""
 
     def __init__(self, run):
         self.run = run
+        self._shared = Shared()
+        self.lexical = None
+
+    def setup(self) -> None:
+        if self.run.cfg.rules().lexical is not None:  # one BM25 index per worker process, over the whole corpus
+            self._holder = self._shared.acquire(lambda: _LexicalHolder(self.run), tag=f"lexical:{self.run.dir}")
+            self.lexical = self._holder.index  # the holder is kept: Shared holds it weakly
 
     def process(self, element: tuple[int, tuple[list[np.ndarray], str] | None]):
         b, scored = element
         reranker = _ReplayReranker(*scored) if scored is not None else None
-        lo, groups, mined = _select(self.run, b, reranker)
+        lo, groups, mined = _select(self.run, b, reranker, self.lexical)
         for i in range(len(groups)):
             p0, p1 = groups.pos_indptr[i], groups.pos_indptr[i + 1]
             pick = Pick(

@@ -50,12 +50,22 @@ def test_beam_reranks_in_its_select_tasks_as_in_process(mine_data, tmp_path, tin
     assert beam["mining"]["removed"] == local["mining"]["removed"]
 
 
-@pytest.mark.parametrize("flag", [{"lexical": 0.5}, {"judge": "some-llm"}])
-def test_beam_refuses_what_needs_the_whole_corpus_in_one_process(flag, mine_data, tmp_path, tiny_bert_dir):
-    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, **flag)
+def test_beam_refuses_the_judge(mine_data, tmp_path, tiny_bert_dir):
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, judge="some-llm")
     with pytest.raises(ValueError, match="not on the Beam miner yet"):
         mine_beam(cfg, ["--runner=DirectRunner"])
     assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+@pytest.mark.slow
+def test_beam_applies_the_lexical_rule_as_in_process(mine_data, tmp_path, tiny_bert_dir):
+    # a ratio low enough that the rule removes candidates here (checked below), so a Beam run without it would differ
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, positive_aware="none", lexical=0.2)
+    local = mine(dataclasses.replace(cfg, split="train"))
+    assert local["mining"]["removed"].get("lexical", 0) > 0
+    beam = mine_beam(dataclasses.replace(cfg, split="train", output=str(tmp_path / "beam")), ["--runner=DirectRunner"])
+    assert digests(tmp_path / "beam") == digests(cfg.output)
+    assert beam["mining"]["removed"] == local["mining"]["removed"]
 
 
 @pytest.mark.slow
