@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import functools
 import re
+import string
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -33,9 +34,9 @@ BOILERPLATE = (
     "enable cookies",
     "skip to content",
 )
-_BOILERPLATE = re.compile("|".join(re.escape(p) for p in BOILERPLATE))  # any phrase as a substring, one pass
 _SYMBOLS = ("#", "...", "…")
 _DIGIT = re.compile(r"\d")
+_ASCII_LETTERS = (string.ascii_letters + " ").encode("ascii")  # deleted to leave the other characters of a text
 # A whitespace-separated word holding a letter, from its first letter to its end: one match per such word
 # (\S is the complement of the whitespace str.split uses).
 _LETTER_WORD = re.compile(r"[^\W\d_]\S*")
@@ -129,25 +130,31 @@ def detect_languages(texts: Sequence[str]) -> list[str]:
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # longest first: a shrinking prefix is live
     lens = np.array([len(encoded[i]) for i in order], dtype=np.int64)
     width = int(lens[0]) if len(lens) else 0
-    data = np.zeros((len(order), width), dtype=np.int64)  # (B, L) bytes, zero-padded
+    data = np.zeros((width, len(order)), dtype=np.int64)  # (L, B) bytes, zero-padded
     for row, i in enumerate(order):
-        data[row, : lens[row]] = np.frombuffer(encoded[i], dtype=np.uint8)
-    tables = _langid_tables(ident)
-    nextmove, rowbase, output = tables
-    feats = np.full((width, len(order)), -1, dtype=np.int64)  # (L, B) feature id per byte, -1: none
-    state = np.zeros(len(order), dtype=np.int64)
+        data[: lens[row], row] = np.frombuffer(encoded[i], dtype=np.uint8)
+    nextmove, rowbase, output = _langid_tables(ident)
+    states = np.zeros((width, len(order)), dtype=np.int64)  # (L, B) DFA state after each byte
+    state = states[0]
     live = len(order)
     for pos in range(width):
         while live and lens[live - 1] <= pos:
             live -= 1
-        state[:live] = nextmove[rowbase[state[:live]] + data[:live, pos]]
-        feats[pos, :live] = output[state[:live]]
+        state = states[pos, :live] = nextmove[rowbase[state[:live]] + data[pos, :live]]
+    feats = np.where(np.arange(width)[:, None] < lens[None, :], output[states], -1)  # (L, B) feature per byte
+    # All texts' features at once: (text row, feature) keys in text-major byte order (bytes past a text's end are
+    # -1); the distinct keys by first appearance are each text's features in py3langid's Counter order, by text.
+    n_feat = len(ident.nb_ptc)
+    rows, pos = np.nonzero(feats.T >= 0)  # C order over (B, L): text by text, bytes in order
+    keys = rows * n_feat + feats[pos, rows]
+    uniq, first, counts = np.unique(keys, return_index=True, return_counts=True)
+    by_first = np.argsort(first)
+    uniq, counts = uniq[by_first], counts[by_first].astype(np.float32)
+    bounds = np.searchsorted(uniq // n_feat, np.arange(len(order) + 1))  # keys sorted by text row
     out = [""] * len(texts)
     for row, i in enumerate(order):
-        f = feats[: lens[row], row]
-        ids, first, counts = np.unique(f[f >= 0], return_index=True, return_counts=True)
-        order = np.argsort(first)  # py3langid's Counter order: features by first appearance
-        out[i] = _classify_visits(ident, ids[order].astype(np.intp), counts[order].astype(np.float32))
+        a, b = bounds[row], bounds[row + 1]
+        out[i] = _classify_visits(ident, (uniq[a:b] % n_feat).astype(np.intp), counts[a:b])
     return out
 
 
@@ -163,6 +170,28 @@ def _langid_tables(ident: Any) -> tuple[Any, Any, Any]:
     )
 
 
+_FLOAT32: list[Any] = []  # [py3langid's float16 table, its float32 twin, mask of the rows filled in]
+
+
+def _float32_rows(ident: Any, ids: Any) -> Any:
+    """`ident.nb_ptc[ids]` as float32, each row converted once per process.
+
+    `float32 @ float16` makes NumPy cast the gathered rows on every call (~5x the product itself); the cast is
+    exact, so rows converted once give the same operands and the same product. The twin starts as an empty
+    array: rows never seen stay unallocated pages (English pages touch a small part of its 57 MB).
+    """
+    import numpy as np
+
+    if not _FLOAT32 or _FLOAT32[0] is not ident.nb_ptc:  # first call, or py3langid's set_languages swapped it
+        _FLOAT32[:] = [ident.nb_ptc, np.empty(ident.nb_ptc.shape, np.float32), np.zeros(len(ident.nb_ptc), bool)]
+    _, table, filled = _FLOAT32
+    new = ids[~filled[ids]]
+    if len(new):
+        table[new] = ident.nb_ptc[new]
+        filled[new] = True
+    return table[ids]
+
+
 def _classify_visits(ident: Any, ids: Any, counts: Any) -> str:
     """py3langid's `classify` from one text's features (ids in first-appearance order, float32 counts): its
     `_sparse_score` (`log1p(counts) @ table[ids] + prior`), the floor for a text without features, and `_decide`'s
@@ -171,7 +200,7 @@ def _classify_visits(ident: Any, ids: Any, counts: Any) -> str:
     from py3langid import langid
 
     if len(ids):
-        scores = np.log1p(counts) @ ident.nb_ptc[ids] + ident.nb_pc
+        scores = np.log1p(counts) @ _float32_rows(ident, ids) + ident.nb_pc
     else:
         scores = np.full(len(ident.nb_classes), langid.RAW_FLOOR, dtype=np.float32)
     for i, j in ident._alias_pairs:
@@ -216,48 +245,91 @@ def document_problems(docs: Sequence[Sequence[str]], cfg: QualityConfig) -> list
     return problems
 
 
-def _char_problem(text: str, words: list[str], cfg: QualityConfig) -> str | None:
+def word_stats(text: str) -> tuple[int, int]:
+    """(words, characters in words) of `text`, as `len(text.split())` and `len("".join(text.split()))` give.
+
+    Cleaned text (one space between words, no other whitespace: the only whitespace a printable string can hold
+    is the ASCII space) is counted without building the word list.
+    """
+    if text.isprintable() and text[:1] != " " and text[-1:] != " " and "  " not in text:
+        spaces = text.count(" ")
+        return (spaces + 1, len(text) - spaces) if text else (0, 0)
+    words = text.split()
+    return len(words), len("".join(words))
+
+
+def _digits(text: str) -> int:
+    r"""`len(re.findall(r"\d", text))`: on ASCII text `\d` is 0-9, counted by ten C scans without a match list."""
+    if text.isascii():
+        return sum(map(text.count, "0123456789"))
+    return len(_DIGIT.findall(text))
+
+
+def _char_problem(text: str, n_words: int, cfg: QualityConfig) -> str | None:
     """Too many symbols per word or digits per character."""
     if cfg.max_symbol_ratio is not None:
         symbols = sum(text.count(s) for s in _SYMBOLS)
-        if symbols / len(words) > cfg.max_symbol_ratio:
+        if symbols / n_words > cfg.max_symbol_ratio:
             return "symbol_ratio"
-    if cfg.max_digit_ratio is not None and len(_DIGIT.findall(text)) / len(text) > cfg.max_digit_ratio:
+    if cfg.max_digit_ratio is not None and _digits(text) / len(text) > cfg.max_digit_ratio:
         return "digit_ratio"
     return None
 
 
-def _word_problem(text: str, words: list[str], cfg: QualityConfig) -> str | None:
+def _word_problem(text: str, n_words: int, word_chars: int, cfg: QualityConfig) -> str | None:
     """Mean word length out of bounds, or too few words with a letter."""
-    mean_len = len("".join(words)) / len(words)
+    mean_len = word_chars / n_words
     if cfg.min_mean_word_length is not None and mean_len < cfg.min_mean_word_length:
         return "mean_word_length"
     if cfg.max_mean_word_length is not None and mean_len > cfg.max_mean_word_length:
         return "mean_word_length"
-    if cfg.min_alpha_word_ratio is not None:
-        alpha = len(_LETTER_WORD.findall(text))  # = words w with _LETTER.search(w), one C pass
-        if alpha / len(words) < cfg.min_alpha_word_ratio:
-            return "alpha_words"
+    if cfg.min_alpha_word_ratio is not None and _letter_words_below(text, n_words, cfg.min_alpha_word_ratio):
+        return "alpha_words"
     return None
+
+
+def _letter_words_below(text: str, n_words: int, ratio: float) -> bool:
+    """Whether fewer than `ratio` of the words hold a letter.
+
+    On ASCII text a word without a letter holds a character that is neither a letter nor a space, so
+    `n_words - (such characters)` is a lower bound of the words with a letter: when it clears the bound (most prose),
+    one bytes.translate answers without the regex's list of words.
+    """
+    if text.isascii() and (n_words - len(text.encode("ascii").translate(None, _ASCII_LETTERS))) / n_words >= ratio:
+        return False
+    return len(_LETTER_WORD.findall(text)) / n_words < ratio  # = words w with _LETTER.search(w), one C pass
+
+
+def _has_boilerplate(folded: str) -> bool:
+    """Whether case-folded text holds a BOILERPLATE phrase: one C substring search per phrase (~2x the one
+    alternation regex, which tries every phrase at every position)."""
+    return any(p in folded for p in BOILERPLATE)
+
+
+def _has_stop_words(text: str, n: int = 2) -> bool:
+    """Whether `text` holds >= n distinct Gopher stop words; the scan stops at the n-th (most prose: early)."""
+    found: set[str] = set()
+    for m in _STOP_WORD.finditer(text):
+        found.add(m.group().lower())
+        if len(found) >= n:
+            return True
+    return False
 
 
 def text_problem(text: str, cfg: QualityConfig) -> str | None:
     """The first Gopher-style heuristic that a positive text fails, or None."""
-    words = text.split()
-    if len(words) < cfg.min_positive_words:
+    n_words, word_chars = word_stats(text)
+    if n_words < cfg.min_positive_words:
         return "too_few_words"
-    if not words:
+    if not n_words:
         return None
-    problem = _char_problem(text, words, cfg) or _word_problem(text, words, cfg)
+    problem = _char_problem(text, n_words, cfg) or _word_problem(text, n_words, word_chars, cfg)
     if problem:
         return problem
-    if cfg.require_stop_words and "en" in cfg.languages:
-        if len({w.lower() for w in _STOP_WORD.findall(text)}) < 2:
-            return "stop_words"
-    if cfg.boilerplate:
-        folded = text.casefold()
-        if _BOILERPLATE.search(folded) or "{" in text:
-            return "boilerplate"
+    if cfg.require_stop_words and "en" in cfg.languages and not _has_stop_words(text):
+        return "stop_words"
+    if cfg.boilerplate and ("{" in text or _has_boilerplate(text.casefold())):
+        return "boilerplate"
     return None
 
 

@@ -86,6 +86,22 @@ def test_letter_word_count_equals_per_word_search():
         assert len(quality._LETTER_WORD.findall(text)) == want, repr(text)
 
 
+def test_word_digit_and_letter_counts_equal_the_plain_definitions():
+    """`word_stats`, `_digits` and the letter-word bound against split/findall, on cleaned and uncleaned text."""
+    letter = re.compile(r"[^\W\d_]")
+    pools = ("ab 9.,- ", "ab9_ \t\n\xa0\u2028\u3000\x1c\x85½²٣éЖ日-—.,", "1 2 a- .. b")
+    texts = [t for i, pool in enumerate(pools) for t in random_texts(10 + i, 4_000, pool, max_len=30)]
+    texts += ["", " ", "a", " a", "a ", "a  b", "a\tb", "a\xa0b", "x²³ y٣"]
+    for text in texts:
+        words = text.split()
+        assert quality.word_stats(text) == (len(words), len("".join(words))), repr(text)
+        assert quality._digits(text) == len(re.findall(r"\d", text)), repr(text)
+        if words:
+            for ratio in (0.5, 0.8, 1.0):
+                want = sum(1 for w in words if letter.search(w)) / len(words) < ratio
+                assert quality._letter_words_below(text, len(words), ratio) == want, repr(text)
+
+
 def oracle_rows(docs, pair_types, cfg, lead_min_words):
     """The per-row path filtered_rows replaces: row dicts for every pair, then the filters one row at a time."""
     rows, skipped = [], Counter()
