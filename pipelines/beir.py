@@ -17,6 +17,7 @@ from negminer.pipelines import runner
 from negminer.pipelines import schema as S
 from negminer.pipelines.converter import Converter
 from negminer.pipelines.msmarco_columns import JoinQrelTables, QrelJoin
+from negminer.pipelines.tables import spill_dir
 from negminer.pipelines.transforms.join import Pair
 
 PAIR_TYPE = "qa"
@@ -67,9 +68,9 @@ class BuildBeirTuples(beam.PTransform):
     """PBegin -> {'row_tables', 'rejects', 'skipped_counts'} from BEIR files: Arrow tables joined per hash
     partition (`msmarco_columns.JoinQrelTables`); documents are parsed line by line (`parse_json_doc`)."""
 
-    def __init__(self, config: BeirConfig):
+    def __init__(self, config: BeirConfig, spill: str | None = None):
         super().__init__()
-        self.config = config
+        self.config, self.spill = config, spill  # spill: where tables cross shuffles as files (`tables.ship`)
 
     def expand(self, pbegin):
         c = self.config
@@ -87,7 +88,7 @@ class BuildBeirTuples(beam.PTransform):
             clean=c.clean,
             json_docs=True,
         )
-        return pbegin | "JoinTables" >> JoinQrelTables(spec)
+        return pbegin | "JoinTables" >> JoinQrelTables(spec, self.spill)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +119,10 @@ def config_from_args(args: argparse.Namespace) -> BeirConfig:
 
 
 CONVERTER = Converter(
-    "beir", lambda c: [*c.corpus, *c.queries, *c.qrels], lambda c, files: BuildBeirTuples(c), config_from_args
+    "beir",
+    lambda c: [*c.corpus, *c.queries, *c.qrels],
+    lambda c, files: BuildBeirTuples(c, spill_dir(c.output)),
+    config_from_args,
 )
 build = CONVERTER.build  # build(config, beam_args=()) -> manifest
 

@@ -20,6 +20,7 @@ from negminer.pipelines import schema as S
 from negminer.pipelines.converter import Converter
 from negminer.pipelines.msmarco_columns import JoinQrelTables, QrelJoin
 from negminer.pipelines.source import REJECTS, ReadRecordsFn, Record, _counter, parse_json_line, reject, skip
+from negminer.pipelines.tables import spill_dir
 from negminer.pipelines.transforms.clean import normalize_for_match
 from negminer.pipelines.transforms.join import DOCS, PAIRS, QRELS, QUERIES, JoinDocFn, JoinQueryFn, Pair
 from negminer.pipelines.transforms.partition import SKIPPED_COUNTS, ReadKeyedBatches, partition_join
@@ -224,9 +225,9 @@ def _key_by_text(pair: tuple) -> list[tuple[str, tuple]]:
 class BuildMsMarcoTuples(beam.PTransform):
     """PBegin -> {'rows': row dicts, 'rejects': reject dicts, 'skipped': reason strings} from MS MARCO files."""
 
-    def __init__(self, config: MsMarcoConfig):
+    def __init__(self, config: MsMarcoConfig, spill: str | None = None):
         super().__init__()
-        self.config = config
+        self.config, self.spill = config, spill  # spill: where tables cross shuffles as files (`tables.ship`)
 
     def expand(self, pbegin):
         c = self.config
@@ -240,7 +241,7 @@ class BuildMsMarcoTuples(beam.PTransform):
             return {"row_batches": built.rows, REJECTS: built[REJECTS], "skipped_counts": built[SKIPPED_COUNTS]}
         if not c.triples:  # Arrow tables end to end (msmarco_columns.py)
             spec = QrelJoin(c.queries, c.qrels, c.collection, SOURCE, PAIR_TYPE, c.min_relevance, clean=c.clean)
-            return pbegin | "JoinTables" >> JoinQrelTables(spec)
+            return pbegin | "JoinTables" >> JoinQrelTables(spec, self.spill)
         # Hash-partitioned joins of keyed batches (transforms/partition.py), the per-key logic of join.py.
         text = functools.partial(parse_id_text, clean=c.clean)
         queries = pbegin | "ReadQueries" >> ReadKeyedBatches(list(c.queries), text)
@@ -306,7 +307,9 @@ def config_from_args(args: argparse.Namespace) -> MsMarcoConfig:
     )
 
 
-CONVERTER = Converter("msmarco", lambda c: c.inputs(), lambda c, files: BuildMsMarcoTuples(c), config_from_args)
+CONVERTER = Converter(
+    "msmarco", lambda c: c.inputs(), lambda c, files: BuildMsMarcoTuples(c, spill_dir(c.output)), config_from_args
+)
 build = CONVERTER.build  # build(config, beam_args=()) -> manifest
 
 

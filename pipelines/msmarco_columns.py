@@ -32,7 +32,14 @@ from negminer.pipelines.source import (
     read_text_lines,
     reject,
 )
-from negminer.pipelines.tables import from_ipc, partitioned, string_partitions, to_ipc
+from negminer.pipelines.tables import (
+    PartitionBuffer,
+    from_ipc,
+    partitioned,
+    string_hashes,
+    string_partitions,
+    to_ipc,
+)
 from negminer.pipelines.transforms.partition import SKIPPED_COUNTS
 from negminer.pipelines.transforms.tabular import Skip, parse_id_text, parse_json_doc, parse_qrel, tidy
 
@@ -156,10 +163,10 @@ def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(cols, schema, strict=True)], schema=schema)
 
 
-def by_partition(table: pa.Table, key: str, n: int = PARTITIONS) -> Iterator[tuple[int, bytes]]:
-    """(partition, IPC bytes of the rows of `table` whose `key` hashes there)."""
+def by_partition(table: pa.Table, key: str, n: int = PARTITIONS, spill: str | None = None) -> Iterator[tuple]:
+    """(partition, the rows of `table` whose `key` hashes there, as `tables.ship` sends them)."""
     if table.num_rows:
-        yield from partitioned(table, string_partitions(table[key], n))
+        yield from partitioned(table, string_partitions(table[key], n), spill)
 
 
 FILTER_UNJUDGED = True  # collection passages no qrel judges cross the shuffle as id stubs, without their text
@@ -172,6 +179,16 @@ class Judged:
         ids = [from_ipc(t)["doc_id"].combine_chunks() for t in tables]
         self.array = pc.unique(pa.concat_arrays(ids)) if ids else pa.array([], pa.string())
         self._set: set[str] | None = None
+        self._hashes = np.unique(string_hashes(self.array))
+
+    def may_hold(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Per id: True for every judged id (and, rarely, another one with the same `tables.string_hashes`, whose
+        text is then kept as if judged: correct, only not left out)."""
+        h = string_hashes(ids)
+        if not len(self._hashes):
+            return np.zeros(len(h), dtype=bool)
+        at = np.minimum(np.searchsorted(self._hashes, h), len(self._hashes) - 1)
+        return self._hashes[at] == h
 
     def __contains__(self, doc_id: str) -> bool:
         if self._set is None:
@@ -209,34 +226,37 @@ class ReadTextTablesFn(beam.DoFn):
 
     Given `judged` (a side input, see `Judged`), texts of ids no qrel judges are left out (null): they are only
     needed for the `duplicate_doc_id` rule and rejects, which `first_by_id` serves by reading such lines again.
-    With `json_docs`, the file holds BEIR JSON documents, parsed line by line (`tabular.parse_json_doc`)."""
+    With `json_docs`, the file holds BEIR JSON documents, parsed line by line (`tabular.parse_json_doc`).
+    Tables are shipped with `tables.ship` (`spill`: a directory, or None for IPC bytes)."""
 
-    def __init__(self, clean: bool, json_docs: bool = False):
-        self.clean, self.json_docs = clean, json_docs
+    def __init__(self, clean: bool, json_docs: bool = False, spill: str | None = None):
+        self.clean, self.json_docs, self.spill = clean, json_docs, spill
 
     def process(self, path: str, judged: list[bytes] | None = None) -> Iterator[Any]:
         if is_parquet(path) or self.json_docs:
             parse = functools.partial(parse_json_doc if self.json_docs else parse_id_text, clean=self.clean)
             rows: list[tuple] = []
             yield from _slow_items(path, ReadRecordsFn().process(path), parse, rows, {})
-            yield from by_partition(_table(rows, TEXT), "id")
+            yield from by_partition(_table(rows, TEXT), "id", spill=self.spill)
             return
         keep = Judged(judged) if judged is not None else None
         parse = functools.partial(_parse_or_stub, clean=self.clean, judged=keep)
+        out = PartitionBuffer("id", PARTITIONS, self.spill)
         for block in lines.read_blocks(path):
             if not isinstance(block, lines.LineBlock):
                 yield block
                 continue
             table, slow = id_text_table(block, self.clean)
             if keep is not None:
-                mask = pc.is_in(table["id"], value_set=keep.array)
+                mask = pa.array(keep.may_hold(table["id"]))
                 stubs = table.filter(pc.invert(mask))
                 stubs = stubs.set_column(1, "text", pa.nulls(stubs.num_rows, pa.string()))
                 table = pa.concat_tables([table.filter(mask), stubs])
             rows = []
             items = (line_record(path, block.first + int(i), block.raw(int(i))) for i in slow)
             yield from _slow_items(path, items, parse, rows, {})
-            yield from by_partition(pa.concat_tables([table, _table(rows, TEXT)]), "id")
+            yield from out.add(pa.concat_tables([table, _table(rows, TEXT)]))
+        yield from out.flush()
 
 
 def reread_texts(wanted: list[dict], clean: bool) -> dict[tuple[str, int], str]:
@@ -256,8 +276,14 @@ class ReadQrelTablesFn(beam.DoFn):
     """path of a qrels file -> (partition by qid, Qrel table) of the judgements at or above `threshold` (above it
     when `strict`); the others (`below_reason`) and header lines as one skipped-counts dict per file."""
 
-    def __init__(self, threshold: float, strict: bool = False, below_reason: str = "below_min_relevance"):
-        self.threshold, self.strict, self.below_reason = threshold, strict, below_reason
+    def __init__(
+        self,
+        threshold: float,
+        strict: bool = False,
+        below_reason: str = "below_min_relevance",
+        spill: str | None = None,
+    ):
+        self.threshold, self.strict, self.below_reason, self.spill = threshold, strict, below_reason, spill
 
     def process(self, path: str) -> Iterator[Any]:
         skipped: dict[str, int] = {}
@@ -281,7 +307,7 @@ class ReadQrelTablesFn(beam.DoFn):
         if below:
             skipped[self.below_reason] = skipped.get(self.below_reason, 0) + below
             _counter("negminer", f"skipped_{self.below_reason}").inc(below)
-        yield from by_partition(table.filter(kept), "qid")
+        yield from by_partition(table.filter(kept), "qid", spill=self.spill)
         if skipped:
             yield beam.pvalue.TaggedOutput(SKIPPED_COUNTS, skipped)
 
@@ -320,6 +346,9 @@ class JoinQueryTablesFn(beam.DoFn):
     """(partition, {queries, qrels}) -> (partition by doc id, pairs table: qrel columns + `query`); rejects:
     `duplicate_query_id`, `unknown_query` (as `join.JoinQueryFn`)."""
 
+    def __init__(self, spill: str | None = None):
+        self.spill = spill
+
     def setup(self) -> None:
         self.unused = Metrics.counter("negminer", "queries_without_qrels")
 
@@ -333,7 +362,7 @@ class JoinQueryTablesFn(beam.DoFn):
         known = pc.is_valid(joined["query"])
         yield from _qrel_rejects(joined.filter(pc.invert(known)), "unknown_query")
         self.unused.inc(queries.num_rows - len(pc.unique(qrels["qid"])) + _unknown_ids(joined, known))
-        yield from by_partition(joined.filter(known), "doc_id")
+        yield from by_partition(joined.filter(known), "doc_id", spill=self.spill)
 
 
 def _doc_ids(element: tuple[int, bytes]) -> bytes:
@@ -430,9 +459,9 @@ class QrelJoin:
 class JoinQrelTables(beam.PTransform):
     """PBegin -> {'row_tables', 'rejects', 'skipped_counts'}: qrels ⋈ queries ⋈ documents on Arrow tables."""
 
-    def __init__(self, spec: QrelJoin):
+    def __init__(self, spec: QrelJoin, spill: str | None = None):
         super().__init__()
-        self.spec = spec
+        self.spec, self.spill = spec, spill  # spill: where tables cross the shuffles as files (`tables.ship`)
         self.queries, self.qrels = io.expand_patterns(spec.queries), io.expand_patterns(spec.qrels)
         self.docs = io.expand_patterns(spec.docs)
 
@@ -446,17 +475,19 @@ class JoinQrelTables(beam.PTransform):
 
     def expand(self, pbegin):
         s = self.spec
-        queries = self._read(pbegin, "Queries", self.queries, ReadTextTablesFn(s.clean, s.json_docs))
-        qrels = self._read(pbegin, "Qrels", self.qrels, ReadQrelTablesFn(s.threshold, s.strict, s.below_reason))
+        queries = self._read(pbegin, "Queries", self.queries, ReadTextTablesFn(s.clean, s.json_docs, self.spill))
+        qrels = self._read(
+            pbegin, "Qrels", self.qrels, ReadQrelTablesFn(s.threshold, s.strict, s.below_reason, self.spill)
+        )
         side = {}
         if FILTER_UNJUDGED and not s.json_docs:
             judged = qrels.tables | "JudgedIds" >> beam.Map(_doc_ids)
             side = {"judged": beam.pvalue.AsList(judged)}
-        docs = self._read(pbegin, "Collection", self.docs, ReadTextTablesFn(s.clean, s.json_docs), side)
+        docs = self._read(pbegin, "Collection", self.docs, ReadTextTablesFn(s.clean, s.json_docs, self.spill), side)
         by_doc = (
             {QUERIES: queries.tables, QRELS: qrels.tables}
             | "GroupByQuery" >> beam.CoGroupByKey()
-            | "JoinQueries" >> beam.ParDo(JoinQueryTablesFn()).with_outputs(REJECTS, main="pairs")
+            | "JoinQueries" >> beam.ParDo(JoinQueryTablesFn(self.spill)).with_outputs(REJECTS, main="pairs")
         )
         rows = (
             {DOCS: docs.tables, PAIRS: by_doc.pairs}

@@ -152,10 +152,10 @@ def examples_table(examples: Iterable[tuple]) -> pa.Table:
     return pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(cols, EXAMPLE, strict=True)], schema=EXAMPLE)
 
 
-def by_partition(examples: pa.Table, n: int) -> Iterator[tuple[int, bytes]]:
-    """(partition, IPC bytes of its examples): premises hash-partitioned (`tables.string_partitions`)."""
+def by_partition(examples: pa.Table, n: int, spill: str | None = None) -> Iterator[tuple[int, bytes | str]]:
+    """(partition, its examples as `tables.ship` sends them): premises hash-partitioned (`tables.string_partitions`)."""
     if examples.num_rows:
-        yield from partitioned(examples, string_partitions(examples["premise"], n))
+        yield from partitioned(examples, string_partitions(examples["premise"], n), spill)
 
 
 def _starts(table: pa.Table, columns: list[str]) -> np.ndarray:

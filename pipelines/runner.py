@@ -16,7 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineRunner
 
 import negminer
-from negminer.pipelines import io
+from negminer.pipelines import io, tables
 from negminer.pipelines import schema as S
 from negminer.pipelines.sink import WriteShardDir
 
@@ -142,9 +142,14 @@ def run_build(  # noqa: PLR0913 — the build driver under Converter.build, whic
     t0 = time.perf_counter()
     with io.output_lock(out_dir, command):
         io.begin_split(out_dir, split)
-        with beam.Pipeline(runner=local_runner(options), options=options) as p:
-            outputs = build(p)
-            _ = outputs | "WriteShardDir" >> WriteShardDir(out_dir, base, split=split, num_shards=num_shards)
+        tables.remove_spill(out_dir)  # left by a build that was killed
+        try:
+            with beam.Pipeline(runner=local_runner(options), options=options) as p:
+                outputs = build(p)
+                spill = tables.spill_dir(out_dir)
+                _ = outputs | "WriteShardDir" >> WriteShardDir(out_dir, base, split, num_shards, spill)
+        finally:
+            tables.remove_spill(out_dir)
         try:
             manifest = io.read_manifest(out_dir)
         except FileNotFoundError:  # e.g. a Dataflow dry run, which builds the job but writes nothing

@@ -26,7 +26,7 @@ class WriteShardFn(beam.DoFn):
     def process(self, element: tuple[int, Iterable[dict | list[dict] | pa.Table | None]]):
         index, items = element[0], list(element[1])
         path = io.join(self.out_dir, io.shard_name(self.split, index, self.num_shards))
-        parts = [tables.from_ipc(t) for t in items if isinstance(t, (bytes, pa.Table))]
+        parts = [tables.from_ipc(t) for t in items if isinstance(t, (bytes, str, pa.Table))]
         if parts:  # Arrow tables (with any row dicts converted): sorted and deduplicated in Arrow, same bytes
             rows = list(_rows_of(items))
             stats = tables.write_shard(pa.concat_tables(parts + ([S.rows_to_table(rows)] if rows else [])), path)
@@ -38,7 +38,7 @@ class WriteShardFn(beam.DoFn):
 
 def _rows_of(items: Iterable[dict | list[dict] | pa.Table | None]) -> Iterator[dict]:
     """The row dicts of a shard's grouped items: single rows, batches of rows (lists); not tables (or their IPC
-    bytes) or `None`."""
+    bytes or spilled paths) or `None`."""
     for item in items:
         if isinstance(item, list):
             yield from item
@@ -83,13 +83,22 @@ class WriteShardDir(beam.PTransform):
     Rows go to `num_shards` files by hash of their id (every index is written, empty or not), sorted by id
     and deduplicated by id inside each file, so the same input gives byte-identical shards on every run and
     runner. Rejects go to `rejects/`, and `manifest.json` is written last with the counts of all three.
+    With `spill` (a directory), row tables reach the shard writers as files there (`tables.ship`), not as bytes.
     """
 
-    def __init__(self, out_dir: str, manifest_base: dict[str, Any], split: str = "train", num_shards: int = 1):
+    def __init__(  # noqa: PLR0913
+        self,
+        out_dir: str,
+        manifest_base: dict[str, Any],
+        split: str = "train",
+        num_shards: int = 1,
+        spill: str | None = None,
+    ):
         super().__init__()
         if num_shards < 1:
             raise ValueError(f"num_shards must be >= 1, got {num_shards}")
         self.out_dir, self.base, self.split, self.num_shards = out_dir, manifest_base, split, num_shards
+        self.spill = spill
 
     def expand(self, pcolls):
         p = next(iter(pcolls.values())).pipeline
@@ -101,7 +110,9 @@ class WriteShardDir(beam.PTransform):
         if "row_batches" in pcolls:
             parts.append(pcolls["row_batches"] | "BatchByShard" >> beam.FlatMap(_batch_by_shard, n=n))
         if "row_tables" in pcolls:
-            parts.append(pcolls["row_tables"] | "TableByShard" >> beam.FlatMap(tables.split_by_shard, count=n))
+            parts.append(
+                pcolls["row_tables"] | "TableByShard" >> beam.FlatMap(tables.split_by_shard, count=n, spill=self.spill)
+            )
         stats = (
             tuple(parts)
             | "FlattenShards" >> beam.Flatten()

@@ -36,7 +36,7 @@ from negminer.pipelines.source import (
     parse_json_line,
     reject,
 )
-from negminer.pipelines.tables import from_ipc
+from negminer.pipelines.tables import PartitionBuffer, from_ipc, spill_dir
 from negminer.pipelines.transforms.clean import clean_text
 
 ENTAILMENT, NEUTRAL, CONTRADICTION = "entailment", "neutral", "contradiction"
@@ -185,21 +185,28 @@ class ParseNliFileFn(beam.DoFn):
     """path -> (partition, Arrow IPC bytes of examples) per block of lines; unusable records to `rejects`.
 
     JSON-lines files are read in blocks: pyarrow's JSON reader and `nli_columns.json_examples` take the regular
-    lines, the per-line path (`example_or_reject`) the rest; Parquet files go row by row."""
+    lines, the per-line path (`example_or_reject`) the rest; Parquet files go row by row. Tables are shipped with
+    `tables.ship` (`spill`: a directory, or None for IPC bytes)."""
+
+    def __init__(self, spill: str | None = None):
+        self.spill = spill
 
     def process(self, path: str) -> Iterator[Any]:
         if is_parquet(path):
-            yield from _parse_parquet(path)
+            yield from _parse_parquet(path, self.spill)
             return
         state: dict = {"schema": None}
+        out = PartitionBuffer("premise", PARTITIONS, self.spill)
         for block in lines.read_blocks(path):
             if isinstance(block, lines.LineBlock):
-                yield from _parse_block(block, state)
+                for item in _parse_block(block, state):
+                    yield from out.add(item) if isinstance(item, pa.Table) else [item]
             else:
                 yield block  # the reject of a file that cannot be read on
+        yield from out.flush()
 
 
-def _parse_parquet(path: str) -> Iterator[Any]:
+def _parse_parquet(path: str, spill: str | None = None) -> Iterator[Any]:
     """A Parquet file: its columns decided by `nli_columns` where plain, the other rows by `parse_nli`; a file that
     cannot be read whole, or with odd column types, goes row by row (`ReadRecordsFn`, its rejects)."""
     try:
@@ -216,7 +223,7 @@ def _parse_parquet(path: str) -> Iterator[Any]:
                 examples.append(tuple(got))
             else:
                 yield got
-        yield from C.by_partition(C.examples_table(examples), PARTITIONS)
+        yield from C.by_partition(C.examples_table(examples), PARTITIONS, spill)
         return
     got, irregular = C.json_examples(view, None, path, np.arange(1, table.num_rows + 1))
     rows = np.flatnonzero(irregular)
@@ -227,7 +234,7 @@ def _parse_parquet(path: str) -> Iterator[Any]:
             examples.append(tuple(ex))
         else:
             yield ex
-    yield from C.by_partition(pa.concat_tables([got, C.examples_table(examples)]), PARTITIONS)
+    yield from C.by_partition(pa.concat_tables([got, C.examples_table(examples)]), PARTITIONS, spill)
 
 
 def _first_object(block: lines.LineBlock, kinds) -> dict | None:
@@ -240,7 +247,7 @@ def _first_object(block: lines.LineBlock, kinds) -> dict | None:
 
 
 def _parse_block(block: lines.LineBlock, state: dict) -> Iterator[Any]:
-    """One block of a JSON-lines file -> rejects, then (partition, examples table) elements."""
+    """One block of a JSON-lines file -> rejects, then its examples (one table)."""
     kinds = lines.regular_lines(block)
     if state["schema"] is None and (first := _first_object(block, kinds)) is not None:
         state["schema"] = C.json_schema(first)
@@ -264,7 +271,7 @@ def _parse_block(block: lines.LineBlock, state: dict) -> Iterator[Any]:
         elif got is not None:
             yield got
     tables.append(C.examples_table(examples))
-    yield from C.by_partition(pa.concat_tables(tables), PARTITIONS)
+    yield pa.concat_tables(tables)
 
 
 class PartitionRowsFn(beam.DoFn):
@@ -288,16 +295,19 @@ class PartitionRowsFn(beam.DoFn):
 class BuildNliTuples(beam.PTransform):
     """PBegin -> {'rows': row dicts, 'rejects': reject dicts, 'skipped': reason strings} from NLI files."""
 
-    def __init__(self, inputs: list[str], source: str = "snli", drop_without_negatives: bool = False):
+    def __init__(
+        self, inputs: list[str], source: str = "snli", drop_without_negatives: bool = False, spill: str | None = None
+    ):
         super().__init__()
         self.inputs, self.source, self.drop = inputs, source, drop_without_negatives
+        self.spill = spill  # where tables cross the shuffle as files (`tables.ship`)
 
     def expand(self, pbegin):
         parsed = (
             pbegin
             | "ListFiles" >> beam.Create(io.expand_patterns(self.inputs))
             | "ReshuffleFiles" >> beam.Reshuffle()
-            | "ParseFiles" >> beam.ParDo(ParseNliFileFn()).with_outputs(REJECTS, main="examples")
+            | "ParseFiles" >> beam.ParDo(ParseNliFileFn(self.spill)).with_outputs(REJECTS, main="examples")
         )
         built = (
             parsed.examples
@@ -334,7 +344,7 @@ def config_from_args(args: argparse.Namespace) -> SnliConfig:
 CONVERTER = Converter(
     "snli",
     lambda c: c.inputs,
-    lambda c, files: BuildNliTuples(files, c.source, c.drop_without_negatives),
+    lambda c, files: BuildNliTuples(files, c.source, c.drop_without_negatives, spill_dir(c.output)),
     config_from_args,
 )
 build = CONVERTER.build  # build(config, beam_args=()) -> manifest

@@ -6,23 +6,53 @@ a shard written from a table has the same bytes as one written from row dicts (t
 
 from __future__ import annotations
 
+import os
 import posixpath
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from negminer.pipelines import io
 from negminer.pipelines import schema as S
 
 
+def _string_buffers(strings: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 offsets, uint8 data) of a string array (never empty data, so it can be indexed)."""
+    arr = strings.combine_chunks() if isinstance(strings, pa.ChunkedArray) else strings
+    arr = arr.cast(pa.large_string()) if pa.types.is_string(arr.type) else arr
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = arr.buffers()[2]
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None and data.size else np.zeros(1, np.uint8)
+    return offsets, data
+
+
+_HEX = np.full(256, 255, dtype=np.uint8)
+_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
+_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
+
+
 def shard_indices(ids: pa.Array | pa.ChunkedArray, count: int) -> np.ndarray:
-    """`io.shard_of(id, count)` of every id, as an int array."""
+    """`io.shard_of(id, count)` of every id, as an int array: in numpy when every id starts with 15 hex digits
+    (the format's ids, `schema.make_id`), else id by id."""
+    n = len(ids)
     if count == 1:
-        return np.zeros(len(ids), dtype=np.int64)
-    return np.fromiter((io.shard_of(i, count) for i in ids.to_pylist()), dtype=np.int64, count=len(ids))
+        return np.zeros(n, dtype=np.int64)
+    offsets, data = _string_buffers(ids)
+    if n and ids.null_count == 0 and (np.diff(offsets) >= 15).all():
+        digits = _HEX[data[offsets[:-1, None] + np.arange(15)]]  # (n, 15)
+        if (digits < 16).all():
+            value = np.zeros(n, dtype=np.uint64)
+            for k in range(15):  # 60 bits: no overflow
+                value = (value << np.uint64(4)) | digits[:, k].astype(np.uint64)
+            return (value % np.uint64(count)).astype(np.int64)
+    return np.fromiter((io.shard_of(i, count) for i in ids.to_pylist()), dtype=np.int64, count=n)
 
 
 def string_partitions(strings: pa.Array | pa.ChunkedArray, count: int) -> np.ndarray:
@@ -31,12 +61,8 @@ def string_partitions(strings: pa.Array | pa.ChunkedArray, count: int) -> np.nda
     It mixes the byte length with the first and the last 8 bytes (FNV-1a style): enough to spread keys evenly
     over the partitions of a shuffle, where any deterministic function of the key is correct.
     """
-    arr = strings.combine_chunks() if isinstance(strings, pa.ChunkedArray) else strings
-    arr = arr.cast(pa.large_string()) if pa.types.is_string(arr.type) else arr
-    n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
-    data = arr.buffers()[2]
-    data = np.frombuffer(data, dtype=np.uint8) if data is not None and data.size else np.zeros(1, np.uint8)
+    offsets, data = _string_buffers(strings)
+    n = len(offsets) - 1
     starts, ends = offsets[:-1], offsets[1:]
     lengths = ends - starts
     h = np.full(n, 1469598103934665603, dtype=np.uint64) ^ lengths.astype(np.uint64)
@@ -49,6 +75,25 @@ def string_partitions(strings: pa.Array | pa.ChunkedArray, count: int) -> np.nda
     return (h % np.uint64(count)).astype(np.int64)
 
 
+HASHED_BYTES = 64  # `string_hashes` mixes in this many leading bytes of each string (and its length)
+
+
+def string_hashes(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit hash of each string's length and first HASHED_BYTES bytes (FNV-1a, byte by byte), in numpy.
+
+    For set membership over many calls (`msmarco_columns.Judged`): hash the set once, then each batch is a
+    `np.searchsorted`; pyarrow's `is_in` builds its hash table of the whole set again on every call."""
+    offsets, data = _string_buffers(strings)
+    n = len(offsets) - 1
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    h = np.full(n, 1469598103934665603, dtype=np.uint64) ^ lengths.astype(np.uint64)
+    prime, last = np.uint64(1099511628211), max(len(data) - 1, 0)
+    for k in range(min(int(lengths.max(initial=0)), HASHED_BYTES)):  # the same for any batch the string is in
+        more = lengths > k
+        h = np.where(more, (h ^ data[np.minimum(starts + k, last)].astype(np.uint64)) * prime, h)
+    return h
+
+
 def to_ipc(table: pa.Table) -> bytes:
     """A table as Arrow IPC stream bytes: how tables cross a Beam shuffle. Beam would pickle a pa.Table, ~5x slower,
     and a pickled slice carries its parent's whole buffers; IPC writes only the slice's rows."""
@@ -58,25 +103,100 @@ def to_ipc(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def from_ipc(data: bytes | pa.Table) -> pa.Table:
-    """The table of `to_ipc` bytes (zero-copy over them); a table passes through."""
-    return data if isinstance(data, pa.Table) else pa.ipc.open_stream(data).read_all()
+SPILL_DIR = ".negminer-spill"  # under a build's output directory: tables that cross a shuffle as files
 
 
-def partitioned(table: pa.Table, parts: np.ndarray) -> Iterator[tuple[int, bytes]]:
-    """(part, IPC bytes of the rows of `table` in that part) for every part present in `parts` (one per row)."""
+def spill_dir(out_dir: str) -> str:
+    """Where a build writing `out_dir` spills the tables it shuffles (`ship`); removed when the build ends."""
+    return io.join(out_dir, SPILL_DIR)
+
+
+def ship(table: pa.Table, spill: str | None = None) -> bytes | str:
+    """How a table crosses a Beam shuffle: its IPC bytes, or with a `spill` directory the path of an IPC file
+    written there (a fresh name, so a retried bundle never overwrites what another one shipped).
+
+    The shuffle then carries a path, not the data: Beam's local runner copies every shuffled byte ~10 times through
+    its data plane (encode, protobuf, regroup, decode), which cost more CPU than the whole join. It is the pattern
+    Beam's own file sinks use (bundles write temporary files, the next step gets their names), on any file system.
+    """
+    if spill is None:
+        return to_ipc(table)
+    path = io.join(spill, f"{uuid.uuid4().hex}.arrow")
+    if "://" in path:
+        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            f.write(to_ipc(table))
+        return path
+    os.makedirs(spill, exist_ok=True)
+    with pa.OSFile(path, "wb") as f, pa.ipc.new_stream(f, table.schema) as writer:
+        writer.write_table(table)
+    return path
+
+
+def from_ipc(data: bytes | str | pa.Table) -> pa.Table:
+    """The table of `to_ipc` bytes or of a file `ship` wrote (zero-copy over them); a table passes through."""
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, str):
+        if "://" in data:
+            with FileSystems.open(data, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                data = f.read()
+        else:
+            return pa.ipc.open_stream(pa.memory_map(data)).read_all()
+    return pa.ipc.open_stream(data).read_all()
+
+
+def remove_spill(out_dir: str) -> None:
+    """Delete what `ship` spilled for a build of `out_dir` (after the build, or left by a killed one)."""
+    path = spill_dir(out_dir)
+    if "://" not in path:
+        if os.path.isdir(path):
+            for name in os.listdir(path):
+                os.unlink(os.path.join(path, name))
+            os.rmdir(path)
+        return
+    files = [m.path for r in FileSystems.match([io.join(path, "*")]) for m in r.metadata_list]
+    if files:
+        FileSystems.delete(files)
+
+
+def partitioned(table: pa.Table, parts: np.ndarray, spill: str | None = None) -> Iterator[tuple[int, bytes | str]]:
+    """(part, the rows of `table` in that part as `ship` sends them) for every part present in `parts` (one per
+    row)."""
     if not table.num_rows:
         return
     order = np.argsort(parts, kind="stable")
     ordered, taken = parts[order], table.take(pa.array(order))
     bounds = np.flatnonzero(np.diff(ordered)) + 1
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(order)], strict=True):
-        yield int(ordered[lo]), to_ipc(taken.slice(lo, hi - lo))
+        yield int(ordered[lo]), ship(taken.slice(lo, hi - lo), spill)
 
 
-def split_by_shard(table: pa.Table, count: int) -> Iterator[tuple[int, bytes]]:
-    """(shard index, IPC bytes of the rows of `table` that go there) for every shard the table touches."""
-    yield from partitioned(table, shard_indices(table.column(S.ID), count))
+class PartitionBuffer:
+    """Tables gathered until they hold `limit` bytes, then split by the hash of their `key` column into `n`
+    partitions at once (`partitioned`): fewer and larger elements cross the shuffle than one set per block."""
+
+    def __init__(self, key: str, n: int, spill: str | None = None, limit: int = 64 << 20):
+        self.key, self.n, self.spill, self.limit = key, n, spill, limit
+        self.tables: list[pa.Table] = []
+        self.nbytes = 0
+
+    def add(self, table: pa.Table) -> Iterator[tuple[int, bytes | str]]:
+        if table.num_rows:
+            self.tables.append(table)
+            self.nbytes += table.nbytes
+        if self.nbytes >= self.limit:
+            yield from self.flush()
+
+    def flush(self) -> Iterator[tuple[int, bytes | str]]:
+        if self.tables:
+            table = pa.concat_tables(self.tables)
+            self.tables, self.nbytes = [], 0
+            yield from partitioned(table, string_partitions(table[self.key], self.n), self.spill)
+
+
+def split_by_shard(table: pa.Table, count: int, spill: str | None = None) -> Iterator[tuple[int, bytes | str]]:
+    """(shard index, the rows of `table` that go there, as `ship` sends them) for every shard the table touches."""
+    yield from partitioned(table, shard_indices(table.column(S.ID), count), spill)
 
 
 def sort_and_dedup(table: pa.Table) -> tuple[pa.Table, int]:

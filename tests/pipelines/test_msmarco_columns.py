@@ -218,3 +218,16 @@ def test_unjudged_stub_needs_no_ftfy_only_when_the_text_is_surely_kept():
         assert M.unjudged_stub(rec(f"2\t{text}"), True, judged) is None
     assert M.unjudged_stub(rec("2\t\u00a0"), False, judged) is None  # str.strip() empties it: a reject
     assert M.unjudged_stub(rec("2\t\u00e9"), False, judged) == ("2", ("2", None, "c.tsv", 1))
+
+
+def test_judged_may_hold_every_judged_id_and_few_others():
+    judged_ids = [str(i) for i in range(0, 3000, 3)] + ["doc-" + "x" * 80, ""]
+    judged = M.Judged(
+        [tables.to_ipc(pa.table({"doc_id": judged_ids[:500]})), tables.to_ipc(pa.table({"doc_id": judged_ids[500:]}))]
+    )
+    probe = pa.chunked_array(
+        [pa.array([str(i) for i in range(3000)]), pa.array(["doc-" + "x" * 80, "doc-" + "x" * 79, ""])]
+    )
+    got = judged.may_hold(probe)
+    assert got.tolist() == [p in set(judged_ids) for p in probe.to_pylist()]
+    assert not M.Judged([]).may_hold(pa.array(["1"])).any()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import apache_beam as beam
@@ -59,3 +60,52 @@ def test_sink_writes_the_same_directory_from_tables_as_from_rows(tmp_path):
     build(tmp_path / "mixed", {"row_tables": [S.rows_to_table(rows[:half])], "rows": rows[half:]})
     assert _files(tmp_path / "mixed") == _files(tmp_path / "rows")
     assert io.read_manifest(str(tmp_path / "mixed"))["splits"] == io.read_manifest(str(tmp_path / "rows"))["splits"]
+
+
+def test_string_hashes_do_not_depend_on_the_batch():
+    words = ["1", "3", "12", "", "a" * 70, "a" * 70 + "b", "x" * 64 + "y"]
+    alone = [int(tables.string_hashes(pa.array([w]))[0]) for w in words]
+    together = tables.string_hashes(pa.chunked_array([pa.array(words[:3]), pa.array(words[3:])])).tolist()
+    assert together == alone
+    assert len(set(alone[:4])) == 4 and alone[4] != alone[6]  # the first 64 bytes and the length are mixed in
+    assert alone[4] != alone[5]  # same first 64 bytes, other length
+
+
+def test_shard_indices_take_any_id_the_slow_way():
+    ids = ["0123456789abcdefff", "FFFFFFFFFFFFFFF0", "short", "0x1234567890abcde", "1_23456789abcdef0"]
+    for count in (1, 3, 7):
+        want = [0] * 5 if count == 1 else [io.shard_of(i, count) if i != "short" else -1 for i in ids]
+        if count > 1:
+            assert tables.shard_indices(pa.array(ids[:2]), count).tolist() == want[:2]
+            assert tables.shard_indices(pa.array(ids[3:]), count).tolist() == want[3:]
+        else:
+            assert tables.shard_indices(pa.array(ids), count).tolist() == want
+
+
+def test_shipped_tables_come_back_from_bytes_and_from_spilled_files(tmp_path):
+    table = S.rows_to_table(_rows(5))
+    spill = str(tmp_path / "out" / tables.SPILL_DIR)
+    assert tables.spill_dir(str(tmp_path / "out")) == spill
+    as_bytes, as_file = tables.ship(table), tables.ship(table.slice(1, 3), spill)
+    assert isinstance(as_bytes, bytes) and isinstance(as_file, str) and as_file.startswith(spill)
+    assert tables.from_ipc(as_bytes).equals(table)
+    assert tables.from_ipc(as_file).equals(table.slice(1, 3))
+    assert tables.ship(table, spill) != as_file  # a fresh name each time: a retried bundle overwrites nothing
+    tables.remove_spill(str(tmp_path / "out"))
+    assert not (tmp_path / "out" / tables.SPILL_DIR).exists()
+    tables.remove_spill(str(tmp_path / "out"))  # nothing there: nothing to do
+
+
+def test_a_build_leaves_no_spilled_files(tmp_path):
+    from negminer.pipelines import snli
+
+    src = tmp_path / "snli.jsonl"
+    lines = [
+        {"sentence1": "A man runs.", "sentence2": "A man moves.", "gold_label": "entailment", "pairID": "1e"},
+        {"sentence1": "A man runs.", "sentence2": "A man sleeps.", "gold_label": "contradiction", "pairID": "1c"},
+    ]
+    src.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (tmp_path / "out" / tables.SPILL_DIR).mkdir(parents=True)
+    (tmp_path / "out" / tables.SPILL_DIR / "left-by-a-killed-build.arrow").write_bytes(b"x")
+    m = snli.build(snli.SnliConfig(inputs=(str(src),), output=str(tmp_path / "out"), num_shards=2))
+    assert m["rows"] == 1 and not (tmp_path / "out" / tables.SPILL_DIR).exists()
