@@ -61,7 +61,8 @@ _WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "  # str.strip()'s, for ASCII
 def plain_lines(block: lines.LineBlock) -> np.ndarray:
     """Per line: True when it is printable ASCII or tab only (no CR, no other control, no byte >= 0x80)."""
     buf = np.frombuffer(block.data, dtype=np.uint8)
-    odd = np.flatnonzero(((buf < 0x20) & (buf != 9) & (buf != 10)) | (buf >= 0x7F))
+    near = np.flatnonzero((buf - np.uint8(0x20)) > 0x5E)  # uint8 wraps: below 0x20, or 0x7F and above
+    odd = near[(buf[near] != 9) & (buf[near] != 10)]  # few bytes left: the tabs and newlines are dropped here
     out = np.ones(block.count, dtype=bool)
     if len(odd):
         out[np.searchsorted(block.starts[:-1], odd, side="right") - 1] = False
@@ -102,7 +103,8 @@ def id_text_table(block: lines.LineBlock, clean: bool) -> tuple[pa.Table, np.nda
     texts = pc.list_element(parts, 1)
     if clean:
         texts = clean_ascii(texts)
-    ok = pc.and_(pc.greater(pc.utf8_length(ids), 0), pc.greater(pc.utf8_length(pc.utf8_trim(texts, _WHITESPACE)), 0))
+    kept = pc.binary_length(texts if clean else pc.utf8_trim(texts, _WHITESPACE))  # clean_ascii trimmed them
+    ok = pc.and_(pc.greater(pc.binary_length(ids), 0), pc.greater(kept, 0))
     taken = keep[ok.to_numpy(zero_copy_only=False)]
     numbers = pa.array(block.first + plain[keep], pa.int64())
     table = pa.Table.from_arrays([ids, texts, pa.array([block.path] * len(keep), pa.string()), numbers], schema=TEXT)

@@ -22,7 +22,7 @@ from negminer.pipelines import io
 from negminer.pipelines import schema as S
 
 
-def _string_buffers(strings: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+def string_buffers(strings: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """(int64 offsets, uint8 data) of a string array (never empty data, so it can be indexed)."""
     arr = strings.combine_chunks() if isinstance(strings, pa.ChunkedArray) else strings
     arr = arr.cast(pa.large_string()) if pa.types.is_string(arr.type) else arr
@@ -44,7 +44,7 @@ def shard_indices(ids: pa.Array | pa.ChunkedArray, count: int) -> np.ndarray:
     n = len(ids)
     if count == 1:
         return np.zeros(n, dtype=np.int64)
-    offsets, data = _string_buffers(ids)
+    offsets, data = string_buffers(ids)
     if n and ids.null_count == 0 and (np.diff(offsets) >= 15).all():
         digits = _HEX[data[offsets[:-1, None] + np.arange(15)]]  # (n, 15)
         if (digits < 16).all():
@@ -61,7 +61,7 @@ def string_partitions(strings: pa.Array | pa.ChunkedArray, count: int) -> np.nda
     It mixes the byte length with the first and the last 8 bytes (FNV-1a style): enough to spread keys evenly
     over the partitions of a shuffle, where any deterministic function of the key is correct.
     """
-    offsets, data = _string_buffers(strings)
+    offsets, data = string_buffers(strings)
     n = len(offsets) - 1
     starts, ends = offsets[:-1], offsets[1:]
     lengths = ends - starts
@@ -83,7 +83,7 @@ def string_hashes(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
     For set membership over many calls (`msmarco_columns.Judged`): hash the set once, then each batch is a
     `np.searchsorted`; pyarrow's `is_in` builds its hash table of the whole set again on every call."""
-    offsets, data = _string_buffers(strings)
+    offsets, data = string_buffers(strings)
     n = len(offsets) - 1
     starts, lengths = offsets[:-1], np.diff(offsets)
     h = np.full(n, 1469598103934665603, dtype=np.uint64) ^ lengths.astype(np.uint64)

@@ -228,3 +228,12 @@ def test_columnar_parquet_equals_the_per_row_path(tmp_path, layout):
     want, got = _oracle(str(path)), _columnar(str(path))
     assert got == want
     assert len(want[0]) > 20 or layout == "hf_bool_label"
+
+
+def test_double_spaced_is_match_substring():
+    import pyarrow.compute as pc
+
+    words = ["", " ", "  ", "a  b", "a b", "a ", " a", "ab  ", "x", "a \t b", "  "]
+    arr = pa.chunked_array([pa.array(words[:4]), pa.array(words[4:] + [None])]).combine_chunks().slice(1)
+    want = pc.fill_null(pc.match_substring(arr, "  "), False).to_pylist()
+    assert C.double_spaced(arr).tolist() == want
