@@ -50,9 +50,9 @@ def parse_pair_types(spec: str | Sequence[str], allowed: Sequence[str]) -> tuple
     return tuple(n for n in allowed if n in names)
 
 
-def lead_paragraph(doc: Doc, min_words: int = 0) -> tuple[int, int, str] | None:
+def lead_paragraph(sections: Sequence[Section], min_words: int = 0) -> tuple[int, int, str] | None:
     """(section index, paragraph index, text) of the first paragraph with >= min_words words, or None."""
-    for si, sec in enumerate(doc.sections):
+    for si, sec in enumerate(sections):
         for pi, para in enumerate(sec.paragraphs):
             if len(para.split()) >= min_words:
                 return si, pi, para
@@ -117,7 +117,7 @@ def candidate_pairs(doc: Doc, pair_types: Sequence[str], lead_min_words: int = 0
             continue
         # title-lead: the lead section only (before the first heading); title-body: the whole page.
         scope = doc.sections[:1] if pt == TITLE_LEAD and doc.sections and not doc.sections[0].path else ()
-        lead = lead_paragraph(doc._replace(sections=scope if pt == TITLE_LEAD else doc.sections), lead_min_words)
+        lead = lead_paragraph(scope if pt == TITLE_LEAD else doc.sections, lead_min_words)
         if lead is not None:
             section = PATH_SEP.join(doc.sections[lead[0]].path)
             pairs.append(Pair(pt, doc.key, doc.title, pid(lead[0], lead[1]), lead[2], section))

@@ -12,6 +12,8 @@ from ftfy.badness import BADNESS_RE
 
 def normalize_whitespace(text: str) -> str:
     """Collapse runs of whitespace (tabs, newlines, NBSP...) to one space and strip the ends."""
+    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        return text  # already normal: the only whitespace a printable string holds is the ASCII space (tested)
     return " ".join(text.split())  # splits on str.isspace, the set `\s` matches; ~5x faster than re.sub
 
 

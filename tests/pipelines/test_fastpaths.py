@@ -102,6 +102,18 @@ def test_word_digit_and_letter_counts_equal_the_plain_definitions():
                 assert quality._letter_words_below(text, len(words), ratio) == want, repr(text)
 
 
+def test_normalize_whitespace_fast_path_and_its_premise():
+    """The premise of the fast paths: a printable string's only whitespace is the ASCII space (every code point)."""
+    import sys
+
+    from negminer.pipelines.transforms.clean import normalize_whitespace
+
+    assert [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace() and c.isprintable()] == [" "]
+    pool = "ab \t\n\xa0\u2028\u3000\x1c\x85é日"
+    for text in random_texts(20, 5_000, pool, max_len=20) + ["", " ", "a b", " a", "a ", "a  b"]:
+        assert normalize_whitespace(text) == " ".join(text.split()), repr(text)
+
+
 def oracle_rows(docs, pair_types, cfg, lead_min_words):
     """The per-row path filtered_rows replaces: row dicts for every pair, then the filters one row at a time."""
     rows, skipped = [], Counter()
