@@ -37,7 +37,7 @@ class WebcrawlConfig:
     dedup: dedup.DedupConfig = dataclasses.field(default_factory=dedup.DedupConfig)
     num_shards: int | None = None  # None: from the input size (runner.auto_num_shards)
     split: str = "train"
-    unit_mb: float = 64.0  # compressed MB per work unit of a .warc.gz file (runs of whole gzip members)
+    unit_mb: float = 64.0  # stored MB per work unit of a .warc.gz (whole gzip members) or plain .warc (whole records)
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -134,8 +134,8 @@ class WarcDocsFn(beam.DoFn):
 class BuildWebcrawlPairs(beam.PTransform):
     """PBegin -> {'rows', 'rejects', 'skipped' (reason strings), 'skipped_counts' (dicts)} from WARC/WET files.
 
-    A .warc.gz file larger than `unit_mb` is cut into work units at gzip members that start a record, read in
-    parallel (`warcunits`); documents are reshuffled before pairing.
+    A .warc.gz or plain .warc file larger than `unit_mb` is cut into work units at records, read in parallel
+    (`warcunits`); documents are reshuffled before pairing.
     """
 
     def __init__(self, inputs: list[str], config: WebcrawlConfig):
@@ -168,7 +168,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", nargs="+", required=True, action="extend", help="WARC/WET files, globs or dirs")
     parser.add_argument("--output", required=True, help="output shard directory (local or gs://)")
     parser.add_argument(
-        "--unit-mb", type=float, default=64.0, help="compressed MB per work unit of a .warc.gz file (default 64)"
+        "--unit-mb",
+        type=float,
+        default=64.0,
+        help="stored MB per work unit of a .warc.gz or plain .warc file (default 64)",
     )
     docpairs.add_pretraining_arguments(parser, PAIR_TYPES)
 

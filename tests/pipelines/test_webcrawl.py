@@ -200,6 +200,14 @@ def test_truncated_and_malformed_records_go_to_rejects(tmp_path):
     got = {prov(r)["record_id"] for r in rows if prov(r)["file"].endswith("bad.warc")}
     assert h2["warc-record-id"] not in got and responses[0][1]["warc-record-id"] in got
     assert not got & {h["warc-record-id"] for off, h, _ in recs if off >= off5}
+    # cut into units of a few records each (plain files are split at records): the same rows and rejects
+    from negminer.pipelines.warcunits import warc_units
+
+    assert len(warc_units(str(tmp_path / "bad.warc"), 20_000)) > 2
+    split_manifest, split_rows = run(tmp_path, [tmp_path / "cut.warc", tmp_path / "bad.warc"], "split", unit_mb=0.02)
+    split_rejects = io.read_rejects(str(tmp_path / "split")).to_pylist()
+    assert {(Path(r["source_file"]).name, r["reason"], r["offset"]) for r in split_rejects} == rejects
+    assert split_rows == rows and split_manifest["rejects"] == manifest["rejects"]
 
 
 def test_record_doc_pure_pieces():
@@ -232,8 +240,9 @@ def test_cli_runs_with_filter_flags(tmp_path):
     assert set(manifest["counts"]["pair_type"]) == {"title-body"} and manifest["config"]["quality"]["languages"] == []
 
 
-def one_member_per_record(src: Path, out: Path, copies: int) -> list[int]:
-    """A .warc.gz of the source's records repeated `copies` times, each record its own gzip member; their offsets."""
+def one_member_per_record(src: Path, out: Path, copies: int, compress: bool = True) -> list[int]:
+    """A .warc.gz of the source's records repeated `copies` times, each record its own gzip member (a plain .warc
+    when not `compress`); their offsets."""
     data = src.read_bytes()
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
@@ -245,27 +254,33 @@ def one_member_per_record(src: Path, out: Path, copies: int) -> list[int]:
     for i in range(copies):
         for r in records:
             offsets.append(len(blob))
-            blob += gzip.compress(r.replace(b"WARC-Record-ID: <urn:uuid:", f"WARC-Record-ID: <urn:uuid:{i}".encode()))
+            r = r.replace(b"WARC-Record-ID: <urn:uuid:", f"WARC-Record-ID: <urn:uuid:{i}".encode())
+            blob += gzip.compress(r) if compress else r
     out.write_bytes(blob)
     return offsets
 
 
-def test_warc_split_into_units_at_records_same_output(tmp_path):
+@pytest.mark.parametrize("compress", [True, False], ids=["gzip-members", "plain"])
+def test_warc_split_into_units_at_records_same_output(tmp_path, compress):
     from negminer.pipelines.warcunits import warc_units
 
-    big = tmp_path / "big.warc.gz"
-    offsets = one_member_per_record(shared_file(CC, "resiliparse-warcfile.warc.gz"), big, 3)
-    units = warc_units(str(big), 40_000)
+    big = tmp_path / ("big.warc.gz" if compress else "big.warc")
+    offsets = one_member_per_record(shared_file(CC, "resiliparse-warcfile.warc.gz"), big, 3, compress)
+    step = 40_000 if compress else 150_000
+    units = warc_units(str(big), step)
     assert len(units) >= 4
     assert [u.start for u in units][0] == 0 and all(u.start in offsets for u in units)
     assert [u.end for u in units] == [u.start for u in units[1:]] + [None]
+    assert all(u.end - u.start >= step for u in units[:-1])
     assert warc_units(str(big), 10**9) == [(str(big), 0, None)]
-    assert len(warc_units(str(shared_file(CC, "warcio-example-iana.org-chunked.warc")), 10)) == 1  # not gzip
+    one_gzip_member = tmp_path / "one-member.warc.gz"
+    one_gzip_member.write_bytes(gzip.compress(gzip.decompress(big.read_bytes()) if compress else big.read_bytes()))
+    assert len(warc_units(str(one_gzip_member), 10)) == 1
 
     def build(name: str, unit_mb: float) -> tuple[dict, dict]:
         manifest, _ = run(tmp_path, [big], name, quality=QualityConfig(), dedup=DedupConfig(), unit_mb=unit_mb)
         shards = {p.name: p.read_bytes() for p in sorted((tmp_path / name).glob("*.parquet"))}
         return shards, {k: manifest.get(k) for k in ("rows", "rejects", "skipped")}
 
-    whole, split = build("whole", 64.0), build("split", 40_000 / 2**20)
+    whole, split = build("whole", 64.0), build("split", step / 2**20)
     assert whole == split and whole[1]["rows"] > 0
