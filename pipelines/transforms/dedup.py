@@ -103,11 +103,16 @@ def band_keys(sig: np.ndarray, bands: int) -> list[str]:
     ]
 
 
+_BLOCK = 256  # members per side of one compare step: (256, 256, P) equal values, 8 MB at P = 128
+
+
 def bucket_duplicates(members: Iterable[tuple[str, np.ndarray]], threshold: float) -> list[str]:
     """Keys of one bucket that have a smaller-keyed member with estimated Jaccard >= threshold, in key order.
 
-    The estimate is the share of equal signature values (as `np.mean(a == b)`); compared as blocks of rows
-    against all smaller-keyed rows, so a bucket of m members costs O(m^2) vectorised compares, not Python steps.
+    The estimate is the share of equal signature values (as `np.mean(a == b)`). Members are compared as NumPy
+    blocks of rows against blocks of smaller-keyed rows, and a row leaves as soon as one of them is close: a bucket
+    of m unrelated members still costs O(m^2) vectorised compares, but a bucket of near copies (templated pages,
+    the usual cause of a large bucket) costs about m x the first block, since most rows find their match there.
     """
     by_key: dict[str, np.ndarray] = {}
     for key, sig in sorted(members, key=lambda m: m[0]):
@@ -118,13 +123,16 @@ def bucket_duplicates(members: Iterable[tuple[str, np.ndarray]], threshold: floa
     sigs = np.stack([np.asarray(v) for v in by_key.values()])  # (m, P)
     m, perms = sigs.shape
     dup = np.zeros(m, dtype=bool)
-    block = max(1, (1 << 24) // (m * perms))  # rows per step: (block, m, P) compares in ~16 MB
-    for a in range(1, m, block):
-        b = min(m, a + block)
-        equal = (sigs[a:b, None, :] == sigs[None, :b, :]).sum(axis=2)  # (b-a, b) equal values
-        close = equal / perms >= threshold
-        close &= np.arange(b)[None, :] < np.arange(a, b)[:, None]  # only members with a smaller key
-        dup[a:b] = close.any(axis=1)
+    for a in range(1, m, _BLOCK):
+        open_rows = np.arange(a, min(m, a + _BLOCK))  # rows of this block not yet known to be duplicates
+        for c in range(0, open_rows[-1], _BLOCK):  # blocks of smaller-keyed rows, first rows first
+            cols = np.arange(c, min(c + _BLOCK, open_rows[-1]))
+            equal = (sigs[open_rows, None, :] == sigs[None, cols, :]).sum(axis=2)  # (rows, cols) equal values
+            close = (equal / perms >= threshold) & (cols[None, :] < open_rows[:, None])
+            dup[open_rows[close.any(axis=1)]] = True
+            open_rows = open_rows[~dup[open_rows]]
+            if not len(open_rows):
+                break
     return [k for k, d in zip(keys, dup, strict=True) if d]
 
 

@@ -171,7 +171,7 @@ def clustered_texts(seed: int) -> list[str]:
 
 def test_bucket_duplicates_block_compare_equals_pairwise():
     rng = np.random.default_rng(0)
-    for m, perms in ((2, 8), (7, 16), (60, 128), (300, 32)):
+    for m, perms in ((2, 8), (7, 16), (60, 128), (300, 32), (700, 12)):  # up to 3 blocks of 256 a side
         sigs = rng.integers(0, 4, size=(m, perms)).astype(np.uint32)  # few values: many close pairs
         members = [(f"k{rng.integers(10**6):07d}", s) for s in sigs]
         ordered = sorted(members, key=lambda x: x[0])
