@@ -121,7 +121,7 @@ def config_from_args(args: argparse.Namespace) -> BeirConfig:
 CONVERTER = Converter(
     "beir",
     lambda c: [*c.corpus, *c.queries, *c.qrels],
-    lambda c, files: BuildBeirTuples(c, spill_dir(c.output)),
+    lambda c, files: BuildBeirTuples(c, spill_dir(c.output, c.split)),
     config_from_args,
 )
 build = CONVERTER.build  # build(config, beam_args=()) -> manifest

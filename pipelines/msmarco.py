@@ -308,7 +308,10 @@ def config_from_args(args: argparse.Namespace) -> MsMarcoConfig:
 
 
 CONVERTER = Converter(
-    "msmarco", lambda c: c.inputs(), lambda c, files: BuildMsMarcoTuples(c, spill_dir(c.output)), config_from_args
+    "msmarco",
+    lambda c: c.inputs(),
+    lambda c, files: BuildMsMarcoTuples(c, spill_dir(c.output, c.split)),
+    config_from_args,
 )
 build = CONVERTER.build  # build(config, beam_args=()) -> manifest
 

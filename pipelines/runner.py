@@ -142,14 +142,14 @@ def run_build(  # noqa: PLR0913 — the build driver under Converter.build, whic
     t0 = time.perf_counter()
     with io.output_lock(out_dir, command):
         io.begin_split(out_dir, split)
-        tables.remove_spill(out_dir)  # left by a build that was killed
+        tables.remove_spill(out_dir, split)  # left by a build that was killed
         try:
             with beam.Pipeline(runner=local_runner(options), options=options) as p:
                 outputs = build(p)
-                spill = tables.spill_dir(out_dir)
+                spill = tables.spill_dir(out_dir, split)
                 _ = outputs | "WriteShardDir" >> WriteShardDir(out_dir, base, split, num_shards, spill)
         finally:
-            tables.remove_spill(out_dir)
+            tables.remove_spill(out_dir, split)
         try:
             manifest = io.read_manifest(out_dir)
         except FileNotFoundError:  # e.g. a Dataflow dry run, which builds the job but writes nothing

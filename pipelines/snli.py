@@ -344,7 +344,7 @@ def config_from_args(args: argparse.Namespace) -> SnliConfig:
 CONVERTER = Converter(
     "snli",
     lambda c: c.inputs,
-    lambda c, files: BuildNliTuples(files, c.source, c.drop_without_negatives, spill_dir(c.output)),
+    lambda c, files: BuildNliTuples(files, c.source, c.drop_without_negatives, spill_dir(c.output, c.split)),
     config_from_args,
 )
 build = CONVERTER.build  # build(config, beam_args=()) -> manifest

@@ -103,12 +103,14 @@ def to_ipc(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-SPILL_DIR = ".negminer-spill"  # under a build's output directory: tables that cross a shuffle as files
+SPILL_DIR = ".negminer-spill-{split}"  # under a build's output directory: tables that cross a shuffle as files
 
 
-def spill_dir(out_dir: str) -> str:
-    """Where a build writing `out_dir` spills the tables it shuffles (`ship`); removed when the build ends."""
-    return io.join(out_dir, SPILL_DIR)
+def spill_dir(out_dir: str, split: str = "train") -> str:
+    """Where a build of split `split` into `out_dir` spills the tables it shuffles (`ship`); removed when the build
+    ends. One per split: builds of other splits of the same directory may run at once where no lock is taken
+    (object stores, see `io.output_lock`)."""
+    return io.join(out_dir, SPILL_DIR.format(split=split))
 
 
 def ship(table: pa.Table, spill: str | None = None) -> bytes | str:
@@ -145,9 +147,9 @@ def from_ipc(data: bytes | str | pa.Table) -> pa.Table:
     return pa.ipc.open_stream(data).read_all()
 
 
-def remove_spill(out_dir: str) -> None:
-    """Delete what `ship` spilled for a build of `out_dir` (after the build, or left by a killed one)."""
-    path = spill_dir(out_dir)
+def remove_spill(out_dir: str, split: str = "train") -> None:
+    """Delete what `ship` spilled for a build of split `split` into `out_dir` (after it, or left by a killed one)."""
+    path = spill_dir(out_dir, split)
     if "://" not in path:
         if os.path.isdir(path):
             for name in os.listdir(path):

@@ -84,7 +84,7 @@ def test_shard_indices_take_any_id_the_slow_way():
 
 def test_shipped_tables_come_back_from_bytes_and_from_spilled_files(tmp_path):
     table = S.rows_to_table(_rows(5))
-    spill = str(tmp_path / "out" / tables.SPILL_DIR)
+    spill = str(tmp_path / "out" / ".negminer-spill-train")
     assert tables.spill_dir(str(tmp_path / "out")) == spill
     as_bytes, as_file = tables.ship(table), tables.ship(table.slice(1, 3), spill)
     assert isinstance(as_bytes, bytes) and isinstance(as_file, str) and as_file.startswith(spill)
@@ -92,11 +92,11 @@ def test_shipped_tables_come_back_from_bytes_and_from_spilled_files(tmp_path):
     assert tables.from_ipc(as_file).equals(table.slice(1, 3))
     assert tables.ship(table, spill) != as_file  # a fresh name each time: a retried bundle overwrites nothing
     tables.remove_spill(str(tmp_path / "out"))
-    assert not (tmp_path / "out" / tables.SPILL_DIR).exists()
+    assert not (tmp_path / "out" / ".negminer-spill-train").exists()
     tables.remove_spill(str(tmp_path / "out"))  # nothing there: nothing to do
 
 
-def test_a_build_leaves_no_spilled_files(tmp_path):
+def test_a_build_leaves_no_spilled_files(tmp_path, monkeypatch):
     from negminer.pipelines import snli
 
     src = tmp_path / "snli.jsonl"
@@ -105,7 +105,16 @@ def test_a_build_leaves_no_spilled_files(tmp_path):
         {"sentence1": "A man runs.", "sentence2": "A man sleeps.", "gold_label": "contradiction", "pairID": "1c"},
     ]
     src.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    (tmp_path / "out" / tables.SPILL_DIR).mkdir(parents=True)
-    (tmp_path / "out" / tables.SPILL_DIR / "left-by-a-killed-build.arrow").write_bytes(b"x")
-    m = snli.build(snli.SnliConfig(inputs=(str(src),), output=str(tmp_path / "out"), num_shards=2))
-    assert m["rows"] == 1 and not (tmp_path / "out" / tables.SPILL_DIR).exists()
+    spill = tmp_path / "out" / ".negminer-spill-dev"
+    spill.mkdir(parents=True)
+    (spill / "left-by-a-killed-build.arrow").write_bytes(b"x")
+    seen = []
+    real_ship = tables.ship
+
+    def ship(table, spill=None):
+        seen.append(spill)
+        return real_ship(table, spill)
+
+    monkeypatch.setattr(tables, "ship", ship)
+    m = snli.build(snli.SnliConfig(inputs=(str(src),), output=str(tmp_path / "out"), num_shards=2, split="dev"))
+    assert m["rows"] == 1 and not spill.exists() and set(seen) == {str(spill)}  # every table went through files
