@@ -36,7 +36,11 @@ BOILERPLATE = (
 )
 _SYMBOLS = ("#", "...", "…")
 _DIGIT = re.compile(r"\d")
-_ASCII_LETTERS = (string.ascii_letters + " ").encode("ascii")  # deleted to leave the other characters of a text
+# UTF-8 bytes to three classes: ASCII letter "a", ASCII whitespace (what str.split splits on) " ", anything else "#"
+_BYTE_CLASSES = bytes(
+    ord("a") if chr(c) in string.ascii_letters else ord(" ") if c < 128 and chr(c).isspace() else ord("#")
+    for c in range(256)
+)
 # A whitespace-separated word holding a letter, from its first letter to its end: one match per such word
 # (\S is the complement of the whitespace str.split uses).
 _LETTER_WORD = re.compile(r"[^\W\d_]\S*")
@@ -291,12 +295,16 @@ def _word_problem(text: str, n_words: int, word_chars: int, cfg: QualityConfig) 
 def _letter_words_below(text: str, n_words: int, ratio: float) -> bool:
     """Whether fewer than `ratio` of the words hold a letter.
 
-    On ASCII text a word without a letter holds a character that is neither a letter nor a space, so
-    `n_words - (such characters)` is a lower bound of the words with a letter: when it clears the bound (most prose),
-    one bytes.translate answers without the regex's list of words.
+    A word without a letter starts with a character that is not an ASCII letter, at the start of the text or after
+    whitespace, so `n_words - (such word starts)` is a lower bound of the words with a letter: when it clears the
+    bound (most prose), one bytes.translate answers without the regex's list of words. Word starts are found in the
+    UTF-8 bytes, where a non-ASCII character counts as a possible non-letter; so its whitespace must be ASCII: the
+    text is ASCII, or printable (its only whitespace is then the space).
     """
-    if text.isascii() and (n_words - len(text.encode("ascii").translate(None, _ASCII_LETTERS))) / n_words >= ratio:
-        return False
+    if text.isascii() or text.isprintable():
+        classes = text.encode().translate(_BYTE_CLASSES)
+        if (n_words - classes.count(b" #") - classes.startswith(b"#")) / n_words >= ratio:
+            return False
     return len(_LETTER_WORD.findall(text)) / n_words < ratio  # = words w with _LETTER.search(w), one C pass
 
 
