@@ -135,7 +135,7 @@ class BuildWebcrawlPairs(beam.PTransform):
     """PBegin -> {'rows', 'rejects', 'skipped' (reason strings), 'skipped_counts' (dicts)} from WARC/WET files.
 
     A .warc.gz or plain .warc file larger than `unit_mb` is cut into work units at records, read in parallel
-    (`warcunits`); documents are reshuffled before pairing.
+    (`warcunits`); a unit's documents are paired where they were read.
     """
 
     def __init__(self, inputs: list[str], config: WebcrawlConfig):
@@ -151,11 +151,9 @@ class BuildWebcrawlPairs(beam.PTransform):
             | "SpreadUnits" >> beam.Reshuffle()
             | "ReadWarc" >> beam.ParDo(WarcDocsFn()).with_outputs(REJECTS, SKIPPED, main="docs")
         )
-        pairs = (
-            docs.docs
-            | "SpreadDocs" >> beam.Reshuffle()
-            | "DocsToPairs" >> DocsToPairs(cfg.pair_types, cfg.quality, cfg.dedup, LEAD_MIN_WORDS)
-        )
+        # No reshuffle of the documents: reading (HTTP decoding, extraction) is most of the work and the units are
+        # the parallelism, so pairing stays fused with its unit instead of shipping every page through a shuffle.
+        pairs = docs.docs | "DocsToPairs" >> DocsToPairs(cfg.pair_types, cfg.quality, cfg.dedup, LEAD_MIN_WORDS)
         return {
             "rows": pairs["rows"],
             "rejects": docs[REJECTS],
