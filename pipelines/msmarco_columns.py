@@ -21,6 +21,7 @@ from apache_beam.metrics import Metrics
 
 from negminer.pipelines import io, lines
 from negminer.pipelines import schema as S
+from negminer.pipelines.doc_columns import json_doc_runs
 from negminer.pipelines.nli_columns import clean_ascii
 from negminer.pipelines.source import (
     REJECTS,
@@ -38,6 +39,7 @@ from negminer.pipelines.tables import (
     partitioned,
     string_hashes,
     string_partitions,
+    take_rows,
     to_ipc,
 )
 from negminer.pipelines.transforms.partition import SKIPPED_COUNTS
@@ -235,11 +237,14 @@ class ReadTextTablesFn(beam.DoFn):
         self.clean, self.json_docs, self.spill = clean, json_docs, spill
 
     def process(self, path: str, judged: list[bytes] | None = None) -> Iterator[Any]:
-        if is_parquet(path) or self.json_docs:
+        if is_parquet(path):
             parse = functools.partial(parse_json_doc if self.json_docs else parse_id_text, clean=self.clean)
             rows: list[tuple] = []
             yield from _slow_items(path, ReadRecordsFn().process(path), parse, rows, {})
             yield from by_partition(_table(rows, TEXT), "id", spill=self.spill)
+            return
+        if self.json_docs:
+            yield from self._json_docs(path)
             return
         keep = Judged(judged) if judged is not None else None
         parse = functools.partial(_parse_or_stub, clean=self.clean, judged=keep)
@@ -258,6 +263,26 @@ class ReadTextTablesFn(beam.DoFn):
             items = (line_record(path, block.first + int(i), block.raw(int(i))) for i in slow)
             yield from _slow_items(path, items, parse, rows, {})
             yield from out.add(pa.concat_tables([table, _table(rows, TEXT)]))
+        yield from out.flush()
+
+    def _json_docs(self, path: str) -> Iterator[Any]:
+        """A JSON-lines file of BEIR documents: plain documents by `doc_columns`, the others by `parse_json_doc`."""
+        parse = functools.partial(parse_json_doc, clean=self.clean)
+        out, state = PartitionBuffer("id", PARTITIONS, self.spill), {}
+        for block in lines.read_blocks(path):
+            if not isinstance(block, lines.LineBlock):
+                yield block
+                continue
+            slow: list[int] = []
+            runs = json_doc_runs(block, self.clean, state, slow.append)
+            rows: list[tuple] = []
+            items = (line_record(path, block.first + i, block.raw(i)) for i in sorted(slow))
+            yield from _slow_items(path, items, parse, rows, {})
+            tables = [_table(rows, TEXT)]
+            for ids, texts, numbers in runs:
+                where = pa.array([path] * len(ids), pa.string())
+                tables.append(pa.Table.from_arrays([ids, texts, where, pa.array(numbers, pa.int64())], schema=TEXT))
+            yield from out.add(pa.concat_tables(tables))
         yield from out.flush()
 
 
@@ -320,8 +345,8 @@ def first_by_id(tables: Iterable[pa.Table], reason: str, clean: bool = True) -> 
     texts = pa.concat_tables([from_ipc(t) for t in tables] or [TEXT.empty_table()])
     if len(pc.unique(texts["id"])) == texts.num_rows:  # no duplicate id: nothing to sort out
         return texts, []
-    texts = texts.take(
-        pc.sort_indices(texts, sort_keys=[("id", "ascending"), ("path", "ascending"), ("line", "ascending")])
+    texts = take_rows(
+        texts, pc.sort_indices(texts, sort_keys=[("id", "ascending"), ("path", "ascending"), ("line", "ascending")])
     )
     ids = texts["id"].combine_chunks()
     first = np.ones(len(ids), dtype=bool)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from negminer.pipelines import schema as S
-from negminer.pipelines.tables import partitioned, string_buffers, string_partitions
+from negminer.pipelines.tables import partitioned, string_buffers, string_partitions, take_rows
 
 ENTAILMENT, NEUTRAL, CONTRADICTION = "entailment", "neutral", "contradiction"
 LABELS = (ENTAILMENT, NEUTRAL, CONTRADICTION)  # also the Hugging Face label ids 0, 1, 2
@@ -184,7 +184,7 @@ def _starts(table: pa.Table, columns: list[str]) -> np.ndarray:
 
 
 def _sorted(table: pa.Table, columns: list[str]) -> pa.Table:
-    return table.take(pc.sort_indices(table, sort_keys=[(c, "ascending") for c in columns]))
+    return take_rows(table, pc.sort_indices(table, sort_keys=[(c, "ascending") for c in columns]))
 
 
 def rows_table(examples: pa.Table, source: str, drop_without_negatives: bool = False) -> tuple[pa.Table, dict]:

@@ -6,9 +6,7 @@ Usage: negminer build snli --input snli_1.0_train.jsonl --output out/snli [--sou
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import json
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
@@ -237,19 +235,10 @@ def _parse_parquet(path: str, spill: str | None = None) -> Iterator[Any]:
     yield from C.by_partition(pa.concat_tables([got, C.examples_table(examples)]), PARTITIONS, spill)
 
 
-def _first_object(block: lines.LineBlock, kinds) -> dict | None:
-    for i in np.flatnonzero(kinds == 1)[:100]:
-        with contextlib.suppress(ValueError):
-            obj = json.loads(block.raw(int(i)))
-            if isinstance(obj, dict):
-                return obj
-    return None
-
-
 def _parse_block(block: lines.LineBlock, state: dict) -> Iterator[Any]:
     """One block of a JSON-lines file -> rejects, then its examples (one table)."""
     kinds = lines.regular_lines(block)
-    if state["schema"] is None and (first := _first_object(block, kinds)) is not None:
+    if state["schema"] is None and (first := lines.first_object(block, kinds)) is not None:
         state["schema"] = C.json_schema(first)
     slow: list[int] = []
     tables = []

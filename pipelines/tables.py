@@ -161,13 +161,24 @@ def remove_spill(out_dir: str, split: str = "train") -> None:
         FileSystems.delete(files)
 
 
+COMBINE_BYTES = 1 << 30  # `take_rows` makes a table one chunk first up to this size (string offsets are int32)
+
+
+def take_rows(table: pa.Table, indices: pa.Array | np.ndarray) -> pa.Table:
+    """`table.take(indices)`, ~10x faster on a table of many chunks: Arrow's take resolves the chunk of every index
+    of a chunked column one by one, so the chunks are combined first (one copy) when the table is not too large."""
+    if table.num_columns and table.column(0).num_chunks > 1 and table.nbytes < COMBINE_BYTES:
+        table = table.combine_chunks()
+    return table.take(indices)
+
+
 def partitioned(table: pa.Table, parts: np.ndarray, spill: str | None = None) -> Iterator[tuple[int, bytes | str]]:
     """(part, the rows of `table` in that part as `ship` sends them) for every part present in `parts` (one per
     row)."""
     if not table.num_rows:
         return
     order = np.argsort(parts, kind="stable")
-    ordered, taken = parts[order], table.take(pa.array(order))
+    ordered, taken = parts[order], take_rows(table, pa.array(order))
     bounds = np.flatnonzero(np.diff(ordered)) + 1
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(order)], strict=True):
         yield int(ordered[lo]), ship(taken.slice(lo, hi - lo), spill)
@@ -206,7 +217,7 @@ def sort_and_dedup(table: pa.Table) -> tuple[pa.Table, int]:
 
     Returns one-chunk table and how many duplicates were dropped. The JSON tie-break runs only on colliding ids.
     """
-    table = table.take(pc.sort_indices(table.column(S.ID)))
+    table = take_rows(table, pc.sort_indices(table.column(S.ID)))
     ids = table.column(S.ID).combine_chunks()
     n = len(ids)
     if n < 2:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import json
 import random
 
 import pyarrow as pa
@@ -231,3 +232,60 @@ def test_judged_may_hold_every_judged_id_and_few_others():
     got = judged.may_hold(probe)
     assert got.tolist() == [p in set(judged_ids) for p in probe.to_pylist()]
     assert not M.Judged([]).may_hold(pa.array(["1"])).any()
+
+
+DOC_ODD = [
+    b"",
+    b"   ",
+    b'{"_id": "a1", "title": "Title", "text": "body  text "}',
+    b'{"_id": "a2", "text": "no title"}',
+    b'{"_id": "a3", "title": null, "text": "null title"}',
+    b'{"_id": "a4", "title": "  ", "text": "  "}',
+    b'{"_id": "a5", "title": "only title", "text": ""}',
+    b'{"_id": " a6 ", "title": "t", "text": "spaced id"}',
+    b'{"_id": "  ", "text": "blank id"}',
+    b'{"_id": null, "text": "null id"}',
+    b'{"text": "no id"}',
+    b'{"_id": "a7", "title": 7, "text": "number title"}',
+    b'{"_id": "a8", "title": 0, "text": "falsy title"}',
+    b'{"_id": "a9"}',
+    b'{"_id": "a10", "text": null}',
+    b'{"_id": "a11", "text": ["list"]}',
+    b'{"_id": 12, "text": "int id"}',
+    b'{"_id": 1.5, "text": "float id"}',
+    b'{"_id": true, "text": "bool id"}',
+    b'{"_id": "a13", "text": "caf\\u00e9 escaped"}',
+    b'{"_id": "a14", "text": "caf\xc3\x83\xc2\xa9 mojibake"}',
+    b'{"_id": "a15", "text": "dup", "text": "dup2"}',
+    b'{"_id": "a16", "title": "text", "text": "title is the word text"}',
+    b'{"_id": "a17", "text": "tab\\tinside\\nand newline"}',
+    b'{"_id": "a18", "text": "x"} trailing',
+    b'{"_id": "a19", "text": "two"}{"_id": "a20", "text": "objects"}',
+    b'["not", "an", "object"]',
+    b"{not json",
+    b'{"_id": "a21", "text": "cr"}\r',
+    b'{"_id": "a22", "text": "\xe9 undecodable"}',
+    b'{"_id": "a23", "text": "ok", "metadata": {"url": "u"}}',
+    b'{"_id": "\xc3\xa9", "text": "non-ASCII id"}',
+]
+
+
+@pytest.mark.parametrize("clean", [True, False])
+@pytest.mark.parametrize("block_bytes", [64, 1 << 20])
+@pytest.mark.parametrize("int_ids", [False, True])
+def test_json_doc_tables_equal_the_per_line_parse(tmp_path, monkeypatch, clean, block_bytes, int_ids):
+    from negminer.pipelines.transforms.tabular import parse_json_doc
+
+    monkeypatch.setattr(lines, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(lines, "BLOCK_LINES", 5)
+    rng = random.Random(block_bytes)
+    ids = [i if int_ids else f"d{i}" for i in range(40)]
+    body = [json.dumps({"_id": d, "title": f"T {i}", "text": f"doc {i}  text"}).encode() for i, d in enumerate(ids)]
+    body += [json.dumps({"_id": d, "text": f"only text {d}"}).encode() for d in ids[:5]] + DOC_ODD
+    first, rest = body[0], body[1:]
+    rng.shuffle(rest)
+    for path in _files(tmp_path, "corpus.jsonl", [first, *rest]):
+        want = _oracle(path, functools.partial(parse_json_doc, clean=clean))
+        got = _columnar(path, M.ReadTextTablesFn(clean, json_docs=True), "id")
+        assert got == want, path
+        assert len(want[0]) > 30

@@ -118,3 +118,13 @@ def test_a_build_leaves_no_spilled_files(tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "ship", ship)
     m = snli.build(snli.SnliConfig(inputs=(str(src),), output=str(tmp_path / "out"), num_shards=2, split="dev"))
     assert m["rows"] == 1 and not spill.exists() and set(seen) == {str(spill)}  # every table went through files
+
+
+def test_take_rows_is_take_on_any_chunking(monkeypatch):
+    table = S.rows_to_table(_rows(30))
+    chunked = pa.concat_tables([table.slice(0, 7), table.slice(7, 1), table.slice(8)])
+    order = pa.array(random.Random(1).sample(range(30), 30))
+    assert tables.take_rows(chunked, order).equals(table.take(order))
+    monkeypatch.setattr(tables, "COMBINE_BYTES", 0)  # too large to combine: Arrow's chunked take, same rows
+    assert tables.take_rows(chunked, order).equals(table.take(order))
+    assert tables.take_rows(S.SCHEMA.empty_table(), pa.array([], pa.int64())).num_rows == 0
