@@ -26,11 +26,12 @@ from tests.mining.conftest import write_rows
 pytestmark = pytest.mark.slow
 
 
-PER_QUERY = 20  # judged passages kept per query: ~0.9k of the 4.1k, so the float32 runs fit a CPU test budget
+PER_QUERY = 10  # judged passages kept per query: ~0.4k of the 4.1k, so both float32 encodings fit a CPU test budget
 
 
-def dl19(tmp_dir):
-    """(rows, corpus file, corpus texts): one positive per query, a corpus of each query's first judged passages."""
+def dl19(tmp_dir, per_query: int = PER_QUERY):
+    """(rows, corpus file, corpus texts): one positive per query, a corpus of each query's first `per_query` judged
+    passages."""
     topics_f = shared_file("msmarco", "anserini-tools_topics.dl19-passage.txt")
     qrels_f = shared_file("msmarco", "nos-irv3_dl19_qrels.binary.txt")
     coll_f = shared_file("msmarco", "nos-irv3_dl19-judged_collection.tsv")
@@ -44,7 +45,7 @@ def dl19(tmp_dir):
             judged.setdefault(qid, []).append(pid)
             if int(rel) > 0:
                 first.setdefault(qid, pid)
-    keep = {p for q in first for p in judged[q][:PER_QUERY]} | set(first.values())
+    keep = {p for q in first for p in judged[q][:per_query]} | set(first.values())
     sub = [(p, coll[p]) for p in coll if p in keep]  # collection order
     sub_f = tmp_dir / "collection.tsv"
     sub_f.write_text("".join(f"{p}\t{t}\n" for p, t in sub), encoding="utf-8")

