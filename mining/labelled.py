@@ -14,7 +14,7 @@ from pathlib import Path
 
 from negminer.pipelines.transforms.clean import normalize_for_match
 
-TUNING = ("snli", "fever")  # sets the preset may be tuned on
+TUNING = ("snli", "snli_scene", "fever")  # sets the preset may be tuned on
 FINAL = ("dl19",)  # human graded judgements: a final check only, never tuned on
 
 
@@ -59,6 +59,41 @@ def snli_set(data: Path) -> LabelledSet:
         rows.append(_row("snli", "nli", premise, f"p{i}", uniq[0][1], uniq[0][0]))
         hidden[premise] = {normalize_for_match(h) for _, h in uniq[1:]}
     return LabelledSet("snli", rows, list(corpus.values()), hidden, "premise -> other entailments of the same premise")
+
+
+def snli_scene_set(data: Path) -> LabelledSet:
+    """SNLI with the scene as the unit of relevance (SNLI premises are Flickr30k captions, `captionID` = image#n):
+    query = premise, visible positive = its first entailed hypothesis, hidden = every other hypothesis that an
+    annotator judged entailed by a caption of the SAME image (its own or a sibling caption's: true of the scene the
+    query describes). Corpus as `snli_set`. ~10x the queries of `snli` (premises need one entailment, not two)."""
+    files = [
+        data / "nli" / "jack_1000_samples_snli_1.0_train.jsonl",
+        data / "nli" / "bert-shortcuts_sample_mnli.jsonl",  # corpus only: MultiNLI rows carry no image
+    ]
+    own: dict[str, list[tuple[str, str]]] = collections.defaultdict(list)  # premise -> its entailments
+    scene: dict[str, set[str]] = collections.defaultdict(set)  # image -> normalised entailments of its captions
+    image: dict[str, str] = {}
+    corpus: dict[str, tuple[str, str]] = {}
+    for path in files:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            h, pid = r["sentence2"].strip(), str(r["pairID"])
+            corpus.setdefault(normalize_for_match(h), (pid, h))
+            if r["gold_label"] == "entailment" and "captionID" in r:
+                premise, img = r["sentence1"].strip(), r["captionID"].split("#")[0]
+                own[premise].append((pid, h))
+                scene[img].add(normalize_for_match(h))
+                image[premise] = img
+    rows, hidden = [], {}
+    for i, (premise, hyps) in enumerate(own.items()):
+        pid, visible = hyps[0]
+        extra = scene[image[premise]] - {normalize_for_match(visible)}
+        if extra:
+            rows.append(_row("snli", "nli", premise, f"s{i}", visible, pid))
+            hidden[premise] = extra
+    return LabelledSet(
+        "snli_scene", rows, list(corpus.values()), hidden, "premise -> entailments of any caption of its image"
+    )
 
 
 def fever_set(data: Path, query_share: float = 0.3) -> LabelledSet:
@@ -127,4 +162,4 @@ def dl19_set(data: Path, min_grade: int = 1) -> LabelledSet:
     return LabelledSet("dl19", rows, [(p, t) for p, t in text.items()], hidden, f"graded >= {min_grade} (human)")
 
 
-LOADERS = {"snli": snli_set, "fever": fever_set, "dl19": dl19_set}
+LOADERS = {"snli": snli_set, "snli_scene": snli_scene_set, "fever": fever_set, "dl19": dl19_set}

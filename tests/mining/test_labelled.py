@@ -56,3 +56,19 @@ def test_dl19_hidden_are_judged_relevant(shared_data):
     assert len(ls.rows) == 43
     for r in ls.rows:
         assert ls.hidden[r["query"]] <= rel[topics[r["query"]]]
+
+
+def test_snli_scene_hidden_are_entailments_of_captions_of_the_same_image(shared_data):
+    ls = LOADERS["snli_scene"](shared_data)
+    image, scene = {}, {}
+    for line in (shared_data / "nli" / "jack_1000_samples_snli_1.0_train.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        img = r["captionID"].split("#")[0]
+        image[r["sentence1"].strip()] = img
+        if r["gold_label"] == "entailment":
+            scene.setdefault(img, set()).add(norm(r["sentence2"]))
+    strict = LOADERS["snli"](shared_data).hidden
+    assert len(ls.rows) > 5 * len(strict)  # the point of the set: many more labelled queries
+    for r in ls.rows:
+        assert ls.hidden[r["query"]] == scene[image[r["query"]]] - {norm(r["positive"])}
+        assert strict.get(r["query"], set()) <= ls.hidden[r["query"]] | {norm(r["positive"])}
