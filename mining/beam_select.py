@@ -73,7 +73,7 @@ class _Texts:
         self.texts = texts
 
 
-def _select(run, b: int, reranker, lexical=None) -> tuple[int, Groups, Any]:
+def _select(run, b: int, reranker, lexical=None, coverage=None) -> tuple[int, Groups, Any]:
     """`mine.select_all` on group batch `b` alone: (its first group, its groups, the Mined result)."""
     cfg = run.cfg
     lo = b * core.GROUP_BATCH
@@ -84,8 +84,9 @@ def _select(run, b: int, reranker, lexical=None) -> tuple[int, Groups, Any]:
     queries, (qchunk, qrow) = run.located("queries")
     q = queries.gather(np.asarray(qchunk[lo:hi]), np.asarray(qrow[lo:hi]))  # (B, D)
     texts = _Texts(run.texts("documents"))
+    threshold = core.verdict_threshold(cfg)
     mined = core.select_all(
-        cfg.rules(), groups, texts, docs, doc_loc, q, idx, scores, reranker, lexical, None, core.verdict_threshold(cfg)
+        cfg.rules(), groups, texts, docs, doc_loc, q, idx, scores, reranker, lexical, None, threshold, coverage
     )
     return lo, groups, mined
 
@@ -166,16 +167,28 @@ class _LexicalHolder:
         self.index = LexicalIndex(run.texts("documents").to_pylist())
 
 
+class _CoverageHolder:
+    """The `--coverage` rule's encoder (token states) for Beam's Shared: one model per worker process."""
+
+    def __init__(self, run):
+        self.coverage = core.make_coverage(run.cfg)
+
+
 class SelectFn(beam.DoFn):
     """(batch number, reranker scores or None) -> (group number, Pick) per group of the batch; tagged SUMMARY: the
     batch's BatchSummary."""
 
     def __init__(self, run):
         self.run = run
-        self._shared = Shared()
-        self.lexical = None
+        self._shared, self._shared_coverage = Shared(), Shared()  # one object per Shared handle (tags reload)
+        self.lexical = self.coverage = None
 
     def setup(self) -> None:
+        if self.run.cfg.rules().coverage is not None:  # the mining model's token states, loaded once per process
+            self._cov = self._shared_coverage.acquire(
+                lambda: _CoverageHolder(self.run), tag=f"coverage:{self.run.dir}"
+            )
+            self.coverage = self._cov.coverage
         if self.run.cfg.rules().lexical is not None:  # one BM25 index per worker process, over the whole corpus
             self._holder = self._shared.acquire(lambda: _LexicalHolder(self.run), tag=f"lexical:{self.run.dir}")
             self.lexical = self._holder.index  # the holder is kept: Shared holds it weakly
@@ -183,7 +196,7 @@ class SelectFn(beam.DoFn):
     def process(self, element: tuple[int, tuple[list[np.ndarray], str] | None]):
         b, scored = element
         reranker = _ReplayReranker(*scored) if scored is not None else None
-        lo, groups, mined = _select(self.run, b, reranker, self.lexical)
+        lo, groups, mined = _select(self.run, b, reranker, self.lexical, self.coverage)
         for i in range(len(groups)):
             p0, p1 = groups.pos_indptr[i], groups.pos_indptr[i + 1]
             pick = Pick(

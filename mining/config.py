@@ -48,6 +48,7 @@ class MineConfig:
     positive_side: float | None = None
     positive_rank: int | None = None
     lexical: float | None = None
+    coverage: float | None = None
     preset: str | None = None
     judge: str | None = None
     judge_url: str | None = None
@@ -108,6 +109,10 @@ class MineConfig:
                 bool(self.api_model) == self.model.startswith(("http://", "https://")),
                 "--api-model NAME is required with an endpoint URL in --model, and only then",
             ),
+            (
+                self.coverage is None or not self.api_model,
+                "--coverage needs the encoder's token states: not available from an embedding endpoint",
+            ),
             (self.api_batch_size > 0, f"--api-batch-size must be > 0, got {self.api_batch_size}"),
             (self.api_concurrency > 0, f"--api-concurrency must be > 0, got {self.api_concurrency}"),
             (
@@ -146,6 +151,7 @@ class MineConfig:
             positive_side=self.positive_side,
             positive_rank=self.positive_rank,
             lexical=self.lexical,
+            coverage=self.coverage,
             sampling=self.sampling,
             seed=self.seed,
         )

@@ -226,6 +226,7 @@ def _mine(  # noqa: PLR0913 — the job's inner driver: cfg plus what the two pu
 
         lexical = LexicalIndex(corpus.texts.to_pylist())
         clock.lap("lexical_index")
+    coverage = make_coverage(cfg, encoder)
     mined = select_all(
         rules,
         groups,
@@ -239,6 +240,7 @@ def _mine(  # noqa: PLR0913 — the job's inner driver: cfg plus what the two pu
         lexical,
         judge,
         verdict_threshold(cfg),
+        coverage,
     )
     clock.lap("select")
     info = {
@@ -353,6 +355,26 @@ class SearchCache:
         return np.load(self.base + ".scores.npy", mmap_mode="r"), np.load(self.base + ".idx.npy", mmap_mode="r")
 
 
+def _picker(args: tuple, signals: dict, coverage, queries, corpus: Corpus) -> Callable:
+    """`pick(judged)` -> one batch's Selection; with the coverage rule, through `coverage_rounds` (the picks' token
+    coverage measured as needed, kept across the judge's rounds)."""
+    if coverage is None:
+        return lambda judged=None: choose(*args, **signals, judged=judged)
+    from negminer.mining.coverage import coverage_rounds
+
+    c = args[0]
+    known = np.full(c.shape, np.nan)
+
+    def measure(g: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return coverage.pairs([queries[int(i)].as_py() for i in g], [corpus.texts[int(d)].as_py() for d in c[g, k]])
+
+    def pick(judged=None):
+        sel, _ = coverage_rounds(measure, lambda cov: choose(*args, **signals, coverage=cov, judged=judged), c, known)
+        return sel
+
+    return pick
+
+
 def _judged(judge, select, c, score, pos, gb, groups: Groups, corpus: Corpus, out: Mined):  # noqa: PLR0913 — one batch's aligned arrays for the judge
     """The LLM judge's rounds over one batch; with `--judge-relabel` its relevant picks become extra positives."""
     from negminer.mining.judge import RELEVANT, judge_rounds
@@ -364,6 +386,18 @@ def _judged(judge, select, c, score, pos, gb, groups: Groups, corpus: Corpus, ou
         for g, k in zip(*np.nonzero(judged == RELEVANT), strict=True):
             out.relabel.setdefault(int(gb[g]), []).append((int(c[g, k]), float(score[g, k])))
     return sel
+
+
+def make_coverage(cfg: MineConfig, encoder: Any = None):
+    """The `--coverage` rule's token coverage over the mining encoder (loaded when not given) on the run's device
+    and dtype, as the embeddings were made; None when the rule is off."""
+    if cfg.coverage is None:
+        return None
+    from negminer.mining.coverage import TokenCoverage
+
+    encoder = encoder if encoder is not None else load_encoder(cfg)
+    device = resolve_device(cfg.device)
+    return TokenCoverage(encoder.to(device=device, dtype=resolve_dtype(cfg.dtype, device)).eval(), cfg.batch_size)
 
 
 def make_judge(cfg: MineConfig):
@@ -416,8 +450,10 @@ def select_all(  # noqa: PLR0913 — the aligned arrays every selection stage re
     lexical=None,
     judge=None,
     reranker_threshold: float | None = None,
+    coverage=None,
 ) -> Mined:
-    """Selection over all groups in batches of `GROUP_BATCH` (bounded memory for the near-duplicate gathers)."""
+    """Selection over all groups in batches of `GROUP_BATCH` (bounded memory for the near-duplicate gathers);
+    `coverage` a `coverage.TokenCoverage` when the `--coverage` rule is on."""
     n_groups, n = len(groups), rules.num_negatives
     out = empty_mined(n_groups, n, len(groups.pos_docs), getattr(corpus, "scratch_dir", None))
     for lo in range(0, n_groups, GROUP_BATCH):
@@ -455,9 +491,8 @@ def select_all(  # noqa: PLR0913 — the aligned arrays every selection stage re
                 removed = {**removed, RERANKER_RELEVANT: int(relevant.sum())}
                 keep = keep & ~relevant
         args = (c, score, keep, lowest_positive(pos_teacher), sim, groups.key[gb], rules)
-
-        def pick(judged=None, a=args, t=tri, x=lex, sd=side, pr=prank):
-            return choose(*a, triangle=t, side=sd, prank=pr, lexical=x, judged=judged)
+        signals = {"triangle": tri, "side": side, "prank": prank, "lexical": lex}
+        pick = _picker(args, signals, coverage if rules.coverage is not None else None, take(groups.query, gb), corpus)
 
         sel = pick() if judge is None else _judged(judge, pick, c, score, pos, gb, groups, corpus, out)
         for rule, count in {**removed, **sel.removed}.items():

@@ -18,6 +18,7 @@ FIELDS = (
     "positive_side",
     "positive_rank",
     "lexical",
+    "coverage",
 )  # what a preset sets; explicit flags override each one
 PRESETS: dict[str, dict[str, Any]] = {
     "clean": {"positive_aware": "none", "triangle": -0.05, "positive_rank": 5, "lexical": 1.5},

@@ -122,6 +122,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         help="drop candidates whose BM25 with the query is >= this x the positive's (bm25s); 'none' (default) off",
     )
+    a(
+        "--coverage",
+        type=_optional_float,
+        default=argparse.SUPPRESS,
+        help="drop candidates whose token coverage by the query (mean over the candidate's tokens of the best "
+        "cosine to a query token, the encoder's token states) is >= this; 'none' (default) off",
+    )
     a("--max-score", type=_optional_float, default=None, help="drop candidates scoring above this")
     a("--min-score", type=_optional_float, default=None, help="drop candidates scoring below this")
     a(

@@ -18,6 +18,7 @@ RULES = (
     "positive_side",
     "positive_rank",
     "lexical",
+    "coverage",
 )
 CEILING_KINDS = ("perc", "margin", "z", "none")
 SAMPLINGS = ("top", "random")
@@ -75,6 +76,7 @@ class Rules:
     positive_side: float | None = None
     positive_rank: int | None = None
     lexical: float | None = None
+    coverage: float | None = None
     sampling: str = "top"
     seed: int = 0
 
@@ -106,6 +108,8 @@ class Rules:
             raise ValueError(f"positive rank must be a whole number >= 1 or none, got {self.positive_rank}")
         if self.lexical is not None and not (np.isfinite(self.lexical) and self.lexical > 0.0):
             raise ValueError(f"lexical ratio must be a finite number > 0 or none, got {self.lexical}")
+        if self.coverage is not None and not -1.0 <= self.coverage <= 1.0:
+            raise ValueError(f"coverage must be in [-1, 1] (a mean of token cosines) or none, got {self.coverage}")
 
 
 @dataclasses.dataclass
@@ -247,16 +251,18 @@ def choose(  # noqa: PLR0913 — a pure function of aligned (G, K) arrays and Ru
     side: np.ndarray | None = None,
     prank: np.ndarray | None = None,
     lexical: np.ndarray | None = None,
+    coverage: np.ndarray | None = None,
     judged: np.ndarray | None = None,
 ) -> Selection:
     """Stage 2: score bounds, positive-aware ceiling, near-duplicates, triangle, positive side, positive rank,
-    lexical, then `top` or seeded `random` sampling.
+    lexical, coverage, then `top` or seeded `random` sampling.
 
     `score` is in the teacher's space (the retriever's, or the reranker's when one rescored the candidates),
     `min_positive` the lowest positive score of each group in that same space, `near_dup_sim` the highest cosine
     of each candidate to any positive of its group, `triangle` the `triangle_gap` and `lexical` the
     `lexical_ratio`, `side` the `positive_side_gap` and `prank` the `positive_rank` of each candidate (needed when
-    their rule is on), `judged` the LLM judge's verdicts
+    their rule is on), `coverage` the token coverage of each candidate by its query (`mining/coverage.py`; nan:
+    not measured, the rule abstains), `judged` the LLM judge's verdicts
     (`JUDGED_RELEVANT` drops; any other value keeps; None: no judge). Order of the result: score descending,
     retrieval rank on ties.
     """
@@ -273,6 +279,7 @@ def choose(  # noqa: PLR0913 — a pure function of aligned (G, K) arrays and Ru
         ("positive_side", rules.positive_side, side),
         ("positive_rank", rules.positive_rank, prank),
         ("lexical", rules.lexical, lexical),
+        ("coverage", rules.coverage, coverage),
     )
     for name, on, arr in signals:
         if on is not None and (arr is None or arr.shape != (g, k)):
@@ -302,6 +309,7 @@ def choose(  # noqa: PLR0913 — a pure function of aligned (G, K) arrays and Ru
         drop("positive_side", side >= rules.positive_side if rules.positive_side is not None else none)
         drop("positive_rank", prank < rules.positive_rank if rules.positive_rank is not None else none)
         drop("lexical", lexical >= rules.lexical if rules.lexical is not None else none)  # nan: abstains
+        drop("coverage", coverage >= rules.coverage if rules.coverage is not None else none)  # nan: abstains
         drop("judge", judged == JUDGED_RELEVANT if judged is not None else none)
     picked = _sample(alive, score, cand, group_key, rules)
     counts["not_sampled"] = int(alive.sum() - picked.sum())

@@ -69,6 +69,17 @@ def test_beam_applies_the_lexical_rule_as_in_process(mine_data, tmp_path, tiny_b
 
 
 @pytest.mark.slow
+def test_beam_applies_the_coverage_rule_as_in_process(mine_data, tmp_path, tiny_bert_dir):
+    # a threshold low enough that the rule removes candidates here (checked below), so a Beam run without it differs
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, positive_aware="none", coverage=0.3, lexical=0.2)
+    local = mine(dataclasses.replace(cfg, split="train"))
+    assert local["mining"]["removed"].get("coverage", 0) > 0
+    beam = mine_beam(dataclasses.replace(cfg, split="train", output=str(tmp_path / "beam")), ["--runner=DirectRunner"])
+    assert digests(tmp_path / "beam") == digests(cfg.output)
+    assert beam["mining"]["removed"] == local["mining"]["removed"]
+
+
+@pytest.mark.slow
 def test_beam_on_two_workers_matches_in_process_on_msmarco(tmp_path):
     cfg = msmarco_config(tmp_path)  # the train split only (80 queries, ~250 passages): one job of 2 worker processes
     mine_beam(dataclasses.replace(cfg, output=str(tmp_path / "beam"), split="train"), TWO_WORKERS)
