@@ -1,10 +1,11 @@
 """`negminer mine --preset NAME`: named selection settings, chosen from `bench/bench_false_negatives.py --grid`.
 
-`clean` was picked by `pick` from the grid measured on the labelled SNLI and FEVER sets (bench/results/
-false_negatives_grid.json; DL19's human judgements were kept out): the lowest false-negative rate relative to
-`perc:0.95` among settings that keep the hardness (mean score minus positive within `HARDNESS_TOLERANCE`) and
-at least `MIN_KEPT` of 10 negatives per query on every set. A test re-runs `pick` on that file. It sets no score
-ceiling: the positive-neighbourhood rules (triangle, positive rank) and BM25 do that work at less cost in hardness.
+`clean` was picked by `pick` from the grid measured on the labelled tuning sets (`labelled.TUNING`: snli,
+snli_scene, fever; bench/results/false_negatives_grid.json; DL19's human judgements were kept out): the lowest
+worst-set false-negative rate relative to `perc:0.95` among settings that keep the hardness (mean score minus
+positive within `HARDNESS_TOLERANCE`) and at least `MIN_KEPT` of 10 negatives per query on every set. A test
+re-runs `pick` on that file. It sets no score ceiling: the positive-neighbourhood rules (triangle, positive rank)
+do that work at less cost in hardness.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ FIELDS = (
     "coverage",
 )  # what a preset sets; explicit flags override each one
 PRESETS: dict[str, dict[str, Any]] = {
-    "clean": {"positive_aware": "none", "triangle": -0.05, "positive_rank": 5, "lexical": 1.5},
+    "clean": {"positive_aware": "none", "triangle": -0.05, "positive_rank": 5},
 }
 BASELINE = "perc:0.95"
 HARDNESS_TOLERANCE = 0.03

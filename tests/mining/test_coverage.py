@@ -120,3 +120,12 @@ def test_coverage_rule_in_the_job_keeps_only_uncovered_negatives(mine_data, tmp_
             assert (tc.pairs([r[S.QUERY]] * len(r[S.NEGATIVES]), r[S.NEGATIVES]) < m).all()
             kept += len(r[S.NEGATIVES])
     assert kept > 0
+
+
+def test_coverage_flag_parses_and_is_refused_with_an_embedding_endpoint(tmp_path):
+    from tests.mining.test_mine_fn import _config
+
+    assert _config(["--coverage", "0.7"]).coverage == 0.7
+    assert _config(["--coverage", "none"]).coverage is None and _config([]).coverage is None
+    with pytest.raises(ValueError, match="token states"):
+        _config(["--coverage", "0.7", "--model", "http://127.0.0.1:9/v1", "--api-model", "m"])
