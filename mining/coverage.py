@@ -8,6 +8,7 @@ restated candidate is covered by the query token by token; a hard negative bring
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -53,7 +54,9 @@ def coverage_rounds(
 
 class TokenCoverage:
     """Coverage of (query, document) texts by an `training.model.Encoder` (the mining model): token states without
-    the added markers (CLS, SEP, BOS, EOS) and padding, L2-normalised; token arrays and pair values cached per process by text."""
+    the added markers (CLS, SEP, BOS, EOS) and padding, L2-normalised; token arrays and pair values cached per
+    process by text. Texts are batched in a fixed order, but a text's states still depend in their last float bits
+    on the texts it is padded with, so a candidate within ~1e-6 of the threshold may go either way between runs."""
 
     def __init__(self, encoder, batch_size: int = 64):
         if not hasattr(encoder, "tokenize") or not hasattr(encoder, "model"):
@@ -61,14 +64,20 @@ class TokenCoverage:
         self.encoder, self.batch_size = encoder, batch_size
         self._tokens: dict[str, np.ndarray] = {}
         self._pairs: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()  # one instance serves every thread of a Beam worker process (Shared)
 
     def tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
+        with self._lock:
+            return self._tokens_locked(texts)
+
+    def _tokens_locked(self, texts: Sequence[str]) -> list[np.ndarray]:
         import torch
 
-        todo = sorted({t for t in texts if t not in self._tokens}, key=len)
+        order = lambda t: (len(t), t)  # noqa: E731 — a fixed order: batches do not depend on hash seeds
+        todo = sorted({t for t in texts if t not in self._tokens}, key=order)
         if len(self._tokens) + len(todo) > MAX_CACHED:
             self._tokens.clear()
-            todo = sorted(set(texts), key=len)
+            todo = sorted(set(texts), key=order)
         enc = self.encoder
         tok = enc.tokenizer  # the added markers, not [UNK]: an unknown word is still a word of the text
         marks = {tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id} - {None}
@@ -90,13 +99,17 @@ class TokenCoverage:
         """(n,) coverage of each document by its query."""
         if len(queries) != len(docs):
             raise ValueError(f"{len(queries)} queries for {len(docs)} documents")
-        todo = list({(q, d) for q, d in zip(queries, docs, strict=True) if (q, d) not in self._pairs})
+        with self._lock:
+            return self._pairs_locked(queries, docs)
+
+    def _pairs_locked(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+        todo = sorted({(q, d) for q, d in zip(queries, docs, strict=True) if (q, d) not in self._pairs})
         if len(self._pairs) + len(todo) > MAX_CACHED:
             self._pairs.clear()
-            todo = list(set(zip(queries, docs, strict=True)))
+            todo = sorted(set(zip(queries, docs, strict=True)))
         if todo:
-            tq = self.tokens([q for q, _ in todo])
-            td = self.tokens([d for _, d in todo])
+            tq = self._tokens_locked([q for q, _ in todo])
+            td = self._tokens_locked([d for _, d in todo])
             for (q, d), a, b in zip(todo, td, tq, strict=True):
                 self._pairs[(q, d)] = coverage(a, b)
         return np.array([self._pairs[(q, d)] for q, d in zip(queries, docs, strict=True)], dtype=np.float64)
