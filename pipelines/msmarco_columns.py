@@ -230,7 +230,7 @@ class ReadTextTablesFn(beam.DoFn):
 
     Given `judged` (a side input, see `Judged`), texts of ids no qrel judges are left out (null): they are only
     needed for the `duplicate_doc_id` rule and rejects, which `first_by_id` serves by reading such lines again.
-    With `json_docs`, the file holds BEIR JSON documents, parsed line by line (`tabular.parse_json_doc`).
+    With `json_docs`, the file holds BEIR JSON documents (`doc_columns`, the rest by `tabular.parse_json_doc`).
     Tables are shipped with `tables.ship` (`spill`: a directory, or None for IPC bytes)."""
 
     def __init__(self, clean: bool, json_docs: bool = False, spill: str | None = None):
