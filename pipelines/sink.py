@@ -118,7 +118,7 @@ class WriteShardDir(beam.PTransform):
             | "FlattenShards" >> beam.Flatten()
             | "GroupShards" >> beam.GroupByKey()
             | "WriteShards" >> beam.ParDo(WriteShardFn(self.out_dir, self.split, n))
-            | "MergeStats" >> beam.CombineGlobally(_merge_all)
+            | "MergeStats" >> beam.CombineGlobally(_merge_all).without_defaults()  # every shard gives stats
         )
         rejects = (
             (
@@ -129,12 +129,17 @@ class WriteShardDir(beam.PTransform):
             | "GroupRejects" >> beam.GroupByKey()
             | "WriteRejects" >> beam.Map(_write_rejects, out_dir=self.out_dir, split=self.split)
         )
-        skipped = (
-            pcolls.get("skipped", p | "NoSkipped" >> beam.Create([]))
-            | "CountSkipped" >> beam.combiners.Count.PerElement()
-            | "SkippedDict" >> beam.combiners.ToDict()
-        )
-        if "skipped_counts" in pcolls:
+        if "skipped_counts" in pcolls and "skipped" not in pcolls:  # batched builders: counts only, one combine
+            skipped = (
+                pcolls["skipped_counts"] | "MergeSkipCounts" >> beam.CombineGlobally(_merge_all).without_defaults()
+            )
+        else:
+            skipped = (
+                pcolls.get("skipped", p | "NoSkipped" >> beam.Create([]))
+                | "CountSkipped" >> beam.combiners.Count.PerElement()
+                | "SkippedDict" >> beam.combiners.ToDict()
+            )
+        if "skipped_counts" in pcolls and "skipped" in pcolls:
             skipped = (
                 (skipped, pcolls["skipped_counts"])
                 | "FlattenSkipCounts" >> beam.Flatten()
@@ -151,6 +156,6 @@ class WriteShardDir(beam.PTransform):
                 split=self.split,
                 stats=beam.pvalue.AsSingleton(stats),
                 rejects=beam.pvalue.AsSingleton(rejects),
-                skipped=beam.pvalue.AsSingleton(skipped),
+                skipped=beam.pvalue.AsSingleton(skipped, default_value={}),
             )
         )
