@@ -10,6 +10,7 @@ import collections
 import dataclasses
 import json
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from negminer.pipelines.transforms.clean import normalize_for_match
@@ -34,23 +35,26 @@ def _row(source: str, pair_type: str, query: str, qid: str, positive: str, pid: 
     return dict(source=source, pair_type=pair_type, query=query, query_id=qid, positive=positive, positive_id=pid)
 
 
+def _nli_rows(data: Path, corpus: dict[str, tuple[str, str]]) -> Iterator[tuple[dict, str, str]]:
+    """(record, pairID, hypothesis) of every row of the SNLI and MultiNLI excerpts; each new hypothesis (by
+    normalised text) is added to `corpus`."""
+    for name in ("jack_1000_samples_snli_1.0_train.jsonl", "bert-shortcuts_sample_mnli.jsonl"):
+        for line in (data / "nli" / name).read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            h, pid = r["sentence2"].strip(), str(r["pairID"])
+            corpus.setdefault(normalize_for_match(h), (pid, h))
+            yield r, pid, h
+
+
 def snli_set(data: Path) -> LabelledSet:
     """SNLI + MultiNLI excerpts: query = premise, positive = its first entailed hypothesis, hidden = its other
     entailed hypotheses; corpus = every hypothesis of every label (neutral/contradiction of the same premise are
     the classic hard negatives). Only premises with at least two entailments are kept as queries."""
-    files = [
-        data / "nli" / "jack_1000_samples_snli_1.0_train.jsonl",
-        data / "nli" / "bert-shortcuts_sample_mnli.jsonl",
-    ]
     ent: dict[str, list[tuple[str, str]]] = collections.defaultdict(list)
     corpus: dict[str, tuple[str, str]] = {}
-    for path in files:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            r = json.loads(line)
-            h, pid = r["sentence2"].strip(), str(r["pairID"])
-            corpus.setdefault(normalize_for_match(h), (pid, h))
-            if r["gold_label"] == "entailment":
-                ent[r["sentence1"].strip()].append((pid, h))
+    for r, pid, h in _nli_rows(data, corpus):
+        if r["gold_label"] == "entailment":
+            ent[r["sentence1"].strip()].append((pid, h))
     rows, hidden = [], {}
     for i, (premise, hyps) in enumerate(ent.items()):
         uniq = list({normalize_for_match(h): (pid, h) for pid, h in hyps}.values())
@@ -66,24 +70,16 @@ def snli_scene_set(data: Path) -> LabelledSet:
     query = premise, visible positive = its first entailed hypothesis, hidden = every other hypothesis that an
     annotator judged entailed by a caption of the SAME image (its own or a sibling caption's: true of the scene the
     query describes). Corpus as `snli_set`. ~10x the queries of `snli` (premises need one entailment, not two)."""
-    files = [
-        data / "nli" / "jack_1000_samples_snli_1.0_train.jsonl",
-        data / "nli" / "bert-shortcuts_sample_mnli.jsonl",  # corpus only: MultiNLI rows carry no image
-    ]
     own: dict[str, list[tuple[str, str]]] = collections.defaultdict(list)  # premise -> its entailments
     scene: dict[str, set[str]] = collections.defaultdict(set)  # image -> normalised entailments of its captions
     image: dict[str, str] = {}
     corpus: dict[str, tuple[str, str]] = {}
-    for path in files:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            r = json.loads(line)
-            h, pid = r["sentence2"].strip(), str(r["pairID"])
-            corpus.setdefault(normalize_for_match(h), (pid, h))
-            if r["gold_label"] == "entailment" and "captionID" in r:
-                premise, img = r["sentence1"].strip(), r["captionID"].split("#")[0]
-                own[premise].append((pid, h))
-                scene[img].add(normalize_for_match(h))
-                image[premise] = img
+    for r, pid, h in _nli_rows(data, corpus):
+        if r["gold_label"] == "entailment" and "captionID" in r:  # MultiNLI rows carry no image: corpus only
+            premise, img = r["sentence1"].strip(), r["captionID"].split("#")[0]
+            own[premise].append((pid, h))
+            scene[img].add(normalize_for_match(h))
+            image[premise] = img
     rows, hidden = [], {}
     for i, (premise, hyps) in enumerate(own.items()):
         pid, visible = hyps[0]
