@@ -158,20 +158,11 @@ class RerankHandler(ModelHandler):
         return [(b, ([model.score(q, d) for q, d in calls], model.name())) for b, calls in batch]
 
 
-class _LexicalHolder:
-    """The `--lexical` rule's BM25 index over the run's corpus texts (a weak-referenceable holder for Beam's Shared)."""
+def _lexical_index(run):
+    """The `--lexical` rule's BM25 index over the run's corpus texts."""
+    from negminer.mining.lexical import LexicalIndex
 
-    def __init__(self, run):
-        from negminer.mining.lexical import LexicalIndex
-
-        self.index = LexicalIndex(run.texts("documents").to_pylist())
-
-
-class _CoverageHolder:
-    """The `--coverage` rule's encoder (token states) for Beam's Shared: one model per worker process."""
-
-    def __init__(self, run):
-        self.coverage = core.make_coverage(run.cfg)
+    return LexicalIndex(run.texts("documents").to_pylist())
 
 
 class SelectFn(beam.DoFn):
@@ -183,15 +174,14 @@ class SelectFn(beam.DoFn):
         self._shared, self._shared_coverage = Shared(), Shared()  # one object per Shared handle (tags reload)
         self.lexical = self.coverage = None
 
-    def setup(self) -> None:
-        if self.run.cfg.rules().coverage is not None:  # the mining model's token states, loaded once per process
-            self._cov = self._shared_coverage.acquire(
-                lambda: _CoverageHolder(self.run), tag=f"coverage:{self.run.dir}"
+    def setup(self) -> None:  # Shared holds these weakly: the attributes keep them alive while the DoFn lives
+        run, rules = self.run, self.run.cfg.rules()
+        if rules.coverage is not None:  # the mining model's token states, loaded once per process
+            self.coverage = self._shared_coverage.acquire(
+                lambda: core.make_coverage(run.cfg), tag=f"coverage:{run.dir}"
             )
-            self.coverage = self._cov.coverage
-        if self.run.cfg.rules().lexical is not None:  # one BM25 index per worker process, over the whole corpus
-            self._holder = self._shared.acquire(lambda: _LexicalHolder(self.run), tag=f"lexical:{self.run.dir}")
-            self.lexical = self._holder.index  # the holder is kept: Shared holds it weakly
+        if rules.lexical is not None:  # one BM25 index per worker process, over the whole corpus
+            self.lexical = self._shared.acquire(lambda: _lexical_index(run), tag=f"lexical:{run.dir}")
 
     def process(self, element: tuple[int, tuple[list[np.ndarray], str] | None]):
         b, scored = element

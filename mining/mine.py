@@ -366,7 +366,7 @@ def _picker(args: tuple, signals: dict, coverage, queries, corpus: Corpus) -> Ca
     known = np.full(c.shape, np.nan)
 
     def measure(g: np.ndarray, k: np.ndarray) -> np.ndarray:
-        return coverage.pairs([queries[int(i)].as_py() for i in g], [corpus.texts[int(d)].as_py() for d in c[g, k]])
+        return coverage.pairs(take(queries, g).to_pylist(), take(corpus.texts, c[g, k]).to_pylist())
 
     def pick(judged=None):
         sel, _ = coverage_rounds(measure, lambda cov: choose(*args, **signals, coverage=cov, judged=judged), c, known)
@@ -480,19 +480,20 @@ def select_all(  # noqa: PLR0913 — the aligned arrays every selection stage re
             tri = triangle_gap(cp, pos_ret) if rules.triangle is not None else None
             side = positive_side_gap(cp, cs, pos_ret) if rules.positive_side is not None else None  # retriever
             prank = positive_rank(cp, keep) if rules.positive_rank is not None else None
+        qtexts = take(groups.query, gb)  # the batch's query texts (lexical, reranker, coverage)
         if lexical is not None:
-            qtext = take(groups.query, gb).to_pylist()
+            qtext = qtexts.to_pylist()
             lex = lexical_ratio(lexical.pair_scores(qtext, np.where(keep, c, -1)), lexical.pair_scores(qtext, pos))
         score, pos_teacher = cs, pos_ret
         if reranker is not None:
-            score, pos_teacher = rescore(reranker, take(groups.query, gb), corpus.texts, c, keep, pos)
+            score, pos_teacher = rescore(reranker, qtexts, corpus.texts, c, keep, pos)
             if reranker_threshold is not None:  # the reranker's own verdict: what it calls relevant is no negative
                 relevant = keep & (score >= reranker_threshold)
                 removed = {**removed, RERANKER_RELEVANT: int(relevant.sum())}
                 keep = keep & ~relevant
         args = (c, score, keep, lowest_positive(pos_teacher), sim, groups.key[gb], rules)
         signals = {"triangle": tri, "side": side, "prank": prank, "lexical": lex}
-        pick = _picker(args, signals, coverage if rules.coverage is not None else None, take(groups.query, gb), corpus)
+        pick = _picker(args, signals, coverage if rules.coverage is not None else None, qtexts, corpus)
 
         sel = pick() if judge is None else _judged(judge, pick, c, score, pos, gb, groups, corpus, out)
         for rule, count in {**removed, **sel.removed}.items():

@@ -17,8 +17,6 @@ import pyarrow.compute as pc
 from negminer.pipelines import lines
 from negminer.pipelines.nli_columns import clean_ascii
 
-_WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "  # str.strip()'s, for ASCII
-
 
 def doc_schema(first: dict) -> pa.Schema:
     """The fields the JSON reader takes, `_id` typed as in the file's first document (other types go per line)."""
@@ -35,7 +33,7 @@ def doc_rows(table: pa.Table, clean: bool) -> tuple[pa.Array, pa.Array, np.ndarr
         ids = doc_id.cast(pa.string())
     else:
         ids = doc_id
-        blank = pc.equal(pc.binary_length(pc.utf8_trim(doc_id, _WHITESPACE)), 0)
+        blank = pc.equal(pc.binary_length(pc.utf8_trim(doc_id, lines.ASCII_WHITESPACE)), 0)
         plain &= ~pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
         plain &= pc.fill_null(pc.string_is_ascii(doc_id), False).to_numpy(zero_copy_only=False)
     plain &= pc.is_valid(doc_id).to_numpy(zero_copy_only=False)
@@ -43,7 +41,7 @@ def doc_rows(table: pa.Table, clean: bool) -> tuple[pa.Array, pa.Array, np.ndarr
     text = text.combine_chunks()
     plain &= pc.fill_null(pc.and_(pc.string_is_ascii(title), pc.string_is_ascii(text)), False).to_numpy(False)
     title, text = pc.fill_null(title, ""), pc.fill_null(text, "")
-    title, text = pc.utf8_trim(title, _WHITESPACE), pc.utf8_trim(text, _WHITESPACE)
+    title, text = pc.utf8_trim(title, lines.ASCII_WHITESPACE), pc.utf8_trim(text, lines.ASCII_WHITESPACE)
     both = pc.and_(pc.greater(pc.binary_length(title), 0), pc.greater(pc.binary_length(text), 0))
     joined = pc.if_else(
         both,

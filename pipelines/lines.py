@@ -34,6 +34,8 @@ BLOCK_LINES = 20_000  # lines of a block read from a compressed file (line by li
 MIN_RUN = 64  # a run of lines that fails to parse is halved down to this size, then taken line by line
 NL, CR = 10, 13
 
+ASCII_WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "  # what str.strip() strips, for ASCII (pc.utf8_trim's set)
+
 
 @dataclasses.dataclass
 class LineBlock:

@@ -57,7 +57,6 @@ QREL = pa.schema(
     ]
 )
 QUERIES, QRELS, DOCS, PAIRS = "queries", "qrels", "docs", "pairs"
-_WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "  # str.strip()'s, for ASCII
 
 
 def plain_lines(block: lines.LineBlock) -> np.ndarray:
@@ -80,7 +79,7 @@ def plain_strings(block: lines.LineBlock) -> tuple[np.ndarray, pa.Array, np.ndar
         raw = raw.take(pa.array(plain))
     raw = raw.cast(pa.large_string()).cast(pa.string())  # plain lines are ASCII
     raw = pc.utf8_slice_codeunits(raw, 0, -1)  # without the newline
-    blank = pc.equal(pc.utf8_length(pc.utf8_trim(raw, _WHITESPACE)), 0).to_numpy(zero_copy_only=False)
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim(raw, lines.ASCII_WHITESPACE)), 0).to_numpy(zero_copy_only=False)
     return plain, raw, blank
 
 
@@ -101,11 +100,13 @@ def id_text_table(block: lines.LineBlock, clean: bool) -> tuple[pa.Table, np.nda
     has_tab = pc.equal(pc.list_value_length(parts), 2).to_numpy(zero_copy_only=False)
     keep = np.flatnonzero(~blank & has_tab)
     parts = parts.take(pa.array(keep))
-    ids = pc.utf8_trim(pc.list_element(parts, 0), _WHITESPACE)
+    ids = pc.utf8_trim(pc.list_element(parts, 0), lines.ASCII_WHITESPACE)
     texts = pc.list_element(parts, 1)
     if clean:
         texts = clean_ascii(texts)
-    kept = pc.binary_length(texts if clean else pc.utf8_trim(texts, _WHITESPACE))  # clean_ascii trimmed them
+    kept = pc.binary_length(
+        texts if clean else pc.utf8_trim(texts, lines.ASCII_WHITESPACE)
+    )  # clean_ascii trimmed them
     ok = pc.and_(pc.greater(pc.binary_length(ids), 0), pc.greater(kept, 0))
     taken = keep[ok.to_numpy(zero_copy_only=False)]
     numbers = pa.array(block.first + plain[keep], pa.int64())
@@ -128,7 +129,7 @@ def qrel_table(block: lines.LineBlock) -> tuple[pa.Table, np.ndarray]:
     for width, cols in ((4, (0, 2, 3)), (3, (0, 1, 2))):
         rows = np.flatnonzero(~blank & (n == width))
         picked = fields.take(pa.array(rows))
-        qid, doc, score = (pc.utf8_trim(pc.list_element(picked, i), _WHITESPACE) for i in cols)
+        qid, doc, score = (pc.utf8_trim(pc.list_element(picked, i), lines.ASCII_WHITESPACE) for i in cols)
         ok = pc.match_substring_regex(score, _NUMBER)
         numbers = pa.array(block.first + plain[rows], pa.int64())
         table = pa.Table.from_arrays(

@@ -213,26 +213,28 @@ def _parse_parquet(path: str, spill: str | None = None) -> Iterator[Any]:
     except UNREADABLE_FILE_ERRORS:
         table = None
     view = C.parquet_view(table) if table is not None else None
-    examples = []
+    examples: list[tuple] = []
     if view is None:
-        for item in ReadRecordsFn().process(path):
-            got = example_or_reject(item)
-            if isinstance(got, NliExample):
-                examples.append(tuple(got))
-            else:
-                yield got
+        yield from _examples_or_rejects(ReadRecordsFn().process(path), examples)
         yield from C.by_partition(C.examples_table(examples), PARTITIONS, spill)
         return
     got, irregular = C.json_examples(view, None, path, np.arange(1, table.num_rows + 1))
     rows = np.flatnonzero(irregular)
-    for i, obj in zip(rows, table.take(pa.array(rows)).to_pylist(), strict=True):
-        item = Record(path, int(i) + 1, obj)
-        ex = example_or_reject(item)
-        if isinstance(ex, NliExample):
-            examples.append(tuple(ex))
-        else:
-            yield ex
+    records = (
+        Record(path, int(i) + 1, obj) for i, obj in zip(rows, table.take(pa.array(rows)).to_pylist(), strict=True)
+    )
+    yield from _examples_or_rejects(records, examples)
     yield from C.by_partition(pa.concat_tables([got, C.examples_table(examples)]), PARTITIONS, spill)
+
+
+def _examples_or_rejects(items: Iterable[Any], examples: list[tuple]) -> Iterator[Any]:
+    """`example_or_reject` of each record: examples appended to `examples` (as tuples), rejects yielded."""
+    for item in items:
+        got = example_or_reject(item)
+        if isinstance(got, NliExample):
+            examples.append(tuple(got))
+        else:
+            yield got
 
 
 def _parse_block(block: lines.LineBlock, state: dict) -> Iterator[Any]:

@@ -10,10 +10,16 @@ import ftfy
 from ftfy.badness import BADNESS_RE
 
 
+def is_normal_whitespace(text: str) -> bool:
+    """Whether `normalize_whitespace` would return `text` unchanged, by a cheap sufficient test: printable, no double
+    space, no space at either end (the only whitespace a printable string holds is the ASCII space: tested)."""
+    return text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " "
+
+
 def normalize_whitespace(text: str) -> str:
     """Collapse runs of whitespace (tabs, newlines, NBSP...) to one space and strip the ends."""
-    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
-        return text  # already normal: the only whitespace a printable string holds is the ASCII space (tested)
+    if is_normal_whitespace(text):
+        return text
     return " ".join(text.split())  # splits on str.isspace, the set `\s` matches; ~5x faster than re.sub
 
 

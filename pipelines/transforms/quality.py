@@ -14,7 +14,7 @@ import apache_beam as beam
 
 from negminer.pipelines import schema as S
 from negminer.pipelines.source import SKIPPED, skip
-from negminer.pipelines.transforms.clean import normalize_for_match
+from negminer.pipelines.transforms.clean import is_normal_whitespace, normalize_for_match
 
 # Gopher (Rae et al. 2021, appendix A) "stop word" check: real English prose uses at least two of these.
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
@@ -255,7 +255,7 @@ def word_stats(text: str) -> tuple[int, int]:
     Cleaned text (one space between words, no other whitespace: the only whitespace a printable string can hold
     is the ASCII space) is counted without building the word list.
     """
-    if text.isprintable() and text[:1] != " " and text[-1:] != " " and "  " not in text:
+    if is_normal_whitespace(text):
         spaces = text.count(" ")
         return (spaces + 1, len(text) - spaces) if text else (0, 0)
     words = text.split()

@@ -58,22 +58,14 @@ def test_beam_refuses_the_judge(mine_data, tmp_path, tiny_bert_dir):
 
 
 @pytest.mark.slow
-def test_beam_applies_the_lexical_rule_as_in_process(mine_data, tmp_path, tiny_bert_dir):
-    # a ratio low enough that the rule removes candidates here (checked below), so a Beam run without it would differ
-    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, positive_aware="none", lexical=0.2)
+@pytest.mark.parametrize(
+    ("rule", "flags"), [("lexical", {"lexical": 0.2}), ("coverage", {"coverage": 0.3, "lexical": 0.2})]
+)
+def test_beam_applies_the_rule_as_in_process(rule, flags, mine_data, tmp_path, tiny_bert_dir):
+    # thresholds low enough that the rule removes candidates here (checked below), so a Beam run without it differs
+    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, positive_aware="none", **flags)
     local = mine(dataclasses.replace(cfg, split="train"))
-    assert local["mining"]["removed"].get("lexical", 0) > 0
-    beam = mine_beam(dataclasses.replace(cfg, split="train", output=str(tmp_path / "beam")), ["--runner=DirectRunner"])
-    assert digests(tmp_path / "beam") == digests(cfg.output)
-    assert beam["mining"]["removed"] == local["mining"]["removed"]
-
-
-@pytest.mark.slow
-def test_beam_applies_the_coverage_rule_as_in_process(mine_data, tmp_path, tiny_bert_dir):
-    # a threshold low enough that the rule removes candidates here (checked below), so a Beam run without it differs
-    cfg = mine_config(mine_data, tmp_path, tiny_bert_dir, positive_aware="none", coverage=0.3, lexical=0.2)
-    local = mine(dataclasses.replace(cfg, split="train"))
-    assert local["mining"]["removed"].get("coverage", 0) > 0
+    assert local["mining"]["removed"].get(rule, 0) > 0
     beam = mine_beam(dataclasses.replace(cfg, split="train", output=str(tmp_path / "beam")), ["--runner=DirectRunner"])
     assert digests(tmp_path / "beam") == digests(cfg.output)
     assert beam["mining"]["removed"] == local["mining"]["removed"]
