@@ -1,6 +1,6 @@
 """Fast paths of the pre-training filters against the slow code they replace, on real pages and random text.
 
-`looks_bad` vs ftfy's `is_bad`, batched language id vs `py3langid.classify`, the one-regex letter-word count vs the
+`looks_bad` vs ftfy's `is_bad`, `ftfy_leaves` vs `ftfy.fix_text`, batched language id vs `py3langid.classify`, the one-regex letter-word count vs the
 per-word search, and `filtered_rows` (a batch of documents) vs per-row filtering of `doc_pairs`.
 """
 
@@ -10,12 +10,13 @@ import random
 import re
 from collections import Counter
 
+import ftfy
 import pytest
 from ftfy.badness import MOJIBAKE_CATEGORIES, is_bad
 
 from negminer.pipelines import docpairs, webcrawl, wikipedia
 from negminer.pipelines.transforms import quality
-from negminer.pipelines.transforms.clean import looks_bad
+from negminer.pipelines.transforms.clean import _fixer_triggers, ftfy_leaves, looks_bad
 from tests.conftest import shared_file
 
 CC = "commoncrawl"
@@ -62,6 +63,45 @@ def test_looks_bad_equals_ftfy_is_bad(real_docs):
     want = [is_bad(t) for t in texts]
     assert got == want
     assert 1_000 < sum(want) < len(want) - 1_000  # both answers are well represented
+
+
+def test_ftfy_leaves_only_what_fix_text_leaves(real_docs):
+    pool = "abcxyzABCÃÂØÙ .,?!\t" + "–—’“”°µ»²³×àâóêœŒ√≈‚βā€ВГРСΒΓΞΟЂ" + "ﬁＡ\u200b\x85\x1b&;<\r\n\u2028é\u0301"
+    texts = random_texts(3, 20_000, pool, max_len=12) + random_texts(4, 2_000, pool, max_len=200)
+    texts += [m for w in WORDS for m in mojibake(f"the {w} and {w.upper()}, “{w}” — {w}…")]
+    texts += [f"the {w} and {w.upper()}" for w in WORDS] + ["e\u0301", "\ufb01le", "&amp;é", "x\x1b[31mé", "é\n"]
+    texts += ["\n".join(p for s in d.sections for p in s.paragraphs) for d in real_docs]
+    texts += [p for d in real_docs for s in d.sections for p in s.paragraphs if not p.isascii()]
+    leaves = [t for t in texts if ftfy_leaves(t)]
+    assert [t for t in leaves if ftfy.fix_text(t, normalization="NFC") != t] == []
+    unchanged = sum(ftfy.fix_text(t, normalization="NFC") == t for t in texts)
+    assert 1_000 < len(leaves) <= unchanged < len(texts) - 1_000  # the fast path is taken, and not always
+
+
+def test_ftfy_fixers_keep_every_character_outside_the_triggers():
+    """What `ftfy_leaves` rests on: each fixer `fix_text` runs besides `fix_encoding` changes no character outside
+    the trigger class (the class holds `&` and ESC, the only multi-character patterns' first characters)."""
+    from ftfy import fixes
+
+    string_fixers = [
+        fixes.unescape_html,
+        fixes.remove_terminal_escapes,
+        fixes.fix_c1_controls,
+        fixes.fix_latin_ligatures,
+        fixes.fix_character_width,
+        fixes.uncurl_quotes,
+        fixes.fix_line_breaks,
+        fixes.fix_surrogates,
+        fixes.remove_control_chars,
+    ]
+    triggers = _fixer_triggers()
+    kept = "".join(chr(c) for c in range(0x10000) if not triggers.match(chr(c)))
+    assert 60_000 < len(kept) < 0x10000
+    for fix in string_fixers:
+        assert fix(kept) == kept, fix.__name__
+        assert fix(kept[::-1]) == kept[::-1], fix.__name__
+    astral = "".join(chr(c) for c in range(0x10000, 0x30000, 7))
+    assert not triggers.search(astral) and all(fix(astral) == astral for fix in string_fixers)
 
 
 def test_detect_languages_equals_py3langid(real_docs):
