@@ -15,6 +15,7 @@ import apache_beam as beam
 from negminer.pipelines import schema as S
 from negminer.pipelines.source import SKIPPED, skip
 from negminer.pipelines.transforms.clean import is_normal_whitespace, normalize_for_match
+from negminer.pipelines.transforms.language import LANGID_CHARS, detect_languages
 
 # Gopher (Rae et al. 2021, appendix A) "stop word" check: real English prose uses at least two of these.
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
@@ -44,7 +45,6 @@ _BYTE_CLASSES = bytes(
 # A whitespace-separated word holding a letter, from its first letter to its end: one match per such word
 # (\S is the complement of the whitespace str.split uses).
 _LETTER_WORD = re.compile(r"[^\W\d_]\S*")
-LANGID_CHARS = 2000  # characters of a document that language id reads
 # A whole \w+ word that casefolds to a stop word: only ASCII letters casefold into these words (the non-ASCII
 # characters that casefold to ASCII letters, such as the long s or the ligature ﬁ, give none of them; tested), so
 # an ASCII case-insensitive match bounded by non-word characters finds exactly those words, with no per-word casefold.
@@ -108,109 +108,6 @@ class QualityConfig:
             boilerplate=False,
             query_in_positive=False,
         )
-
-
-def detect_language(text: str) -> str:
-    """ISO 639-1 code of `text` by py3langid (offline model shipped in the package)."""
-    import py3langid  # imported here: its model loads on first use, not on module import
-
-    return py3langid.classify(text[:LANGID_CHARS])[0]
-
-
-def detect_languages(texts: Sequence[str]) -> list[str]:
-    """`detect_language` of every text, the same codes, with py3langid's byte automaton walked for all at once.
-
-    py3langid walks a DFA over each text's UTF-8 bytes in a Python loop (most of its cost); here one NumPy step
-    advances every text by one byte. The features are collected in the same order as py3langid's own walk and
-    scored by its own `_sparse_score`, so each result equals `py3langid.classify` (tested on real pages).
-    """
-    import numpy as np
-    from py3langid import langid
-
-    ident = langid._get_identifier()
-    if ident._norm_probs or ident.min_confidence is not None or not texts:
-        return [detect_language(t) for t in texts]
-    encoded = [ident._encode(t[:LANGID_CHARS]) for t in texts]
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # longest first: a shrinking prefix is live
-    lens = np.array([len(encoded[i]) for i in order], dtype=np.int64)
-    width = int(lens[0]) if len(lens) else 0
-    data = np.zeros((width, len(order)), dtype=np.int64)  # (L, B) bytes, zero-padded
-    for row, i in enumerate(order):
-        data[: lens[row], row] = np.frombuffer(encoded[i], dtype=np.uint8)
-    nextmove, rowbase, output = _langid_tables(ident)
-    states = np.zeros((width, len(order)), dtype=np.int64)  # (L, B) DFA state after each byte
-    state = states[0]
-    live = len(order)
-    for pos in range(width):
-        while live and lens[live - 1] <= pos:
-            live -= 1
-        state = states[pos, :live] = nextmove[rowbase[state[:live]] + data[pos, :live]]
-    feats = np.where(np.arange(width)[:, None] < lens[None, :], output[states], -1)  # (L, B) feature per byte
-    # All texts' features at once: (text row, feature) keys in text-major byte order (bytes past a text's end are
-    # -1); the distinct keys by first appearance are each text's features in py3langid's Counter order, by text.
-    n_feat = len(ident.nb_ptc)
-    rows, pos = np.nonzero(feats.T >= 0)  # C order over (B, L): text by text, bytes in order
-    keys = rows * n_feat + feats[pos, rows]
-    uniq, first, counts = np.unique(keys, return_index=True, return_counts=True)
-    by_first = np.argsort(first)
-    uniq, counts = uniq[by_first], counts[by_first].astype(np.float32)
-    bounds = np.searchsorted(uniq // n_feat, np.arange(len(order) + 1))  # keys sorted by text row
-    out = [""] * len(texts)
-    for row, i in enumerate(order):
-        a, b = bounds[row], bounds[row + 1]
-        out[i] = _classify_visits(ident, (uniq[a:b] % n_feat).astype(np.intp), counts[a:b])
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def _langid_tables(ident: Any) -> tuple[Any, Any, Any]:
-    """py3langid's DFA as NumPy arrays: next state per (row base + byte), row base per state, feature per state."""
-    import numpy as np
-
-    return (
-        np.frombuffer(ident.tk_nextmove, dtype=np.dtype(ident.tk_nextmove.typecode)),  # a view: 40 MB, not copied
-        np.asarray(ident._rowbase, dtype=np.int64),
-        np.asarray(ident.tk_output, dtype=np.int64),
-    )
-
-
-_FLOAT32: list[Any] = []  # [py3langid's float16 table, its float32 twin, mask of the rows filled in]
-
-
-def _float32_rows(ident: Any, ids: Any) -> Any:
-    """`ident.nb_ptc[ids]` as float32, each row converted once per process.
-
-    `float32 @ float16` makes NumPy cast the gathered rows on every call (~5x the product itself); the cast is
-    exact, so rows converted once give the same operands and the same product. The twin starts as an empty
-    array: rows never seen stay unallocated pages (English pages touch a small part of its 57 MB).
-    """
-    import numpy as np
-
-    if not _FLOAT32 or _FLOAT32[0] is not ident.nb_ptc:  # first call, or py3langid's set_languages swapped it
-        _FLOAT32[:] = [ident.nb_ptc, np.empty(ident.nb_ptc.shape, np.float32), np.zeros(len(ident.nb_ptc), bool)]
-    _, table, filled = _FLOAT32
-    new = ids[~filled[ids]]
-    if len(new):
-        table[new] = ident.nb_ptc[new]
-        filled[new] = True
-    return table[ids]
-
-
-def _classify_visits(ident: Any, ids: Any, counts: Any) -> str:
-    """py3langid's `classify` from one text's features (ids in first-appearance order, float32 counts): its
-    `_sparse_score` (`log1p(counts) @ table[ids] + prior`), the floor for a text without features, and `_decide`'s
-    alias folding (unnormalised scores), so the same floats and the same argmax."""
-    import numpy as np
-    from py3langid import langid
-
-    if len(ids):
-        scores = np.log1p(counts) @ _float32_rows(ident, ids) + ident.nb_pc
-    else:
-        scores = np.full(len(ident.nb_classes), langid.RAW_FLOOR, dtype=np.float32)
-    for i, j in ident._alias_pairs:
-        scores[i] = max(scores[i], scores[j])
-        scores[j] = langid.RAW_FLOOR
-    return ident.nb_classes[int(scores.argmax())]
 
 
 def repeated_line_ratio(lines: Sequence[str]) -> float:

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from negminer.pipelines.transforms.clean import normalize_whitespace
-from negminer.pipelines.transforms.quality import detect_language
+from negminer.pipelines.transforms.language import detect_language
 
 PARSES = ("line", "json")
 

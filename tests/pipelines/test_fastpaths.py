@@ -15,7 +15,7 @@ import pytest
 from ftfy.badness import MOJIBAKE_CATEGORIES, is_bad
 
 from negminer.pipelines import docpairs, webcrawl, wikipedia
-from negminer.pipelines.transforms import quality
+from negminer.pipelines.transforms import language, quality
 from negminer.pipelines.transforms.clean import _fixer_triggers, ftfy_leaves, looks_bad
 from tests.conftest import shared_file
 
@@ -104,18 +104,23 @@ def test_ftfy_fixers_keep_every_character_outside_the_triggers():
     assert not triggers.search(astral) and all(fix(astral) == astral for fix in string_fixers)
 
 
-def test_detect_languages_equals_py3langid(real_docs):
+@pytest.mark.parametrize("min_live", [1, 7, language.MIN_LIVE, 10**6])
+def test_detect_languages_equals_py3langid(real_docs, min_live):
+    """Every split of the walk between NumPy (all texts a step) and the per-text loop for the long tail: 1 walks
+    everything in NumPy, 10**6 everything per text."""
     import py3langid
 
     texts = [" ".join(docpairs.doc_lines(d)) for d in real_docs]
     texts += ["", " ", "THE RIVER FLOWS INTO THE SEA", "Der Fluss fließt ins Meer.", "川は海に流れる", "123 456"]
     texts += random_texts(2, 200, "abcdefghij klmnopé日本ру\n", max_len=300)
     texts.append("x" * 5000 + " Ελληνικά" * 300)  # longer than the 2000 characters read
-    got = quality.detect_languages(texts)
-    want = [py3langid.classify(t[: quality.LANGID_CHARS])[0] for t in texts]
+    texts += ["Ελληνικά κείμενα " * 200, "русский текст " * 200, "日本語の文章" * 400]  # long in UTF-8 bytes
+    got = language.detect_languages(texts, min_live=min_live)
+    want = [py3langid.classify(t[: language.LANGID_CHARS])[0] for t in texts]
     assert got == want
     assert len(set(want)) > 5
-    assert quality.detect_languages([]) == []
+    assert language.detect_languages([], min_live=min_live) == []
+    assert language.detect_languages(texts[-3:], min_live=min_live) == want[-3:]
 
 
 def test_letter_word_count_equals_per_word_search():
