@@ -92,9 +92,10 @@ def pair_row(doc: Doc, pair: Pair, provenance: str | None = None) -> dict:
             S.PROVENANCE: provenance,
         }
     )
-    problems = S.row_problems(row)
-    if problems:
-        raise S.SchemaError(f"invalid row {row[S.ID]}: {'; '.join(problems)}")
+    # What `S.row_problems` can find in a row built here (every required column is set, text or a list, no
+    # negatives): an empty text. The plain test first; the full check only to word the error.
+    if not (doc.source.strip() and pair.pair_type.strip() and pair.query.strip() and pair.positive.strip()):
+        raise S.SchemaError(f"invalid row {row[S.ID]}: {'; '.join(S.row_problems(row))}")
     return row
 
 
@@ -121,15 +122,20 @@ def candidate_pairs(doc: Doc, pair_types: Sequence[str], lead_min_words: int = 0
         if lead is not None:
             section = PATH_SEP.join(doc.sections[lead[0]].path)
             pairs.append(Pair(pt, doc.key, doc.title, pid(lead[0], lead[1]), lead[2], section))
+    heading_pairs, adjacent_pairs = HEADING_PARAGRAPH in pair_types, ADJACENT_PARAGRAPH in pair_types
     for si, sec in enumerate(doc.sections):
         section = PATH_SEP.join(sec.path)
-        if HEADING_PARAGRAPH in pair_types and sec.path and sec.paragraphs:
+        if heading_pairs and sec.path and sec.paragraphs:
             heading = PATH_SEP.join((doc.title, *sec.path)) if doc.title else section
             pairs.append(Pair(HEADING_PARAGRAPH, f"{doc.key}#s{si}", heading, pid(si, 0), sec.paragraphs[0], section))
-        if ADJACENT_PARAGRAPH in pair_types:
-            paras = sec.paragraphs
-            for pi in range(len(paras) - 1):
-                pairs.append(Pair(ADJACENT_PARAGRAPH, pid(si, pi), paras[pi], pid(si, pi + 1), paras[pi + 1], section))
+        paras = sec.paragraphs
+        if adjacent_pairs and len(paras) > 1:
+            ids = [f"{doc.key}#s{si}p{pi}" for pi in range(len(paras))]  # each paragraph's id once, not per pair
+            new = Pair._make  # (type, query id, query, positive id, positive, section) per adjacent pair
+            pairs += [
+                new((ADJACENT_PARAGRAPH, ids[pi], paras[pi], ids[pi + 1], paras[pi + 1], section))
+                for pi in range(len(paras) - 1)
+            ]
     return pairs
 
 

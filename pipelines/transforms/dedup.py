@@ -30,6 +30,7 @@ import numpy as np
 from negminer.pipelines import schema as S
 from negminer.pipelines.source import SKIPPED, _counter, skip
 from negminer.pipelines.transforms.clean import normalize_for_match
+from negminer.pipelines.transforms.quality import normalized_for_match
 
 SKIPPED_COUNTS = "skipped_counts"  # tag and output: dicts reason -> count (exact dedup)
 
@@ -53,8 +54,11 @@ class DedupConfig:
 
 
 def positive_key(text: str) -> str:
-    """Hash of the normalised (case-folded, whitespace-collapsed) text: identical positives share it."""
-    return hashlib.blake2b(normalize_for_match(text).encode("utf-8"), digest_size=12).hexdigest()
+    """Hash of the normalised (case-folded, whitespace-collapsed) text: identical positives share it.
+
+    The normalised text comes from the quality filters' cache: a kept positive was normalised by them just before.
+    """
+    return hashlib.blake2b(normalized_for_match(text).encode("utf-8"), digest_size=12).hexdigest()
 
 
 def shingles(text: str, n: int) -> list[bytes]:

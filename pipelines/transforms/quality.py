@@ -51,8 +51,9 @@ _LETTER_WORD = re.compile(r"[^\W\d_]\S*")
 _STOP_WORD = re.compile(
     r"(?<!\w)(?:" + "|".join("".join(f"[{c}{c.upper()}]" for c in w) for w in sorted(STOP_WORDS)) + r")(?!\w)"
 )
-# A paragraph is the query of one adjacent pair and the positive of the next: normalise it once.
-_normalized = functools.lru_cache(maxsize=1 << 14)(normalize_for_match)
+# A paragraph is the query of one adjacent pair and the positive of the next, and a kept positive is keyed by its
+# normalised text right after (dedup.positive_key, in the same fused stage): normalise it once.
+normalized_for_match = functools.lru_cache(maxsize=1 << 14)(normalize_for_match)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,7 +250,7 @@ def pair_problem(query: str, positive: str, cfg: QualityConfig) -> str | None:
     if not cfg.min_positive_chars <= len(positive) <= cfg.max_positive_chars:
         return "positive_length"
     if cfg.query_in_positive:
-        q, p = _normalized(query), _normalized(positive)
+        q, p = normalized_for_match(query), normalized_for_match(positive)
         if q == p:
             return "query_equals_positive"
         if q in p and len(q.split()) >= cfg.min_contained_query_words:

@@ -188,6 +188,24 @@ def test_filtered_rows_equal_per_row_filtering(real_docs, cfg):
     assert got[0] and sum(got[1].values()) > 100
 
 
+def test_pair_row_refuses_what_row_problems_finds():
+    """`pair_row` checks only for empty text (all a row built from a pair can lack), worded by `row_problems`."""
+    doc = docpairs.Doc("webcrawl", "k", "Title", (), {"url": "u"})
+    ok = docpairs.Pair(docpairs.ADJACENT_PARAGRAPH, "k#s0p0", "query", "k#s0p1", "positive", "")
+    row = docpairs.pair_row(doc, ok)
+    assert (
+        row
+        == docpairs.S.TupleRow(
+            "webcrawl", ok.pair_type, "query", "positive", "k#s0p0", "k#s0p1", provenance=row["provenance"]
+        ).to_dict()
+    )
+    for field in ("query", "positive", "pair_type"):
+        with pytest.raises(docpairs.S.SchemaError, match=f"empty {field}"):
+            docpairs.pair_row(doc, ok._replace(**{field: " "}))
+    with pytest.raises(docpairs.S.SchemaError, match="empty source"):
+        docpairs.pair_row(doc._replace(source=" "), ok)
+
+
 def test_text_problem_fast_paths_equal_the_plain_definitions(real_docs):
     """The stop-word, boilerplate and letter-word checks as first written, on real paragraphs and odd text."""
     word, letter = re.compile(r"\w+"), re.compile(r"[^\W\d_]")
