@@ -11,7 +11,8 @@ on the set of positives, never on the order they arrive in.
 
 At scale (Beam): only band hashes are shuffled per band (band key -> positive key, ~40 bytes, not the signature);
 a bucket with one member (most of them) is dropped there. Buckets with the same member set are merged, since the
-rule gives them the same answer, and each signature travels once to be joined with the candidate buckets it is in.
+rule gives them the same answer, and each signature (one per row of a positive) travels to be joined with the
+candidate buckets it is in.
 Inside a bucket, members are compared as a NumPy block (rows against every smaller-keyed row), not pair by pair.
 """
 
@@ -206,14 +207,19 @@ def keep_first(element: tuple[str, tuple[dict, dict[str, int]]]) -> Iterator[Any
 
 
 class SignatureFn(beam.DoFn):
-    """(positive key, text) -> (positive key, MinHash signature); the signature stays here, keyed by positive."""
+    """(positive key, row) -> (positive key, MinHash signature of its positive), keyed by positive.
+
+    One per row, not per distinct positive: the signature depends only on the normalised text, which the key names,
+    so the rows of one positive (at most one per pair type after exact dedup) give the same signature, and the
+    steps after it take each key once. Making them distinct first would cost a shuffle and a combine.
+    """
 
     def __init__(self, cfg: DedupConfig):
         self.cfg = cfg
 
-    def process(self, element: tuple[str, str]) -> Iterator[tuple[str, np.ndarray]]:
-        key, text = element
-        yield key, signature(text, self.cfg)
+    def process(self, element: tuple[str, dict]) -> Iterator[tuple[str, np.ndarray]]:
+        key, row = element
+        yield key, signature(row[S.POSITIVE], self.cfg)
 
 
 def bucket_hashes(element: tuple[str, np.ndarray], bands: int) -> Iterator[tuple[str, str]]:
@@ -239,6 +245,12 @@ def signatures_to_buckets(element: tuple[str, dict[str, Iterable[Any]]]) -> Iter
     sig = next(iter(grouped["sig"]), None)
     for bucket in grouped["buckets"]:
         yield bucket, (key, sig)
+
+
+def marked_duplicates(element: tuple[str, Iterable[tuple[str, Any]]], threshold: float) -> Iterator[tuple[str, bool]]:
+    """(bucket id, members) -> (positive key, True) for each duplicate in the bucket (`bucket_duplicates`)."""
+    for key in bucket_duplicates(element[1], threshold):
+        yield key, True
 
 
 class DropNearDuplicatesFn(beam.DoFn):
@@ -274,12 +286,7 @@ class DedupPairs(beam.PTransform):
                 SKIPPED_COUNTS: exact[SKIPPED_COUNTS],
             }
         by_positive = exact.rows | "KeyByPositive" >> beam.Map(lambda r: (positive_key(r[S.POSITIVE]), r))
-        sigs = (
-            by_positive
-            | "PositiveText" >> beam.Map(lambda kv: (kv[0], kv[1][S.POSITIVE]))
-            | "DistinctPositives" >> beam.CombinePerKey(min)
-            | "Signatures" >> beam.ParDo(SignatureFn(self.cfg))
-        )
+        sigs = by_positive | "Signatures" >> beam.ParDo(SignatureFn(self.cfg))
         buckets = (
             sigs
             | "BandHashes" >> beam.FlatMap(bucket_hashes, bands=self.cfg.bands)
@@ -293,8 +300,7 @@ class DedupPairs(beam.PTransform):
             | "JoinSignatures" >> beam.CoGroupByKey()
             | "SignaturesToBuckets" >> beam.FlatMap(signatures_to_buckets)
             | "GroupBuckets" >> beam.GroupByKey()
-            | "BucketDuplicates" >> beam.FlatMap(lambda kv, t: bucket_duplicates(kv[1], t), t=self.cfg.threshold)
-            | "MarkDuplicate" >> beam.Map(lambda k: (k, True))
+            | "BucketDuplicates" >> beam.FlatMap(marked_duplicates, threshold=self.cfg.threshold)
         )
         near = (
             {"rows": by_positive, "dup": dups}
