@@ -37,6 +37,7 @@ from negminer.pipelines.tables import (
     PartitionBuffer,
     from_ipc,
     partitioned,
+    row_ids,
     string_hashes,
     string_partitions,
     take_rows,
@@ -434,25 +435,33 @@ class JoinDocTablesFn(beam.DoFn):
             yield rows_table(joined, self.spec.source, self.spec.pair_type, self.spec.score_key)
 
 
-def _relevance(score: float) -> str:
-    return json.dumps(score)
+def provenance(pairs: pa.Table, score_key: str = "relevance") -> pa.Array:
+    """Per pair `{"line": L, "qrels": PATH, "<score_key>": SCORE}` as `msmarco.pair_row` writes it (path and score by
+    `json.dumps`, once per distinct value), joined by Arrow."""
+    paths = pc.dictionary_encode(pairs["path"].combine_chunks())
+    quoted = pa.array([json.dumps(p, ensure_ascii=False) for p in paths.dictionary.to_pylist()], pa.string())
+    scores = pairs["score"].combine_chunks()
+    distinct = pc.unique(scores)
+    rel = pa.array([json.dumps(s) for s in distinct.to_pylist()], pa.string())
+    return pc.binary_join_element_wise(
+        '{"line": ',
+        pc.cast(pairs["line"].combine_chunks(), pa.string()),
+        ', "qrels": ',
+        quoted.take(paths.indices),
+        f', "{score_key}": ',
+        rel.take(pc.index_in(scores, distinct)),
+        "}",
+        "",
+    )
 
 
 def rows_table(pairs: pa.Table, source: str, pair_type: str, score_key: str = "relevance") -> pa.Table:
     """Tuple rows (no negatives) of joined pairs, as `msmarco.pair_row(pair, [])` (`beir.pair_row` with
     `score_key="score"`) gives them."""
     n = pairs.num_rows
-    query, positive = pairs["query"].to_pylist(), pairs["positive"].to_pylist()
-    paths, lines_, scores = pairs["path"].to_pylist(), pairs["line"].to_pylist(), pairs["score"].to_pylist()
-    quoted = {p: json.dumps(p, ensure_ascii=False) for p in set(paths)}
-    rel = {s: _relevance(s) for s in set(scores)}
-    prov = [
-        f'{{"line": {ln}, "qrels": {quoted[p]}, "{score_key}": {rel[s]}}}'
-        for p, ln, s in zip(paths, lines_, scores, strict=True)
-    ]
     empty = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()))
     columns = {
-        S.ID: pa.array(S.make_ids(source, query, positive), pa.string()),
+        S.ID: row_ids(source, pairs["query"], pairs["positive"]),
         S.SOURCE: pa.array([source] * n, pa.string()),
         S.PAIR_TYPE: pa.array([pair_type] * n, pa.string()),
         S.QUERY: pairs["query"].combine_chunks(),
@@ -461,7 +470,7 @@ def rows_table(pairs: pa.Table, source: str, pair_type: str, score_key: str = "r
         S.POSITIVE_ID: pairs["doc_id"].combine_chunks(),
         S.NEGATIVES: empty,
         S.NEGATIVE_IDS: empty,
-        S.PROVENANCE: pa.array(prov, pa.string()),
+        S.PROVENANCE: provenance(pairs, score_key),
     }
     return pa.Table.from_arrays([columns.get(f.name, pa.nulls(n, f.type)) for f in S.SCHEMA], schema=S.SCHEMA)
 

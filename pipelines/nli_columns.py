@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from negminer.pipelines import schema as S
-from negminer.pipelines.tables import partitioned, string_buffers, string_partitions, take_rows
+from negminer.pipelines.tables import partitioned, row_ids, string_buffers, string_partitions, take_rows
 
 ENTAILMENT, NEUTRAL, CONTRADICTION = "entailment", "neutral", "contradiction"
 LABELS = (ENTAILMENT, NEUTRAL, CONTRADICTION)  # also the Hugging Face label ids 0, 1, 2
@@ -248,11 +248,9 @@ def provenance(paths: list[str], lines: list[int], genres: list[str | None]) -> 
 
 def _rows(ent: pa.Table, negatives: pa.Array, negative_ids: pa.Array, source: str) -> pa.Table:
     n = ent.num_rows
-    premise, hypothesis = ent["premise"].to_pylist(), ent["hypothesis"].to_pylist()
-    ids = S.make_ids(source, premise, hypothesis)
     prov = provenance(ent["path"].to_pylist(), ent["line"].to_pylist(), ent["genre"].to_pylist())
     columns = {
-        S.ID: pa.array(ids, pa.string()),
+        S.ID: row_ids(source, ent["premise"], ent["hypothesis"]),
         S.SOURCE: pa.array([source] * n, pa.string()),
         S.PAIR_TYPE: pa.array(["nli"] * n, pa.string()),
         S.QUERY: ent["premise"].combine_chunks(),

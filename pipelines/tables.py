@@ -32,6 +32,37 @@ def string_buffers(strings: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.
     return offsets, data
 
 
+def row_ids(source: str, queries: pa.Array | pa.ChunkedArray, positives: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """`schema.make_ids(source, queries, positives)` of two string columns: each row's hashed message is built by
+    Arrow (length prefixes as fixed-width binaries, one element-wise join) and hashed from one buffer, with no
+    Python string per row."""
+    import hashlib
+
+    n = len(queries)
+    src = source.encode("utf-8")
+    head = len(src).to_bytes(8, "little") + src
+
+    def prefixed(strings, lead: bytes) -> tuple[pa.Array, pa.Array]:
+        strings = strings.combine_chunks() if isinstance(strings, pa.ChunkedArray) else strings
+        m = np.empty((n, len(lead) + 8), np.uint8)
+        m[:, : len(lead)] = np.frombuffer(lead, np.uint8)
+        lengths = pc.binary_length(strings).to_numpy(zero_copy_only=False).astype("<i8")
+        m[:, len(lead) :] = lengths.view(np.uint8).reshape(n, 8)
+        fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(len(lead) + 8), n, [None, pa.py_buffer(m)])
+        return fixed.cast(pa.large_binary()), strings.cast(pa.large_binary())
+
+    if not n:
+        return pa.array([], pa.string())
+    empty = pa.scalar(b"", pa.large_binary())
+    message = pc.binary_join_element_wise(*prefixed(queries, head), *prefixed(positives, b""), empty)
+    offsets = np.frombuffer(message.buffers()[1], np.int64)[message.offset : message.offset + n + 1].tolist()
+    data, blake = memoryview(message.buffers()[2]), hashlib.blake2b
+    return pa.array(
+        [blake(data[a:b], digest_size=16).hexdigest() for a, b in zip(offsets[:-1], offsets[1:], strict=True)],
+        pa.string(),
+    )
+
+
 _HEX = np.full(256, 255, dtype=np.uint8)
 _HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
 _HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)

@@ -133,15 +133,16 @@ def test_rows_table_provenance_matches_pair_row():
 
     pairs = pa.table(
         {
-            "qid": ["q1", "q2"],
-            "doc_id": ["d1", "d2"],
-            "score": [1.0, 2.5],
-            "path": ["a/qrels.tsv", 'b"x.tsv'],
-            "line": [3, 4],
-            "query": ["what is x", "who"],
-            "positive": ["x is y", "me"],
+            "qid": ["q1", "q2", "q3", "q4", "q5", "q6"],
+            "doc_id": ["d1", "d2", "d3", "d4", "d5", "d6"],
+            "score": [1.0, 2.5, 1.0, 1e20, 3.0000000000000004, float("inf")],
+            "path": ["a/qrels.tsv", 'b"x.tsv', "a/qrels.tsv", "é/\\q.tsv", 'b"x.tsv', "c"],
+            "line": [3, 4, 10**12, 0, 7, 8],
+            "query": ["what is x", "who", "é", "q", "q", "q"],
+            "positive": ["x is y", "me", "日本", "p", "p", "p"],
         }
     )
+    pairs = pa.concat_tables([pairs.slice(0, 2), pairs.slice(2)])  # two chunks
     want = [
         msmarco.pair_row(Pair(Text(q, qt, "", 0), Text(d, dt, "", 0), Qrel(q, d, s, p, n)), [])
         for q, d, s, p, n, qt, dt in zip(*pairs.to_pydict().values(), strict=True)

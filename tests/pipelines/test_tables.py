@@ -128,3 +128,16 @@ def test_take_rows_is_take_on_any_chunking(monkeypatch):
     monkeypatch.setattr(tables, "COMBINE_BYTES", 0)  # too large to combine: Arrow's chunked take, same rows
     assert tables.take_rows(chunked, order).equals(table.take(order))
     assert tables.take_rows(S.SCHEMA.empty_table(), pa.array([], pa.int64())).num_rows == 0
+
+
+def test_row_ids_are_make_ids_on_any_chunking():
+    rng = random.Random(7)
+    pool = "ab é日\t\n\x00😀"
+    qs = ["".join(rng.choice(pool) for _ in range(rng.randint(0, 30))) for _ in range(300)]
+    ps = ["".join(rng.choice(pool) for _ in range(rng.randint(0, 300))) for _ in range(300)]
+    chunked = pa.chunked_array([qs[:100], qs[100:]]), pa.chunked_array([ps[:7], ps[7:]])
+    want = S.make_ids("msmarco", qs, ps)
+    assert want[0] == S.make_id("msmarco", qs[0], ps[0])
+    assert tables.row_ids("msmarco", *chunked).to_pylist() == want
+    assert tables.row_ids("msmarco", pa.array(qs).slice(5), pa.array(ps).slice(5)).to_pylist() == want[5:]
+    assert tables.row_ids("beir/scifact", pa.array([], pa.string()), pa.array([], pa.string())).to_pylist() == []
