@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import unicodedata
 from typing import NamedTuple
 
 from fastwarc.warc import WarcRecord
@@ -11,7 +12,7 @@ from resiliparse.parse.encoding import bytes_to_str, detect_encoding, map_encodi
 from resiliparse.parse.html import HTMLTree
 
 from negminer.pipelines.docpairs import Section
-from negminer.pipelines.transforms.clean import clean_text, looks_bad
+from negminer.pipelines.transforms.clean import clean_text, looks_bad, normalize_whitespace
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _BULLET = "•"  # resiliparse's list bullet: list items are navigation or enumerations, not paragraphs
@@ -72,11 +73,14 @@ def decode_html(body: bytes, http_charset: str | None = None) -> tuple[str, str]
 
 
 def _lines_to_sections(lines: list[str], headings: set[str], fix_encoding: bool = True) -> tuple[Section, ...]:
+    """Sections of cleaned lines (`clean_text`); with `fix_encoding` False the lines must already be NFC (only
+    their whitespace is normalised), as `html_sections` makes them."""
     sections: list[Section] = []
     path: tuple[str, ...] = ()
     paras: list[str] = []
+    clean = clean_text if fix_encoding else normalize_whitespace
     for raw in lines:
-        line = clean_text(raw, fix_encoding)
+        line = clean(raw)
         if not line:
             continue
         if raw.lstrip().startswith(_BULLET) or "\t" in raw:
@@ -107,6 +111,8 @@ def html_sections(html: str) -> tuple[str, tuple[Section, ...]]:
     fix = looks_bad(text) or looks_bad(tree.title or "")
     title = clean_text(tree.title or "", fix)
     headings = {clean_text(h, fix) for h in raw_headings} - {""}
+    if not fix:  # NFC once for the page, not per line: it never joins characters across a newline (tested)
+        text = unicodedata.normalize("NFC", text)
     return title, _lines_to_sections(text.split("\n"), headings, fix)
 
 

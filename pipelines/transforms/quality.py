@@ -35,7 +35,6 @@ BOILERPLATE = (
     "enable cookies",
     "skip to content",
 )
-_SYMBOLS = ("#", "...", "…")
 _DIGIT = re.compile(r"\d")
 # UTF-8 bytes to three classes: ASCII letter "a", ASCII whitespace (what str.split splits on) " ", anything else "#"
 _BYTE_CLASSES = bytes(
@@ -170,7 +169,7 @@ def _digits(text: str) -> int:
 def _char_problem(text: str, n_words: int, cfg: QualityConfig) -> str | None:
     """Too many symbols per word or digits per character."""
     if cfg.max_symbol_ratio is not None:
-        symbols = sum(text.count(s) for s in _SYMBOLS)
+        symbols = text.count("#") + text.count("...") + text.count("…")  # "#" and ellipses
         if symbols / n_words > cfg.max_symbol_ratio:
             return "symbol_ratio"
     if cfg.max_digit_ratio is not None and _digits(text) / len(text) > cfg.max_digit_ratio:

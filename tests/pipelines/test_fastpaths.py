@@ -174,6 +174,17 @@ def test_normalize_whitespace_fast_path_and_its_premise():
         assert normalize_whitespace(text) == " ".join(text.split()), repr(text)
 
 
+def test_nfc_never_joins_across_a_newline():
+    """The premise of `html_sections` normalising a page once, then its lines by whitespace only: NFC of the page
+    split at newlines equals NFC line by line (combining marks, Hangul jamo, singletons, next to newlines)."""
+    import unicodedata
+
+    pool = "ae\u0301\u0308\u0327 \t\n\u2000\u00a0\uac00\u1100\u1161\u11a8\u0345\u05b0\u0f71\u212b\u2126\u3099\u304b"
+    for text in random_texts(30, 50_000, pool, max_len=12):
+        lines = [unicodedata.normalize("NFC", x) for x in text.split("\n")]
+        assert unicodedata.normalize("NFC", text).split("\n") == lines, repr(text)
+
+
 def oracle_rows(docs, pair_types, cfg, lead_min_words):
     """The per-row path filtered_rows replaces: row dicts for every pair, then the filters one row at a time."""
     rows, skipped = [], Counter()
