@@ -112,7 +112,7 @@ HASHED_BYTES = 64  # `string_hashes` mixes in this many leading bytes of each st
 def string_hashes(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A 64-bit hash of each string's length and first HASHED_BYTES bytes (FNV-1a, byte by byte), in numpy.
 
-    For set membership over many calls (`msmarco_columns.Judged`): hash the set once, then each batch is a
+    For set membership over many calls (`qrel_columns.Judged`): hash the set once, then each batch is a
     `np.searchsorted`; pyarrow's `is_in` builds its hash table of the whole set again on every call."""
     offsets, data = string_buffers(strings)
     n = len(offsets) - 1

@@ -13,6 +13,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from negminer.pipelines import lines, tables
 from negminer.pipelines import msmarco_columns as M
+from negminer.pipelines import qrel_columns as R
 from negminer.pipelines.source import ReadRecordsFn, reject
 from negminer.pipelines.transforms.partition import SKIPPED_COUNTS
 from negminer.pipelines.transforms.tabular import Skip, parse_id_text, parse_qrel
@@ -83,7 +84,7 @@ def _columnar(path: str, fn, key: str) -> tuple[set, list, dict]:
             rejects.append(tuple(sorted(item.value.items())))
         else:
             table = tables.from_ipc(item[1])
-            assert set(tables.string_partitions(table[key], M.PARTITIONS).tolist()) == {item[0]}
+            assert set(tables.string_partitions(table[key], R.PARTITIONS).tolist()) == {item[0]}
             values |= {tuple(r.values()) for r in table.to_pylist()}
     return values, sorted(rejects, key=repr), skipped
 
@@ -106,7 +107,7 @@ def test_text_tables_equal_the_per_line_parse(tmp_path, monkeypatch, clean, bloc
     rng.shuffle(body)
     for path in _files(tmp_path, "collection.tsv", body):
         want = _oracle(path, functools.partial(parse_id_text, clean=clean))
-        got = _columnar(path, M.ReadTextTablesFn(clean), "id")
+        got = _columnar(path, R.ReadTextTablesFn(clean), "id")
         assert got == want, path
         assert len(want[0]) > 10
 
@@ -120,7 +121,7 @@ def test_qrel_tables_equal_the_per_line_parse(tmp_path, monkeypatch, block_bytes
     rng.shuffle(body)
     for path in _files(tmp_path, "qrels.txt", body):
         want = _oracle(path, parse_qrel, keep=lambda q: q.score >= 1)
-        got = _columnar(path, M.ReadQrelTablesFn(1.0), "qid")
+        got = _columnar(path, R.ReadQrelTablesFn(1.0), "qid")
         assert got == want, path
         assert len(want[0]) > 10
     assert _oracle(path.replace("cut.", "").removesuffix(".gz"), parse_qrel)[2]["qrels_header"] == 2
@@ -152,10 +153,10 @@ def test_rows_table_provenance_matches_pair_row():
 
 def test_regular_lines_take_the_columnar_path():
     text = lines._block("c.tsv", b"".join(f"{i}\tpassage {i}\n".encode() for i in range(50)) + b"\n", 1)
-    table, slow = M.id_text_table(text, clean=True)
+    table, slow = R.id_text_table(text, clean=True)
     assert table.num_rows == 50 and len(slow) == 0
     qrels = lines._block("q.txt", b"".join(f"{i} 0 {i} 1\n{i}\t{i}\t2\n".encode() for i in range(50)), 1)
-    table, slow = M.qrel_table(qrels)
+    table, slow = R.qrel_table(qrels)
     assert table.num_rows == 100 and len(slow) == 0
     assert table["score"].to_pylist()[:2] in ([1.0, 1.0], [2.0, 2.0], [1.0, 2.0], [2.0, 1.0])
 
@@ -212,19 +213,19 @@ def test_unjudged_passages_as_stubs_give_the_same_output(tmp_path, monkeypatch):
 
 
 def test_unjudged_stub_needs_no_ftfy_only_when_the_text_is_surely_kept():
-    judged = M.Judged([tables.to_ipc(pa.table({"doc_id": ["1"]}))])
+    judged = R.Judged([tables.to_ipc(pa.table({"doc_id": ["1"]}))])
     rec = functools.partial(__import__("negminer.pipelines.source", fromlist=["Record"]).Record, "c.tsv", 1)
-    assert M.unjudged_stub(rec("2\tcaf\u00c3\u00a9 x"), True, judged) == ("2", ("2", None, "c.tsv", 1))
-    assert M.unjudged_stub(rec("1\tjudged"), True, judged) is None
+    assert R.unjudged_stub(rec("2\tcaf\u00c3\u00a9 x"), True, judged) == ("2", ("2", None, "c.tsv", 1))
+    assert R.unjudged_stub(rec("1\tjudged"), True, judged) is None
     for text in ("\u00a0\u3000", "&nbsp;\u3000", "\x1b[1m\u3000", "   "):
-        assert M.unjudged_stub(rec(f"2\t{text}"), True, judged) is None
-    assert M.unjudged_stub(rec("2\t\u00a0"), False, judged) is None  # str.strip() empties it: a reject
-    assert M.unjudged_stub(rec("2\t\u00e9"), False, judged) == ("2", ("2", None, "c.tsv", 1))
+        assert R.unjudged_stub(rec(f"2\t{text}"), True, judged) is None
+    assert R.unjudged_stub(rec("2\t\u00a0"), False, judged) is None  # str.strip() empties it: a reject
+    assert R.unjudged_stub(rec("2\t\u00e9"), False, judged) == ("2", ("2", None, "c.tsv", 1))
 
 
 def test_judged_may_hold_every_judged_id_and_few_others():
     judged_ids = [str(i) for i in range(0, 3000, 3)] + ["doc-" + "x" * 80, ""]
-    judged = M.Judged(
+    judged = R.Judged(
         [tables.to_ipc(pa.table({"doc_id": judged_ids[:500]})), tables.to_ipc(pa.table({"doc_id": judged_ids[500:]}))]
     )
     probe = pa.chunked_array(
@@ -232,7 +233,7 @@ def test_judged_may_hold_every_judged_id_and_few_others():
     )
     got = judged.may_hold(probe)
     assert got.tolist() == [p in set(judged_ids) for p in probe.to_pylist()]
-    assert not M.Judged([]).may_hold(pa.array(["1"])).any()
+    assert not R.Judged([]).may_hold(pa.array(["1"])).any()
 
 
 DOC_ODD = [
@@ -287,6 +288,6 @@ def test_json_doc_tables_equal_the_per_line_parse(tmp_path, monkeypatch, clean, 
     rng.shuffle(rest)
     for path in _files(tmp_path, "corpus.jsonl", [first, *rest]):
         want = _oracle(path, functools.partial(parse_json_doc, clean=clean))
-        got = _columnar(path, M.ReadTextTablesFn(clean, json_docs=True), "id")
+        got = _columnar(path, R.ReadTextTablesFn(clean, json_docs=True), "id")
         assert got == want, path
         assert len(want[0]) > 30
