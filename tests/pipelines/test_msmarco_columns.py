@@ -226,13 +226,17 @@ def test_unjudged_stub_needs_no_ftfy_only_when_the_text_is_surely_kept():
 def test_judged_may_hold_every_judged_id_and_few_others():
     judged_ids = [str(i) for i in range(0, 3000, 3)] + ["doc-" + "x" * 80, ""]
     judged = R.Judged(
-        [tables.to_ipc(pa.table({"doc_id": judged_ids[:500]})), tables.to_ipc(pa.table({"doc_id": judged_ids[500:]}))]
+        [
+            tables.to_ipc(pa.table({"doc_id": judged_ids[:500]})),
+            tables.to_ipc(pa.table({"doc_id": judged_ids[300:]})),  # ids judged in two query partitions
+        ]
     )
     probe = pa.chunked_array(
         [pa.array([str(i) for i in range(3000)]), pa.array(["doc-" + "x" * 80, "doc-" + "x" * 79, ""])]
     )
     got = judged.may_hold(probe)
     assert got.tolist() == [p in set(judged_ids) for p in probe.to_pylist()]
+    assert [p in judged for p in probe.to_pylist()] == got.tolist()
     assert not R.Judged([]).may_hold(pa.array(["1"])).any()
 
 
