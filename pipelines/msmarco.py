@@ -25,10 +25,12 @@ from negminer.pipelines.transforms.clean import normalize_for_match
 from negminer.pipelines.transforms.join import DOCS, PAIRS, QRELS, QUERIES, JoinDocFn, JoinQueryFn, Pair
 from negminer.pipelines.transforms.partition import SKIPPED_COUNTS, ReadKeyedBatches, partition_join
 from negminer.pipelines.transforms.tabular import Qrel, parse_id_text, parse_qrel, tidy
+from negminer.pipelines.triple_columns import SEP as _SEP  # between query and positive in a text-match key
+from negminer.pipelines.triple_columns import AttachTripleTables
 
 SOURCE, PAIR_TYPE = "msmarco", "qa"
 TRIPLES = "triples"
-_SEP = "\x1f"  # between query and positive in a text-match key
+COLUMNAR_TRIPLES = True  # --triples on Arrow tables (triple_columns.py); False: the keyed-batch path (tests, bench)
 
 
 class Triple(NamedTuple):
@@ -239,10 +241,14 @@ class BuildMsMarcoTuples(beam.PTransform):
                 | "ParseHf" >> beam.ParDo(ParseHfFileFn(c.clean)).with_outputs(REJECTS, SKIPPED_COUNTS, main="rows")
             )
             return {"row_batches": built.rows, REJECTS: built[REJECTS], "skipped_counts": built[SKIPPED_COUNTS]}
-        if not c.triples:  # Arrow tables end to end (msmarco_columns.py)
+        if not c.triples or COLUMNAR_TRIPLES:  # Arrow tables end to end (msmarco_columns.py, triple_columns.py)
             spec = QrelJoin(c.queries, c.qrels, c.collection, SOURCE, PAIR_TYPE, c.min_relevance, clean=c.clean)
-            return pbegin | "JoinTables" >> JoinQrelTables(spec, self.spill)
-        # Hash-partitioned joins of keyed batches (transforms/partition.py), the per-key logic of join.py.
+            joined = pbegin | "JoinTables" >> JoinQrelTables(spec, self.spill)
+            return (
+                joined | "AttachTriples" >> AttachTripleTables(c.triples, c.clean, self.spill) if c.triples else joined
+            )
+        # The keyed-batch path (transforms/partition.py, the per-key logic of join.py): the reference the
+        # columnar path is tested and measured against (COLUMNAR_TRIPLES = False).
         text = functools.partial(parse_id_text, clean=c.clean)
         queries = pbegin | "ReadQueries" >> ReadKeyedBatches(list(c.queries), text)
         docs = pbegin | "ReadCollection" >> ReadKeyedBatches(list(c.collection), text)

@@ -1,0 +1,183 @@
+"""Benchmark the per-row paths of `build msmarco` / `build beir` that moved to Arrow tables against the old ones.
+
+Usage: .venv/bin/python bench/bench_msmarco_paths.py                   # every path, default sizes
+       .venv/bin/python bench/bench_msmarco_paths.py --path triples [--passages 100000 --triples 200000]
+
+Writes a synthetic set (`bench_msmarco.write_set` passages and queries, ~2% with mojibake), runs the same build with
+the old path and the new one (each in a child process, the old one by its module switch), checks that both wrote
+the same shard bytes, rejects and counts, and prints CPU seconds, wall seconds, peak RSS and the old/new ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_msmarco import ROOT, measure, write_set  # noqa: E402
+
+# the switch of each path: module attribute -> the old path when False
+SWITCH = {
+    "triples": ("negminer.pipelines.msmarco", "COLUMNAR_TRIPLES"),
+}
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def write_triples(data: Path, n: int, seed: int = 1) -> None:
+    """triples.tsv: `query<TAB>positive<TAB>negative` texts; ~90% of them name a qrel pair of the set."""
+    rng = np.random.default_rng(seed)
+    passages = [line.split("\t", 1)[1] for line in _lines(data / "collection.tsv")]
+    queries = [line.split("\t", 1)[1] for line in _lines(data / "queries.tsv")]
+    qrels = [line.split("\t") for line in _lines(data / "qrels.tsv")]
+    picked = rng.integers(0, len(qrels), n)
+    stray = rng.random(n) < 0.1
+    negs = rng.integers(0, len(passages), n)
+    with open(data / "triples.tsv", "w", encoding="utf-8") as f:
+        for i in range(n):
+            if stray[i]:
+                q, p = queries[rng.integers(0, len(queries))], passages[rng.integers(0, len(passages))]
+            else:
+                q, p = queries[int(qrels[picked[i]][0])], passages[int(qrels[picked[i]][2])]
+            f.write(f"{q}\t{p}\t{passages[negs[i]]}\n")
+
+
+def write_hf(data: Path, n: int, seed: int = 2) -> None:
+    """train.parquet in the `microsoft/ms_marco` v2.1 layout: ~10 passages a query, ~1 selected (some none)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    passages = [line.split("\t", 1)[1] for line in _lines(data / "collection.tsv")]
+    queries = [line.split("\t", 1)[1] for line in _lines(data / "queries.tsv")]
+    rows = []
+    for i in range(n):
+        k = int(rng.integers(6, 11))
+        texts = [passages[j] for j in rng.integers(0, len(passages), k)]
+        selected = [0] * k
+        if rng.random() < 0.95:
+            selected[int(rng.integers(0, k))] = 1
+        rows.append(
+            {
+                "answers": ["an answer"],
+                "passages": {
+                    "is_selected": selected,
+                    "passage_text": texts,
+                    "url": [f"http://example.com/{i}/{j}" for j in range(k)],
+                },
+                "query": queries[i % len(queries)],
+                "query_id": i,
+                "query_type": "DESCRIPTION",
+                "wellFormedAnswers": [],
+            }
+        )
+    pq.write_table(pa.Table.from_pylist(rows), data / "train.parquet")
+
+
+def write_beir(data: Path) -> None:
+    """corpus.parquet / queries.parquet (`_id`, `title`, `text`) and a BEIR qrels TSV from the MS MARCO set."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids, texts = zip(*(line.split("\t", 1) for line in _lines(data / "collection.tsv")), strict=True)
+    titles = [f"title {i}" if int(i) % 3 else "" for i in ids]
+    pq.write_table(pa.table({"_id": list(ids), "title": titles, "text": list(texts)}), data / "corpus.parquet")
+    qids, qtexts = zip(*(line.split("\t", 1) for line in _lines(data / "queries.tsv")), strict=True)
+    pq.write_table(pa.table({"_id": list(qids), "text": list(qtexts)}), data / "queries.parquet")
+    with open(data / "qrels_beir.tsv", "w", encoding="utf-8") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        f.writelines(f"{q}\t{p}\t{r}\n" for q, _, p, r in (line.split("\t") for line in _lines(data / "qrels.tsv")))
+
+
+def build_args(path: str, data: Path, out: Path) -> list[str]:
+    if path == "triples":
+        files = ["--collection", data / "collection.tsv", "--queries", data / "queries.tsv"]
+        files += ["--qrels", data / "qrels.tsv", "--triples", data / "triples.tsv"]
+        return ["build", "msmarco", *map(str, files), "--output", str(out)]
+    if path == "hf":
+        return ["build", "msmarco", "--hf", str(data / "train.parquet"), "--output", str(out)]
+    files = ["--corpus", data / "corpus.parquet", "--queries", data / "queries.parquet", "--qrels"]
+    return ["build", "beir", *map(str, files), str(data / "qrels_beir.tsv"), "--name", "bench", "--output", str(out)]
+
+
+def run(path: str, args: list[str], columnar: bool) -> dict:
+    module, flag = SWITCH[path]
+    code = (
+        f"import importlib, sys; importlib.import_module({module!r}).{flag} = {columnar}; "
+        f"from negminer import cli; sys.exit(cli.main({args!r}))"
+    )
+    return measure([sys.executable, "-c", code])
+
+
+def digest(out: Path) -> str:
+    """sha256 over the shards, the rejects and the manifest's counts: equal for both paths."""
+    from negminer.pipelines import io
+
+    h = hashlib.sha256()
+    for f in sorted(out.glob("*.parquet")):
+        h.update(f.read_bytes())
+    rejects = sorted(json.dumps(r, sort_keys=True, default=str) for r in io.read_rejects(str(out)).to_pylist())
+    h.update("\n".join(rejects).encode())
+    m = io.read_manifest(str(out))
+    h.update(json.dumps([m["rows"], m["rejects"], m["skipped"]], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--path", choices=sorted(SWITCH), action="append", help="the paths to measure (default all)")
+    ap.add_argument("--passages", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=50_000)
+    ap.add_argument("--qrels", type=int, default=53_000)
+    ap.add_argument("--triples", type=int, default=200_000, help="triples lines (--path triples)")
+    ap.add_argument("--hf-rows", type=int, default=50_000, help="query rows of the HF Parquet file (--path hf)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "msmarco_paths"))
+    ap.add_argument("--keep", action="store_true", help="keep the synthetic set and outputs")
+    args = ap.parse_args()
+    out = Path(args.out)
+    data = out / "data"
+    write_set(data, args.passages, args.queries, args.qrels)
+    sys.path.insert(0, str(ROOT))
+    differ = False
+    for path in args.path or sorted(SWITCH):
+        differ |= bench(path, args, data, out / path)
+    if not args.keep:
+        shutil.rmtree(out, ignore_errors=True)
+    if differ:
+        sys.exit(1)
+
+
+def bench(path: str, args: argparse.Namespace, data: Path, out: Path) -> bool:
+    """Old vs new build of one path, printed; True when their outputs differ."""
+    {"triples": lambda: write_triples(data, args.triples), "hf": lambda: write_hf(data, args.hf_rows)}.get(
+        path, lambda: write_beir(data)
+    )()
+    got = {}
+    for name, columnar in (("old", False), ("new", True)):
+        got[name] = run(path, build_args(path, data, out / name), columnar)
+        got[name]["digest"] = digest(out / name)
+        got[name]["rows"] = json.loads((out / name / "manifest.json").read_text())["rows"]
+    old, new = got["old"], got["new"]
+    print(f"--path {path}: {args.passages} passages, {args.queries} queries, {args.qrels} qrels", end="")
+    print({"triples": f", {args.triples} triples", "hf": f", {args.hf_rows} HF rows"}.get(path, ""))
+    print(f"{'':8}{'rows':>9}{'wall s':>9}{'CPU s':>9}{'peak RSS GiB':>14}")
+    for name, m in got.items():
+        print(f"{name:8}{m['rows']:>9}{m['secs']:>9.1f}{m['cpu']:>9.1f}{m['peak_rss'] / 2**30:>14.2f}")
+    same = "same shards, rejects and counts" if old["digest"] == new["digest"] else "OUTPUTS DIFFER"
+    print(
+        f"old/new: CPU x{old['cpu'] / new['cpu']:.2f}, wall x{old['secs'] / new['secs']:.2f}, "
+        f"peak RSS x{old['peak_rss'] / new['peak_rss']:.2f}; {same}"
+    )
+    return old["digest"] != new["digest"]
+
+
+if __name__ == "__main__":
+    main()
