@@ -15,10 +15,11 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
-from negminer.pipelines import runner
+from negminer.pipelines import io, runner
 from negminer.pipelines import schema as S
 from negminer.pipelines.converter import Converter
 from negminer.pipelines.source import REJECTS, Record, parse_json_line, reject
+from negminer.pipelines.tables import spill_dir
 from negminer.pipelines.transforms.partition import SKIPPED_COUNTS, ReadKeyedBatches, partition_join
 from negminer.pipelines.transforms.tabular import Skip, tidy, title_and_text, untokenize_ptb
 
@@ -88,7 +89,7 @@ def parse_wiki_lines(lines: str) -> dict[int, str]:
     out: dict[int, str] = {}
     for piece in lines.split("\n"):
         head, _, rest = piece.partition("\t")
-        if not head.isdigit():
+        if not head.isdecimal():  # not isdigit: int() refuses digits such as "²", which isdigit accepts
             continue
         sentence = rest.split("\t", 1)[0]
         if sentence.strip():
@@ -136,8 +137,9 @@ def evidence_pages(evidence: Any, positive: str) -> dict[tuple[str, int | None],
     return found or "no_evidence"
 
 
-def parse_page(record: Record, positive: str = "sentence", clean: bool = True) -> tuple[str, Page] | str | Skip:
-    """A `wiki-*.jsonl` line -> (page key, Page); a page without text is a `Skip`, one without id a reject."""
+def page_fields(record: Record) -> tuple[str, str, str, str] | str | Skip:
+    """A `wiki-*.jsonl` line -> (page key, id, raw text, raw lines); a page without text is a `Skip`, one without id
+    a reject. The checks of `parse_page`, shared with the columnar reader (`fever_columns`)."""
     obj = parse_json_line(record)
     if isinstance(obj, str):
         return obj
@@ -146,16 +148,29 @@ def parse_page(record: Record, positive: str = "sentence", clean: bool = True) -
         return "empty_page_id"
     if not isinstance(text, str) or not isinstance(lines, str):
         return "not_a_string:text"
-    sentences = parse_wiki_lines(lines)
-    if not text.strip() and not sentences:
+    if not text.strip() and not parse_wiki_lines(lines):
         return Skip("empty_page")
+    return page_key(page_id), page_id, text, lines
+
+
+def page_positive(title: str, text: str, sentences: dict[int, str], clean: bool = True) -> str:
+    """The positive of `--positive page`: `title text`, the text being the sentences in order when it is blank."""
+    body = text if text.strip() else " ".join(sentences[k] for k in sorted(sentences))
+    return tidy(title_and_text(title, untokenize_ptb(body)), clean)
+
+
+def parse_page(record: Record, positive: str = "sentence", clean: bool = True) -> tuple[str, Page] | str | Skip:
+    """A `wiki-*.jsonl` line -> (page key, Page); a page without text is a `Skip`, one without id a reject."""
+    got = page_fields(record)
+    if isinstance(got, (str, Skip)):
+        return got
+    key, page_id, text, lines = got
+    sentences = parse_wiki_lines(lines)
     title = page_title(page_id)
     if positive == "page":
-        body = text if text.strip() else " ".join(sentences[k] for k in sorted(sentences))
-        full = tidy(title_and_text(title, untokenize_ptb(body)), clean)
-        return page_key(page_id), Page(page_id, title, full, {}, record.path, record.line)
+        return key, Page(page_id, title, page_positive(title, text, sentences, clean), {}, record.path, record.line)
     sentences = {k: tidy(untokenize_ptb(v), clean) for k, v in sentences.items()}
-    return page_key(page_id), Page(page_id, title, "", sentences, record.path, record.line)
+    return key, Page(page_id, title, "", sentences, record.path, record.line)
 
 
 def evidence_record(ev: Evidence) -> Record:
@@ -202,19 +217,30 @@ def _itself(value: Any) -> list[Any]:
     return [value]
 
 
-class BuildFeverTuples(beam.PTransform):
-    """PBegin -> {'row_batches': lists of row dicts, 'rejects': reject dicts, 'skipped_counts': reason -> count}.
+COLUMNAR = True  # Arrow tables and pyarrow joins (fever_columns.py); False: the keyed-batch path, kept to test against
 
-    Claims and pages travel as keyed batches hash-partitioned by page key (`transforms/partition.py`): one
-    CoGroupByKey per partition runs `EvidenceRowsFn` on every page of the partition, as the per-key join did.
+
+class BuildFeverTuples(beam.PTransform):
+    """PBegin -> {'row_tables' or 'row_batches', 'rejects', 'skipped_counts'}: claims ⋈ wiki pages by page key.
+
+    By default on Arrow tables (`fever_columns.JoinFeverTables`: pages read by pyarrow's JSON reader, one pyarrow
+    join per hash partition). With `columnar=False` claims and pages travel as keyed batches hash-partitioned by
+    page key (`transforms/partition.py`): one CoGroupByKey per partition runs `EvidenceRowsFn` on every page of the
+    partition. Both give the same rows and rejects.
     """
 
-    def __init__(self, config: FeverConfig):
+    def __init__(self, config: FeverConfig, spill: str | None = None, columnar: bool | None = None):
         super().__init__()
-        self.config = config
+        self.config, self.spill = config, spill  # spill: where tables cross the shuffles as files (`tables.ship`)
+        self.columnar = COLUMNAR if columnar is None else columnar
 
     def expand(self, pbegin):
         c = self.config
+        if self.columnar:
+            from negminer.pipelines.fever_columns import JoinFeverTables  # it imports this module
+
+            files = io.expand_patterns(list(c.claims)), io.expand_patterns(list(c.wiki_pages))
+            return pbegin | "JoinTables" >> JoinFeverTables(*files, c.positive, c.clean, self.spill)
         claims = pbegin | "ReadClaims" >> ReadKeyedBatches(
             list(c.claims), functools.partial(parse_claim, positive=c.positive, clean=c.clean)
         )
@@ -260,7 +286,10 @@ def config_from_args(args: argparse.Namespace) -> FeverConfig:
 
 
 CONVERTER = Converter(
-    "fever", lambda c: [*c.claims, *c.wiki_pages], lambda c, files: BuildFeverTuples(c), config_from_args
+    "fever",
+    lambda c: [*c.claims, *c.wiki_pages],
+    lambda c, files: BuildFeverTuples(c, spill_dir(c.output, c.split)),
+    config_from_args,
 )
 build = CONVERTER.build  # build(config, beam_args=()) -> manifest
 

@@ -1,0 +1,297 @@
+"""`build fever` on Arrow tables: claims ⋈ wiki pages as hash-partitioned pyarrow joins (the twin of `EvidenceRowsFn`).
+
+Wiki pages are read in blocks (`lines.read_blocks`): pyarrow's JSON reader takes the runs of regular lines, and a
+page is decided there when its outcome is plain (an id with an ASCII letter, digit or sign, and a text with one, or a
+page with no text and no lines at all); every other line goes to the per-line `fever.page_fields`. Claims are parsed
+per line by `fever.parse_claim` (their evidence lists mix types, which the JSON reader cannot type) into tables of
+evidence (page key, sentence). Both leave their readers as (partition by page key, table shipped by `tables.ship`);
+one CoGroupByKey brings a partition's pages and evidence to `JoinEvidenceTablesFn`, which joins them with pyarrow and
+splits only the referenced pages' `lines` (with `pyarrow.compute` where they are ASCII). Same rows and rejects as
+the keyed-batch path (tests/pipelines/test_fever_columns.py, golden digest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from negminer.pipelines import lines
+from negminer.pipelines.fever import (
+    Evidence,
+    evidence_record,
+    page_fields,
+    page_key,
+    page_positive,
+    page_title,
+    parse_claim,
+    parse_wiki_lines,
+)
+from negminer.pipelines.fever_sentences import positives_of, rows_table, sentence_table
+from negminer.pipelines.source import REJECTS, ReadRecordsFn, Record, _counter, line_record, reject
+from negminer.pipelines.tables import PartitionBuffer, from_ipc, take_rows
+from negminer.pipelines.transforms.partition import PARTITIONS, SKIPPED_COUNTS
+from negminer.pipelines.transforms.tabular import Skip
+
+PAGE_JSON = pa.schema([("id", pa.string()), ("text", pa.string()), ("lines", pa.string())])
+PAGE = pa.schema([("key", pa.string()), *PAGE_JSON, ("path", pa.string()), ("line", pa.int64())])
+EVIDENCE = pa.schema(
+    [
+        ("key", pa.string()),
+        ("claim_id", pa.string()),
+        ("claim", pa.string()),
+        ("label", pa.string()),
+        ("page", pa.string()),
+        ("sentence", pa.string()),  # the evidence line as its decimal text (null for --positive page)
+        ("path", pa.string()),
+        ("line", pa.int64()),
+    ]
+)
+CLAIMS, PAGES = "claims", "pages"
+_GRAPHIC = "[!-~]"  # a printable ASCII character other than space: str.strip() keeps it, so the string is not blank
+EVIDENCE_BATCH = 65_536  # evidence rows per table handed to the partition buffer
+
+
+def _count(skipped: dict[str, int], reason: str, n: int = 1) -> None:
+    skipped[reason] = skipped.get(reason, 0) + n
+    _counter("negminer", f"skipped_{reason}").inc(n)
+
+
+def _mask(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return pc.fill_null(arr, False).to_numpy(zero_copy_only=False).astype(bool)
+
+
+def decided_pages(table: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """A JSON-reader table of pages -> (the kept pages: key, id, text, lines; mask of those rows; mask of the rows
+    that are surely `empty_page`). Rows in neither mask go to the per-line `page_fields`."""
+    ids = table["id"].combine_chunks()
+    text = pc.fill_null(table["text"], "").combine_chunks()
+    page_lines = pc.fill_null(table["lines"], "").combine_chunks()
+    has_id = _mask(pc.match_substring_regex(ids, _GRAPHIC))
+    keep = has_id & _mask(pc.match_substring_regex(text, _GRAPHIC))
+    blank_text = _mask(pc.equal(pc.utf8_trim(text, lines.ASCII_WHITESPACE), "")) & _mask(pc.string_is_ascii(text))
+    empty = has_id & blank_text & _mask(pc.equal(page_lines, ""))
+    ids, text, page_lines = (a.filter(pa.array(keep)) for a in (ids, text, page_lines))
+    return pa.table({"key": page_keys(ids), "id": ids, "text": text, "lines": page_lines}), keep, empty
+
+
+def page_keys(ids: pa.Array) -> pa.Array:
+    """`fever.page_key` of every id: ASCII ids are their own key, the others are normalised by Python."""
+    ascii_ids = _mask(pc.string_is_ascii(ids))
+    if ascii_ids.all():
+        return ids
+    other = np.flatnonzero(~ascii_ids)
+    keys = pa.array([page_key(i) for i in ids.take(pa.array(other)).to_pylist()], pa.string())
+    return pc.replace_with_mask(ids, pa.array(~ascii_ids), keys)
+
+
+def _column(values: tuple, kind: pa.DataType) -> pa.Array:
+    """An Arrow column of Python values; a string with a lone surrogate (JSON allows `"\\ud800"`, UTF-8 does not)
+    gets U+FFFD in its place, which is what ftfy's clean-up makes of it (the keyed-batch path failed at the write)."""
+    try:
+        return pa.array(values, kind)
+    except UnicodeEncodeError:
+        return pa.array([_no_surrogates(v) if isinstance(v, str) else v for v in values], kind)
+
+
+def _no_surrogates(text: str) -> str:
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    cols = list(zip(*rows, strict=True)) or [()] * len(schema)
+    return pa.Table.from_arrays([_column(c, f.type) for c, f in zip(cols, schema, strict=True)], schema=schema)
+
+
+class ReadPageTablesFn(beam.DoFn):
+    """path of a `wiki-*.jsonl` file -> (partition by page key, PAGE table) per flush; rejects and the `empty_page`
+    skips as `fever.page_fields` gives them (skips as one counts dict per file)."""
+
+    def __init__(self, spill: str | None = None):
+        self.spill = spill
+
+    def process(self, path: str) -> Iterator[Any]:
+        out, skipped = PartitionBuffer("key", PARTITIONS, self.spill), {}
+        for block in lines.read_blocks(path):
+            if not isinstance(block, lines.LineBlock):
+                yield block  # a reject of the reader
+                continue
+            tables = []
+            for got in block_pages(block, skipped):
+                if isinstance(got, pa.Table):
+                    tables.append(got)
+                else:
+                    yield got
+            yield from out.add(pa.concat_tables(tables))
+        yield from out.flush()
+        if skipped:
+            yield beam.pvalue.TaggedOutput(SKIPPED_COUNTS, skipped)
+
+
+def block_pages(block: lines.LineBlock, skipped: dict[str, int]) -> Iterator[Any]:
+    """The pages of a block as PAGE tables (the JSON reader's, then one of the lines left to `page_fields`), and
+    the rejects of its lines; skips are counted into `skipped`."""
+    slow: list[int] = []
+    kinds = lines.regular_lines(block)
+    for table, numbers in lines.json_runs(block, PAGE_JSON, kinds, slow.append):
+        pages, keep, empty = decided_pages(table)
+        slow.extend((numbers[~(keep | empty)] - block.first).tolist())
+        if empty.any():
+            _count(skipped, "empty_page", int(empty.sum()))
+        where = pa.array([block.path] * pages.num_rows, pa.string())
+        yield pages.append_column("path", where).append_column("line", pa.array(numbers[keep])).cast(PAGE)
+    rows = []
+    for i in sorted(slow):
+        item = line_record(block.path, block.first + i, block.raw(i))
+        got = page_fields(item) if isinstance(item, Record) else item
+        if isinstance(got, Skip):
+            _count(skipped, got.reason)
+        elif isinstance(got, str):
+            yield reject(item, got)
+        elif isinstance(got, tuple):
+            rows.append((*got, block.path, item.line))
+        elif got is not None:
+            yield got  # the reject of an undecodable line
+    yield _table(rows, PAGE)
+
+
+class ReadEvidenceTablesFn(beam.DoFn):
+    """path of a claims file -> (partition by page key, EVIDENCE table); rejects and skips as `parse_claim` gives."""
+
+    def __init__(self, positive: str, clean: bool, spill: str | None = None):
+        self.positive, self.clean, self.spill = positive, clean, spill
+
+    def process(self, path: str) -> Iterator[Any]:
+        out, skipped, rows = PartitionBuffer("key", PARTITIONS, self.spill), {}, []
+        for record in ReadRecordsFn().process(path):
+            if not isinstance(record, Record):
+                yield record  # a reject of the reader
+                continue
+            got = parse_claim(record, self.positive, self.clean)
+            if isinstance(got, Skip):
+                _count(skipped, got.reason)
+            elif isinstance(got, str):
+                yield reject(record, got)
+            else:
+                for key, ev in got:
+                    sentence = None if ev.line is None else str(ev.line)
+                    rows.append((key, ev.claim_id, ev.claim, ev.label, ev.page, sentence, ev.path, ev.record_line))
+                if len(rows) >= EVIDENCE_BATCH:
+                    yield from out.add(_table(rows, EVIDENCE))
+                    rows = []
+        yield from out.add(_table(rows, EVIDENCE))
+        yield from out.flush()
+        if skipped:
+            yield beam.pvalue.TaggedOutput(SKIPPED_COUNTS, skipped)
+
+
+def first_pages(tables: Iterable[Any]) -> tuple[pa.Table, list]:
+    """The first page of each key by (path, line), with a row `index`, and a `duplicate_page_id` reject (raw: the
+    page id) for every other page of the key (as `EvidenceRowsFn`)."""
+    pages = pa.concat_tables([from_ipc(t) for t in tables] or [PAGE.empty_table()])
+    rejects = []
+    if len(pc.unique(pages["key"])) < pages.num_rows:
+        order = pc.sort_indices(pages, sort_keys=[("key", "ascending"), ("path", "ascending"), ("line", "ascending")])
+        pages = take_rows(pages, order)
+        keys = pages["key"].combine_chunks()
+        first = np.ones(len(keys), dtype=bool)
+        first[1:] = _mask(pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1)))
+        for dup in pages.filter(pa.array(~first)).select(["id", "path", "line"]).to_pylist():
+            rejects.append(reject(Record(dup["path"], dup["line"], dup["id"]), "duplicate_page_id"))
+        pages = pages.filter(pa.array(first))
+    return pages.append_column("index", pa.array(np.arange(pages.num_rows, dtype=np.int64))), rejects
+
+
+def evidence_rejects(evidence: pa.Table, reason: str) -> list:
+    """`evidence_record` rejects of evidence rows (the claim's id, claim, page and line as JSON)."""
+    out = []
+    for e in evidence.select([f.name for f in EVIDENCE]).to_pylist():
+        line = None if e["sentence"] is None else int(e["sentence"])
+        ev = Evidence(e["claim_id"], e["claim"], e["label"], e["page"], line, e["path"], e["line"])
+        out.append(reject(evidence_record(ev), reason))
+    return out
+
+
+class JoinEvidenceTablesFn(beam.DoFn):
+    """(partition, {claims, pages}) -> a table of tuple rows; rejects: `duplicate_page_id`, `missing_page`,
+    `missing_line` (as `fever.EvidenceRowsFn`)."""
+
+    def __init__(self, positive: str, clean: bool):
+        self.positive, self.clean = positive, clean
+
+    def process(self, element: tuple[int, dict[str, Iterable[Any]]]) -> Iterator[Any]:
+        groups = element[1]
+        pages, rejects = first_pages(groups[PAGES])
+        yield from rejects
+        evidence = [from_ipc(t) for t in groups[CLAIMS]]
+        if not evidence:
+            return
+        evidence = pa.concat_tables(evidence)
+        joined = evidence.join(pages.select(["key", "index"]), "key", join_type="left outer", use_threads=False)
+        found = pc.is_valid(joined["index"])
+        yield from evidence_rejects(joined.filter(pc.invert(found)), "missing_page")
+        joined = joined.filter(found)
+        if not joined.num_rows:
+            return
+        needed = take_rows(pages, pc.unique(joined["index"]))
+        titles = pa.array([page_title(i) for i in needed["id"].to_pylist()], pa.string())
+        needed = needed.append_column("title", titles)
+        if self.positive == "page":
+            joined = joined.join(page_positives(needed, self.clean), "index", use_threads=False)
+        else:
+            sentences = sentence_table(needed.select(["index", "lines"]))
+            joined = joined.join(sentences, ["index", "sentence"], join_type="left outer", use_threads=False)
+            raw = pc.fill_null(joined["raw"], "").combine_chunks()
+            joined = joined.append_column("positive", positives_of(raw, self.clean)).drop_columns(["raw"])
+        joined = joined.join(needed.select(["index", "id", "title"]), "index", use_threads=False)
+        blank = _mask(pc.equal(joined["positive"], ""))
+        yield from evidence_rejects(joined.filter(pa.array(blank)), "missing_line")
+        if not blank.all():
+            yield rows_table(joined.filter(pa.array(~blank)), self.positive)
+
+
+def page_positives(pages: pa.Table, clean: bool) -> pa.Table:
+    """(index, positive) of `--positive page` per page: `fever.page_positive` ("" for a blank one)."""
+    out = []
+    for title, text, page_lines in zip(*(pages[c].to_pylist() for c in ("title", "text", "lines")), strict=True):
+        sentences = {} if text.strip() else parse_wiki_lines(page_lines)
+        positive = page_positive(title, text, sentences, clean)
+        out.append(positive if positive.strip() else "")
+    return pa.table({"index": pages["index"], "positive": pa.array(out, pa.string())})
+
+
+def _read(pbegin, label: str, files: list[str], fn: beam.DoFn):
+    return (
+        pbegin
+        | f"List{label}" >> beam.Create(files)
+        | f"Reshuffle{label}" >> beam.Reshuffle()
+        | f"Read{label}" >> beam.ParDo(fn).with_outputs(REJECTS, SKIPPED_COUNTS, main="tables")
+    )
+
+
+class JoinFeverTables(beam.PTransform):
+    """PBegin -> {'row_tables', 'rejects', 'skipped_counts'}: FEVER claims ⋈ wiki pages on Arrow tables."""
+
+    def __init__(self, claims: list[str], pages: list[str], positive: str, clean: bool, spill: str | None = None):
+        super().__init__()
+        self.claims, self.pages, self.positive, self.clean, self.spill = claims, pages, positive, clean, spill
+
+    def expand(self, pbegin):
+        claims = _read(pbegin, "Claims", self.claims, ReadEvidenceTablesFn(self.positive, self.clean, self.spill))
+        pages = _read(pbegin, "Pages", self.pages, ReadPageTablesFn(self.spill))
+        rows = (
+            {CLAIMS: claims.tables, PAGES: pages.tables}
+            | "GroupByPage" >> beam.CoGroupByKey()
+            | "JoinEvidence"
+            >> beam.ParDo(JoinEvidenceTablesFn(self.positive, self.clean)).with_outputs(REJECTS, main="rows")
+        )
+        parts = (claims, pages, rows)
+        return {
+            "row_tables": rows.rows,
+            REJECTS: tuple(p[REJECTS] for p in parts) | "AllRejects" >> beam.Flatten(),
+            "skipped_counts": (claims[SKIPPED_COUNTS], pages[SKIPPED_COUNTS]) | "AllSkipCounts" >> beam.Flatten(),
+        }

@@ -1,0 +1,219 @@
+"""`build fever` on Arrow tables (fever_columns.py) against the keyed-batch path: same shard bytes, same rejects."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from negminer.pipelines import fever, io, lines
+from negminer.pipelines import schema as S
+from negminer.pipelines.fever import FeverConfig, page_fields, parse_wiki_lines
+from negminer.pipelines.fever_columns import decided_pages
+from negminer.pipelines.fever_sentences import positives_of, sentence_table
+from negminer.pipelines.source import Record
+from negminer.pipelines.transforms.tabular import Skip, tidy, untokenize_ptb
+
+NFD_BEYONCE = "Beyonce\u0301"  # the NFD spelling of `Beyoncé`
+
+# Pages that take every branch of page_fields / parse_wiki_lines / the sentence clean-up.
+ODD_PAGES = [
+    {
+        "id": "Plain",
+        "text": "Plain page .",
+        "lines": "0\tZero .\tanchor\tLink\n1\tOne  two\t\nnewline anchor\tX\n99\t",
+    },
+    {"id": "Tokens_-LRB-x-RRB-", "text": "t", "lines": "0\tA -LRB- b -RRB- c -COLON- d\n1\tx -RRB-LRB- y\n2\t -RRB- "},
+    {"id": NFD_BEYONCE, "text": "Beyonce\u0301 sings .", "lines": "0\tBeyonce\u0301 sings .\n1\tcafÃ© donÃ¢Â€Â™t"},
+    {"id": "Beyoncé", "text": "A duplicate by NFC .", "lines": "0\tDuplicate ."},
+    {"id": "Plain", "text": "A duplicate .", "lines": "0\tDuplicate ."},
+    {
+        "id": "Numbers",
+        "text": "n",
+        "lines": "007\tSeven .\n1\tfirst\n1\tsecond\n2\tkept\n2\t  \n99999999999999999999999\tHuge .",
+    },
+    {"id": "Digits", "text": "d", "lines": "\u0661\tArabic one .\n\u00b2\tsquared\n3\tThree \u00a0 spaced ."},
+    {"id": "Sentences_only", "text": "  ", "lines": "1\tSecond -LRB- b -RRB- .\n0\tFirst ."},
+    {"id": "Null_text", "text": None, "lines": "0\tFrom lines ."},
+    {"id": "Empty", "text": "", "lines": ""},
+    {"id": "Blank", "text": "   ", "lines": ""},
+    {"id": "Wide_blank", "text": " \u3000 ", "lines": ""},
+    {"id": "Blank_lines", "text": "", "lines": "0\t \n1\t"},
+    {"id": "", "text": "No id .", "lines": "0\tx"},
+    {"id": "   ", "text": "Blank id .", "lines": "0\tx"},
+    {"text": "Missing id .", "lines": "0\tx"},
+    {"id": 'Quote_"_and_\\', "text": "Odd id .", "lines": "0\tQuoted  id ."},
+    {"id": "Tabs", "text": "Tab\there", "lines": "0\tTab\x0bvertical\x1cfile ."},
+    {"id": "Only_token", "text": "x", "lines": "0\t-COLON-"},
+]
+BAD_TYPES = [  # values the JSON reader cannot type as strings: their run goes line by line
+    {"id": 5, "text": "Number id .", "lines": "0\tx"},
+    {"id": "Text_number", "text": 7, "lines": ""},
+    {"id": "Lines_list", "text": "x", "lines": [1]},
+]
+ODD_LINES = [
+    "{broken json",
+    "[1, 2]",
+    "",
+    "   ",
+    '{"id": "Surrogate", "text": "bad \\ud800 half", "lines": "0\\tS ."}',
+    '{"id": "Twice", "id": "Twice_b", "text": "Key twice .", "lines": "0\\tT ."}',
+    '{"id": "Crlf", "text": "Windows .", "lines": "0\\tW ."}\r',
+]
+
+
+def claim(cid, evidence, label="SUPPORTS", text=None) -> str:
+    return json.dumps(
+        {
+            "id": cid,
+            "label": label,
+            "claim": text or f"Claim {cid} .",
+            "evidence": [[[0, 0, p, n]] for p, n in evidence],
+        }
+    )
+
+
+ODD_CLAIMS = [
+    claim(1, [("Plain", 0), ("Plain", 1), ("Plain", 2), ("Plain", 99)]),
+    claim(2, [("Tokens_-LRB-x-RRB-", 0), ("Tokens_-LRB-x-RRB-", 1), ("Tokens_-LRB-x-RRB-", 2)]),
+    claim(3, [("Beyoncé", 0), ("Beyoncé", 1), (NFD_BEYONCE, 0)]),
+    claim(4, [("Numbers", 7), ("Numbers", 1), ("Numbers", 2), ("Numbers", 99999999999999999999999), ("Numbers", -1)]),
+    claim(5, [("Digits", 1), ("Digits", 3), ("Digits", 2)]),
+    claim(6, [("Sentences_only", 0), ("Null_text", 0), ("Empty", 0), ("Blank_lines", 0), ("Nowhere", 0)]),
+    claim(7, [('Quote_"_and_\\', 0), ("Tabs", 0), ("Only_token", 0), ("Surrogate", 0), ("Crlf", 0)]),
+    claim("abc", [("Plain", 0)], label="REFUTES", text="  donÃ¢Â€Â™t   mojibake  "),
+    claim(None, [("Twice_b", 0), ("Twice", 0)], text="Null id ."),
+    claim(1.5, [("Plain", 0)], label="NOT ENOUGH INFO"),
+    claim(8, [("Plain", 0)], label="MAYBE"),
+    claim(9, []),
+    claim(1, [("Plain", 0), ("Plain", 1), ("Plain", 2), ("Plain", 99)]),  # the same claim again
+    json.dumps({"id": 10, "label": "SUPPORTS", "claim": "Bad evidence .", "evidence": [[[0, 0, "Plain", True]]]}),
+]
+FILLER = 150  # plain pages around the odd ones: runs longer than lines.MIN_RUN reach pyarrow's JSON reader
+
+
+def write_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    filler = [
+        {"id": f"Filler_{i}", "text": f"Filler {i} .", "lines": f"0\tFiller {i} zero .\n1\tOne"} for i in range(FILLER)
+    ]
+    pages = [json.dumps(p) for p in filler[:60] + ODD_PAGES + filler[60:] + BAD_TYPES] + ODD_LINES
+    wiki = tmp_path / "wiki-001.jsonl"
+    wiki.write_text("\n".join(pages) + "\n")
+    wiki2 = tmp_path / "wiki-002.jsonl"  # a block that is not UTF-8 goes line by line
+    third = json.dumps({"id": "Plain", "text": "Third copy .", "lines": "0\tThird ."})
+    wiki2.write_bytes(third.encode() + b'\n{"id": "Bytes \xff"}\n')
+    claims = tmp_path / "claims.jsonl"
+    filler_claims = [claim(100 + i, [(f"Filler_{i}", 0), (f"Filler_{i}", 1)]) for i in range(0, FILLER, 7)]
+    claims.write_text("\n".join(ODD_CLAIMS + filler_claims + ["{oops"]) + "\n")
+    return claims, wiki, wiki2
+
+
+def digest(out: Path) -> dict:
+    shards = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("*.parquet"))}
+    rejects = sorted(json.dumps(r, sort_keys=True) for r in io.read_rejects(str(out)).to_pylist())
+    manifest = io.read_manifest(str(out))
+    return {"shards": shards, "rejects": rejects, "skipped": manifest["skipped"], "rows": manifest["rows"]}
+
+
+@pytest.mark.parametrize(("positive", "clean"), [("sentence", True), ("page", True), ("sentence", False)])
+def test_columnar_build_equals_keyed_batches_on_odd_input(positive, clean, tmp_path, monkeypatch):
+    claims, wiki, wiki2 = write_inputs(tmp_path)
+    monkeypatch.setattr(lines, "BLOCK_BYTES", 4096)  # several blocks per file
+    got = {}
+    for columnar in (False, True):
+        monkeypatch.setattr(fever, "COLUMNAR", columnar)
+        out = tmp_path / f"out-{columnar}"
+        config = FeverConfig(
+            claims=(str(claims),),
+            wiki_pages=(str(wiki), str(wiki2)),
+            output=str(out),
+            positive=positive,
+            clean=clean,
+            num_shards=2,
+        )
+        fever.build(config, [])
+        got[columnar] = digest(out)
+    assert got[True] == got[False]
+    reasons = {json.loads(r)[S.REJECT_REASON] for r in got[True]["rejects"]}
+    assert {"missing_page", "duplicate_page_id", "empty_page_id", "not_a_string:text", "malformed_json"} <= reasons
+    assert {"json_not_an_object", "unknown_label", "no_evidence", "malformed_evidence"} <= reasons
+    assert any(r.startswith("undecodable_bytes") for r in reasons)
+    assert ("missing_line" in reasons) == (positive == "sentence")
+    assert got[True]["skipped"] == {"not_enough_info": 1, "empty_page": 4}
+    assert got[True]["rows"] > FILLER // 7
+
+
+# ---------------------------------------------------------------- the columnar pieces against the Python functions
+
+
+def _random_lines(rng: random.Random) -> str:
+    alphabet = ["0", "1", "7", "00", "12", "\t", "\n", " ", "a", "-LRB-", "-RRB-", "\u00e9", "\u0661", "\x0b", "  "]
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+
+
+def test_sentence_table_is_parse_wiki_lines():
+    rng = random.Random(0)
+    texts = [_random_lines(rng) for _ in range(3000)] + ["0\ta\n0\tb\n00\tc", "5\tx\n05\t \n", "\u00b2\tsquared"]
+    table = sentence_table(pa.table({"index": list(range(len(texts))), "lines": texts}))
+    got = {(i, n, s) for i, n, s in zip(*(table[c].to_pylist() for c in ("index", "sentence", "raw")), strict=True)}
+    want = {(i, str(n), s) for i, t in enumerate(texts) for n, s in parse_wiki_lines(t).items()}
+    assert got == want and table.num_rows == len(want)
+    assert any(t.isascii() for t in texts) and any(not t.isascii() for t in texts)
+
+
+@pytest.mark.parametrize("clean", [True, False])
+def test_positives_of_is_tidy_of_untokenized(clean):
+    rng = random.Random(1)
+    alphabet = ["a", " ", "  ", "\t", "-LRB-", "-RRB-", "-LSB-", "-COLON-", "RRB-", "-", "\u00e9", "Ã©", "\x1f", "."]
+    raw = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
+    got = positives_of(pa.array(raw, pa.string()), clean).to_pylist()
+    want = [tidy(untokenize_ptb(s), clean) for s in raw]
+    assert got == [w if w.strip() else "" for w in want]
+    assert "" in got and any(w != s for w, s in zip(want, raw, strict=True))
+
+
+def test_decided_pages_agree_with_page_fields():
+    """The pages the columnar reader decides get the key, id, text and lines that `page_fields` gives; the surely
+    empty ones are `Skip("empty_page")` there."""
+    objs = ODD_PAGES
+    table = pa.Table.from_pylist(objs, schema=fever_schema())
+    pages, keep, empty = decided_pages(table)
+    kept = iter(pages.to_pylist())
+    for i, obj in enumerate(objs):
+        want = page_fields(Record("w", i + 1, json.dumps(obj)))
+        if keep[i]:
+            assert tuple(next(kept).values()) == want
+        elif empty[i]:
+            assert want == Skip("empty_page")
+    assert keep.sum() > len(objs) // 2 and empty.sum() == 2
+
+
+def fever_schema() -> pa.Schema:
+    from negminer.pipelines.fever_columns import PAGE_JSON
+
+    return PAGE_JSON
+
+
+def test_reader_takes_regular_pages_with_pyarrow(tmp_path, monkeypatch):
+    """Only the odd lines (and the regular ones in a run of at most lines.MIN_RUN around a line the JSON reader
+    refuses) go to the per-line `page_fields`; the reader's output holds every page either way."""
+    from negminer.pipelines import fever_columns
+
+    _, wiki, _ = write_inputs(tmp_path)
+    calls = []
+    monkeypatch.setattr(fever_columns, "page_fields", lambda r: calls.append(r.line) or page_fields(r))
+    out = list(fever_columns.ReadPageTablesFn().process(str(wiki)))
+    tables = [fever_columns.from_ipc(t) for _, t in (o for o in out if isinstance(o, tuple))]
+    ids = pa.concat_tables(tables)["id"].to_pylist()
+    kept = [page_fields(Record("w", 1, json.dumps(p))) for p in ODD_PAGES]
+    kept = [k for k in kept if isinstance(k, tuple) and not isinstance(k, Skip)]
+    assert len(ids) == FILLER + len(kept) + 3  # and Surrogate, Twice_b, Crlf of ODD_LINES
+    assert len(calls) <= lines.MIN_RUN + len(ODD_LINES) and len(ids) - len(calls) >= FILLER // 2
+    table = pa.Table.from_pylist(ODD_PAGES, schema=fever_schema())
+    _, keep, empty = decided_pages(table)
+    assert keep.sum() > len(ODD_PAGES) // 2
+    assert not set(calls) & {61 + i for i in range(len(ODD_PAGES)) if keep[i] or empty[i]}  # line 61: ODD_PAGES[0]
