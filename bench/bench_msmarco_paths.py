@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python bench/bench_msmarco_paths.py                   # every path, default sizes
        .venv/bin/python bench/bench_msmarco_paths.py --path triples [--passages 100000 --triples 200000]
+       .venv/bin/python bench/bench_msmarco_paths.py --path hf [--hf-rows 50000]
 
 Writes a synthetic set (`bench_msmarco.write_set` passages and queries, ~2% with mojibake), runs the same build with
 the old path and the new one (each in a child process, the old one by its module switch), checks that both wrote
@@ -25,6 +26,7 @@ from bench_msmarco import ROOT, measure, write_set  # noqa: E402
 # the switch of each path: module attribute -> the old path when False
 SWITCH = {
     "triples": ("negminer.pipelines.msmarco", "COLUMNAR_TRIPLES"),
+    "hf": ("negminer.pipelines.msmarco", "COLUMNAR_HF"),
 }
 
 

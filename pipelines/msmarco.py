@@ -18,6 +18,7 @@ import apache_beam as beam
 from negminer.pipelines import io, runner
 from negminer.pipelines import schema as S
 from negminer.pipelines.converter import Converter
+from negminer.pipelines.hf_columns import ReadHfTablesFn
 from negminer.pipelines.msmarco_columns import JoinQrelTables, QrelJoin
 from negminer.pipelines.source import REJECTS, ReadRecordsFn, Record, _counter, parse_json_line, reject, skip
 from negminer.pipelines.tables import spill_dir
@@ -31,6 +32,7 @@ from negminer.pipelines.triple_columns import AttachTripleTables
 SOURCE, PAIR_TYPE = "msmarco", "qa"
 TRIPLES = "triples"
 COLUMNAR_TRIPLES = True  # --triples on Arrow tables (triple_columns.py); False: the keyed-batch path (tests, bench)
+COLUMNAR_HF = True  # --hf Parquet records on Arrow (hf_columns.py); False: every record by parse_hf_row (tests, bench)
 
 
 class Triple(NamedTuple):
@@ -233,14 +235,16 @@ class BuildMsMarcoTuples(beam.PTransform):
 
     def expand(self, pbegin):
         c = self.config
-        if c.hf:
+        if c.hf:  # Arrow record batches (hf_columns.py); COLUMNAR_HF = False: rows built per record (the reference)
+            fn = ReadHfTablesFn(c.clean) if COLUMNAR_HF else ParseHfFileFn(c.clean)
             built = (
                 pbegin
                 | "ListHf" >> beam.Create(io.expand_patterns(c.hf))
                 | "ReshuffleHf" >> beam.Reshuffle()
-                | "ParseHf" >> beam.ParDo(ParseHfFileFn(c.clean)).with_outputs(REJECTS, SKIPPED_COUNTS, main="rows")
+                | "ParseHf" >> beam.ParDo(fn).with_outputs(REJECTS, SKIPPED_COUNTS, main="rows")
             )
-            return {"row_batches": built.rows, REJECTS: built[REJECTS], "skipped_counts": built[SKIPPED_COUNTS]}
+            rows = "row_tables" if COLUMNAR_HF else "row_batches"
+            return {rows: built.rows, REJECTS: built[REJECTS], "skipped_counts": built[SKIPPED_COUNTS]}
         if not c.triples or COLUMNAR_TRIPLES:  # Arrow tables end to end (msmarco_columns.py, triple_columns.py)
             spec = QrelJoin(c.queries, c.qrels, c.collection, SOURCE, PAIR_TYPE, c.min_relevance, clean=c.clean)
             joined = pbegin | "JoinTables" >> JoinQrelTables(spec, self.spill)
