@@ -66,7 +66,8 @@ def pair_row(pair: Pair | tuple, source: str) -> dict[str, Any]:
 
 class BuildBeirTuples(beam.PTransform):
     """PBegin -> {'row_tables', 'rejects', 'skipped_counts'} from BEIR files: Arrow tables joined per hash
-    partition (`msmarco_columns.JoinQrelTables`); documents are parsed line by line (`parse_json_doc`)."""
+    partition (`msmarco_columns.JoinQrelTables`); JSON-lines and Parquet documents are read in blocks / record
+    batches (`doc_columns`), the rows whose outcome is not plain by `parse_json_doc`."""
 
     def __init__(self, config: BeirConfig, spill: str | None = None):
         super().__init__()

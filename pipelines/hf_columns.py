@@ -20,15 +20,12 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 from negminer.pipelines import lines
 from negminer.pipelines import schema as S
+from negminer.pipelines.doc_columns import parquet_batches
 from negminer.pipelines.nli_columns import clean_ascii
 from negminer.pipelines.source import (
-    UNREADABLE_FILE_ERRORS,
     ReadRecordsFn,
     Record,
     _counter,
@@ -41,7 +38,6 @@ from negminer.pipelines.transforms.partition import SKIPPED_COUNTS
 from negminer.pipelines.transforms.tabular import tidy
 from negminer.pipelines.triple_columns import negative_lists, with_negatives
 
-BATCH_ROWS = 4096  # records per Parquet batch (as `source.parquet_records` reads them)
 NO_SELECTED = "no_selected_passage"
 
 
@@ -182,11 +178,6 @@ def hf_rows_table(
     return with_negatives(rows, negs, offsets), without, np.flatnonzero(~ok)
 
 
-def _parquet_batches(path: str) -> Iterator[pa.RecordBatch]:
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        yield from pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS)
-
-
 class ReadHfTablesFn(beam.DoFn):
     """path of a Hugging Face layout file -> tables of tuple rows; malformed records to rejects one by one, records
     without a selected passage counted in one skipped-counts dict per file. Parquet records whose outcome is plain
@@ -213,15 +204,11 @@ class ReadHfTablesFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(SKIPPED_COUNTS, counts)
 
     def _parquet(self, path: str, parse, counts: dict[str, int]) -> Iterator[Any]:
-        batches, n = _parquet_batches(path), 0
-        while True:
-            try:
-                batch = next(batches, None)
-            except UNREADABLE_FILE_ERRORS as e:
-                yield reject(Record(path, n + 1, f"{type(e).__name__}: {e}"), "unreadable_file")
-                return
-            if batch is None:
-                return
+        n = 0
+        for batch in parquet_batches(path):
+            if not isinstance(batch, pa.RecordBatch):
+                yield batch  # the reject of a file that cannot be read on
+                continue
             numbers = np.arange(n + 1, n + 1 + batch.num_rows)
             plain = plain_records(batch)
             slow = np.flatnonzero(~plain)

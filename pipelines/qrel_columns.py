@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from negminer.pipelines import lines
-from negminer.pipelines.doc_columns import json_doc_runs
+from negminer.pipelines.doc_columns import json_doc_runs, parquet_batches, parquet_doc_rows
 from negminer.pipelines.nli_columns import clean_ascii
 from negminer.pipelines.source import (
     ReadRecordsFn,
@@ -39,6 +39,7 @@ from negminer.pipelines.transforms.partition import SKIPPED_COUNTS
 from negminer.pipelines.transforms.tabular import Skip, parse_id_text, parse_json_doc, parse_qrel, tidy
 
 PARTITIONS = 32
+COLUMNAR_PARQUET = True  # BEIR Parquet documents on Arrow (doc_columns); False: row by row (tests, bench)
 TEXT = pa.schema([("id", pa.string()), ("text", pa.string()), ("path", pa.string()), ("line", pa.int64())])
 QREL = pa.schema(
     [
@@ -229,7 +230,10 @@ class ReadTextTablesFn(beam.DoFn):
         self.clean, self.json_docs, self.spill = clean, json_docs, spill
 
     def process(self, path: str, judged: list[bytes] | None = None) -> Iterator[Any]:
-        if is_parquet(path):
+        if is_parquet(path) and self.json_docs and COLUMNAR_PARQUET:
+            yield from self._parquet_docs(path)
+            return
+        if is_parquet(path):  # id<TAB>text readers reject every Parquet row (`malformed_line`)
             parse = functools.partial(parse_json_doc if self.json_docs else parse_id_text, clean=self.clean)
             rows: list[tuple] = []
             yield from _slow_items(path, ReadRecordsFn().process(path), parse, rows, {})
@@ -255,6 +259,27 @@ class ReadTextTablesFn(beam.DoFn):
             items = (line_record(path, block.first + int(i), block.raw(int(i))) for i in slow)
             yield from _slow_items(path, items, parse, rows, {})
             yield from out.add(pa.concat_tables([table, _table(rows, TEXT)]))
+        yield from out.flush()
+
+    def _parquet_docs(self, path: str) -> Iterator[Any]:
+        """A Parquet file of BEIR documents: plain rows by `doc_columns.parquet_doc_rows`, the others by
+        `parse_json_doc` (row numbers 1-based over the file, as `source.parquet_records` counts them)."""
+        parse = functools.partial(parse_json_doc, clean=self.clean)
+        out, n = PartitionBuffer("id", PARTITIONS, self.spill), 0
+        for batch in parquet_batches(path):
+            if not isinstance(batch, pa.RecordBatch):
+                yield batch  # the reject of a file that cannot be read on
+                continue
+            ids, texts, taken = parquet_doc_rows(batch, self.clean)
+            slow = np.setdiff1d(np.arange(batch.num_rows), taken)
+            rows: list[tuple] = []
+            picked = batch.take(pa.array(slow)).to_pylist()
+            items = (Record(path, n + 1 + int(i), r) for i, r in zip(slow, picked, strict=True))
+            yield from _slow_items(path, items, parse, rows, {})
+            where, numbers = pa.array([path] * len(taken), pa.string()), pa.array(n + 1 + taken, pa.int64())
+            table = pa.Table.from_arrays([ids, texts, where, numbers], schema=TEXT)
+            yield from out.add(pa.concat_tables([table, _table(rows, TEXT)]))
+            n += batch.num_rows
         yield from out.flush()
 
     def _json_docs(self, path: str) -> Iterator[Any]:

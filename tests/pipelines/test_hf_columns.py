@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from negminer.pipelines import doc_columns, io, msmarco
 from negminer.pipelines import hf_columns as H
-from negminer.pipelines import io, msmarco
 from negminer.pipelines import schema as S
 from tests.pipelines.test_triple_columns import _digest
 
@@ -104,7 +104,7 @@ def _write(tmp_path) -> list[str]:
 def test_columnar_hf_build_equals_the_per_record_build(tmp_path, monkeypatch, clean):
     """Whole builds, both paths: the same shards (bytes), rejects and counts on odd records, several batches."""
     files = _write(tmp_path)
-    monkeypatch.setattr(H, "BATCH_ROWS", 16)
+    monkeypatch.setattr(doc_columns, "BATCH_ROWS", 16)
     outs = {}
     for flag in (False, True):
         monkeypatch.setattr(msmarco, "COLUMNAR_HF", flag)
