@@ -54,7 +54,8 @@ def test_msmarco_job_graph_with_setup_file(msmarco_files, tmp_path):
     assert result.state == "DONE" and not (tmp_path / "out").exists()  # built, not submitted, nothing written
     graph = p.runner.proto_pipeline
     names = {t.unique_name for t in graph.components.transforms.values()}
-    for join in ("ByQueryGroup", "ByDocGroup", "ByTextGroup"):  # the three joins are shuffles (per hash partition)
+    joins = ("JoinTables/GroupByQuery", "JoinTables/GroupByDoc", "AttachTriples/GroupByText")
+    for join in joins:  # the three joins are shuffles (per hash partition)
         assert f"BuildMsMarcoTuples/{join}/CoGroupByKeyImpl/GroupByKey" in names
     (env,) = graph.components.environments.values()
     staged = {
@@ -66,7 +67,7 @@ def test_msmarco_job_graph_with_setup_file(msmarco_files, tmp_path):
     path = staged["workflow.tar.gz"]  # the sdist Beam built from setup.py, installed on every worker
     with tarfile.open(path) as tar:
         members = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
-    assert {"pipelines/msmarco.py", "pipelines/transforms/partition.py", "negminer/cli.py"} <= members
+    assert {"pipelines/msmarco.py", "pipelines/triple_columns.py", "negminer/cli.py"} <= members
 
 
 @pytest.mark.parametrize("command", ["msmarco", "fever", "beir"])
