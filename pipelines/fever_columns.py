@@ -32,8 +32,9 @@ from negminer.pipelines.fever import (
     parse_wiki_lines,
 )
 from negminer.pipelines.fever_sentences import positives_of, rows_table, sentence_table
+from negminer.pipelines.qrel_columns import Judged
 from negminer.pipelines.source import REJECTS, ReadRecordsFn, Record, _counter, line_record, reject
-from negminer.pipelines.tables import PartitionBuffer, from_ipc, take_rows
+from negminer.pipelines.tables import PartitionBuffer, from_ipc, take_rows, to_ipc
 from negminer.pipelines.transforms.partition import PARTITIONS, SKIPPED_COUNTS
 from negminer.pipelines.transforms.tabular import Skip
 
@@ -53,6 +54,7 @@ EVIDENCE = pa.schema(
 )
 CLAIMS, PAGES = "claims", "pages"
 _GRAPHIC = "[!-~]"  # a printable ASCII character other than space: str.strip() keeps it, so the string is not blank
+STUB_UNNAMED = True  # pages no evidence names cross the shuffle without their text and lines
 EVIDENCE_BATCH = 65_536  # evidence rows per table handed to the partition buffer
 
 
@@ -109,13 +111,18 @@ def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
 
 class ReadPageTablesFn(beam.DoFn):
     """path of a `wiki-*.jsonl` file -> (partition by page key, PAGE table) per flush; rejects and the `empty_page`
-    skips as `fever.page_fields` gives them (skips as one counts dict per file)."""
+    skips as `fever.page_fields` gives them (skips as one counts dict per file).
+
+    Given `judged` (a side input: IPC tables of the evidence's page keys in a `doc_id` column, see
+    `qrel_columns.Judged`), pages no evidence names cross the shuffle as stubs without text and lines: the join
+    needs them only for the `duplicate_page_id` rule, whose reject holds the page id."""
 
     def __init__(self, spill: str | None = None):
         self.spill = spill
 
-    def process(self, path: str) -> Iterator[Any]:
+    def process(self, path: str, judged: list[bytes] | None = None) -> Iterator[Any]:
         out, skipped = PartitionBuffer("key", PARTITIONS, self.spill), {}
+        named = Judged(judged) if judged is not None else None
         for block in lines.read_blocks(path):
             if not isinstance(block, lines.LineBlock):
                 yield block  # a reject of the reader
@@ -126,10 +133,26 @@ class ReadPageTablesFn(beam.DoFn):
                     tables.append(got)
                 else:
                     yield got
-            yield from out.add(pa.concat_tables(tables))
+            yield from out.add(stubs_unless(pa.concat_tables(tables), named))
         yield from out.flush()
         if skipped:
             yield beam.pvalue.TaggedOutput(SKIPPED_COUNTS, skipped)
+
+
+def stubs_unless(pages: pa.Table, named: Judged | None) -> pa.Table:
+    """The pages whose key `named` may hold as they are, the others without text and lines (null)."""
+    if named is None or not pages.num_rows:
+        return pages
+    mask = pa.array(named.may_hold(pages["key"]))
+    stubs = pages.filter(pc.invert(mask))
+    nulls = pa.nulls(stubs.num_rows, pa.string())
+    stubs = stubs.set_column(2, "text", nulls).set_column(3, "lines", nulls)
+    return pa.concat_tables([pages.filter(mask), stubs])
+
+
+def evidence_keys(element: tuple[int, Any]) -> bytes:
+    """A partition's evidence table -> IPC bytes of its distinct page keys as `doc_id` (the pages' side input)."""
+    return to_ipc(pa.table({"doc_id": pc.unique(from_ipc(element[1])["key"])}))
 
 
 def block_pages(block: lines.LineBlock, skipped: dict[str, int]) -> Iterator[Any]:
@@ -264,12 +287,12 @@ def page_positives(pages: pa.Table, clean: bool) -> pa.Table:
     return pa.table({"index": pages["index"], "positive": pa.array(out, pa.string())})
 
 
-def _read(pbegin, label: str, files: list[str], fn: beam.DoFn):
+def _read(pbegin, label: str, files: list[str], fn: beam.DoFn, side: dict | None = None):
     return (
         pbegin
         | f"List{label}" >> beam.Create(files)
         | f"Reshuffle{label}" >> beam.Reshuffle()
-        | f"Read{label}" >> beam.ParDo(fn).with_outputs(REJECTS, SKIPPED_COUNTS, main="tables")
+        | f"Read{label}" >> beam.ParDo(fn, **(side or {})).with_outputs(REJECTS, SKIPPED_COUNTS, main="tables")
     )
 
 
@@ -282,7 +305,11 @@ class JoinFeverTables(beam.PTransform):
 
     def expand(self, pbegin):
         claims = _read(pbegin, "Claims", self.claims, ReadEvidenceTablesFn(self.positive, self.clean, self.spill))
-        pages = _read(pbegin, "Pages", self.pages, ReadPageTablesFn(self.spill))
+        side = {}
+        if STUB_UNNAMED:
+            keys = claims.tables | "EvidenceKeys" >> beam.Map(evidence_keys)
+            side = {"judged": beam.pvalue.AsList(keys)}
+        pages = _read(pbegin, "Pages", self.pages, ReadPageTablesFn(self.spill), side)
         rows = (
             {CLAIMS: claims.tables, PAGES: pages.tables}
             | "GroupByPage" >> beam.CoGroupByKey()

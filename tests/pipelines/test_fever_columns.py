@@ -31,6 +31,7 @@ ODD_PAGES = [
     {"id": NFD_BEYONCE, "text": "Beyonce\u0301 sings .", "lines": "0\tBeyonce\u0301 sings .\n1\tcafÃ© donÃ¢Â€Â™t"},
     {"id": "Beyoncé", "text": "A duplicate by NFC .", "lines": "0\tDuplicate ."},
     {"id": "Plain", "text": "A duplicate .", "lines": "0\tDuplicate ."},
+    {"id": "Filler_1", "text": "A duplicate no evidence names .", "lines": "0\tU ."},
     {
         "id": "Numbers",
         "text": "n",
@@ -217,3 +218,21 @@ def test_reader_takes_regular_pages_with_pyarrow(tmp_path, monkeypatch):
     _, keep, empty = decided_pages(table)
     assert keep.sum() > len(ODD_PAGES) // 2
     assert not set(calls) & {61 + i for i in range(len(ODD_PAGES)) if keep[i] or empty[i]}  # line 61: ODD_PAGES[0]
+
+
+def test_pages_no_evidence_names_travel_as_stubs():
+    from negminer.pipelines.fever_columns import PAGE, evidence_keys, stubs_unless
+    from negminer.pipelines.qrel_columns import Judged
+    from negminer.pipelines.tables import to_ipc
+
+    pages = pa.Table.from_pylist(
+        [
+            {"key": k, "id": k, "text": f"{k} text", "lines": f"0\t{k}", "path": "w", "line": i}
+            for i, k in enumerate("abcd")
+        ],
+        schema=PAGE,
+    )
+    evidence = pa.table({"key": ["b", "d", "b", "z"]})
+    named = Judged([evidence_keys((0, to_ipc(evidence)))])
+    got = {r["key"]: (r["text"], r["lines"], r["line"]) for r in stubs_unless(pages, named).to_pylist()}
+    assert got == {"a": (None, None, 0), "b": ("b text", "0\tb", 1), "c": (None, None, 2), "d": ("d text", "0\td", 3)}
