@@ -33,7 +33,10 @@ def write_set(data: Path, pages: int, claims: int, files: int, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     wiki = data / "wiki"
     wiki.mkdir(parents=True, exist_ok=True)
-    ids = [f"Page_{i}" + ("_-LRB-film-RRB-" if i % 17 == 0 else "") + ("_Beyoncé" if i % 20 == 3 else "") for i in range(pages)]
+    ids = [
+        f"Page_{i}" + ("_-LRB-film-RRB-" if i % 17 == 0 else "") + ("_Beyoncé" if i % 20 == 3 else "")
+        for i in range(pages)
+    ]
     counts = rng.integers(1, 10, pages)  # sentences per page
     handles = [open(wiki / f"wiki-{k:03d}.jsonl", "w", encoding="utf-8") for k in range(files)]
     vocab = np.array(WORDS)
@@ -65,7 +68,9 @@ def write_set(data: Path, pages: int, claims: int, files: int, seed: int = 0) ->
                     entries.append([c, c, name, line] if labels[c] != "NOT ENOUGH INFO" else [c, None, None, None])
                 sets.append(entries)
             claim = " ".join(vocab[rng.integers(0, 5000, 8)]) + "."
-            f.write(json.dumps({"id": c, "verifiable": "x", "label": labels[c], "claim": claim, "evidence": sets}) + "\n")
+            f.write(
+                json.dumps({"id": c, "verifiable": "x", "label": labels[c], "claim": claim, "evidence": sets}) + "\n"
+            )
 
 
 def pyarrow_join(data: Path, out: Path, positive: str) -> int:
@@ -151,7 +156,9 @@ def main() -> None:
     data = out / "data"
     write_set(data, args.pages, args.claims, args.files)
     size = sum(f.stat().st_size for f in data.rglob("*.jsonl")) / 2**20
-    print(f"synthetic set: {args.pages} pages in {args.files} files, {args.claims} claims ({size:.0f} MiB), --positive {args.positive}")
+    print(
+        f"synthetic set: {args.pages} pages in {args.files} files, {args.claims} claims ({size:.0f} MiB), --positive {args.positive}"
+    )
     sys.path.insert(0, str(ROOT))
     got = {}
     for name, columnar in (("keyed batches", False), ("Arrow tables", True)):
@@ -159,7 +166,9 @@ def main() -> None:
             got[name] = build(data, out / name.split()[0], args.positive, columnar)
             got[name]["digest"] = digest(out / name.split()[0])
             got[name]["rows"] = json.loads((out / name.split()[0] / "manifest.json").read_text())["rows"]
-    base = measure([sys.executable, __file__, "--positive", args.positive, "--_pyarrow", str(data), str(out / "pyarrow")])
+    base = measure(
+        [sys.executable, __file__, "--positive", args.positive, "--_pyarrow", str(data), str(out / "pyarrow")]
+    )
     base["rows"] = int(base["output"].split("rows")[-1].split()[0])
     got["bare pyarrow"] = base
     print(f"{'':16}{'rows':>9}{'wall s':>9}{'CPU s':>9}{'peak RSS GiB':>14}")
