@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import gc
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -25,6 +27,9 @@ log = logging.getLogger("negminer")
 DEFAULT_RUNNER = "DirectRunner"  # pinned: Beam's default (Prism) downloads a binary and cannot start offline
 SHARD_INPUT_BYTES = 256 * 2**20  # --num-shards default: one output shard per this many bytes of input files
 MAX_AUTO_SHARDS = 4096
+# Young-generation threshold while a build runs (CPython's default: a collection every 700 new container objects).
+# With the imports frozen, collections took 0.16 CPU-s of a 3,000-page web-crawl build at 700, 0.10 at this.
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -97,6 +102,30 @@ def local_runner(options: PipelineOptions) -> PipelineRunner | None:
     return fn_runner.FnApiRunner(provision_info=info)
 
 
+@contextlib.contextmanager
+def quiet_gc(young: int = GC_YOUNG_THRESHOLD) -> Iterator[None]:
+    """While a build runs: the objects alive now (the imported modules: Beam, pyarrow, ...) are frozen out of the
+    garbage collector's scans (`gc.freeze`), and young collections wait for `young` new container objects (never
+    fewer than the process had set). Both are undone on exit, so a process that goes on collects as before; a
+    process that had frozen objects itself (a pre-fork server) keeps its own freeze and nothing more is frozen.
+
+    Without it the collector rescans every imported module's objects in its older-generation passes: 0.5 of a
+    3,000-page web-crawl build's ~12 CPU-s, 0.25 of a 1M-passage `build msmarco`; 0.1 and 0.03 with it. Nothing
+    is freed later than reference counting frees it; only cyclic garbage waits a little longer.
+    """
+    threshold = gc.get_threshold()
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    gc.set_threshold(max(young, threshold[0]), *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        if freeze:
+            gc.unfreeze()
+
+
 _command_line: list[str] | None = None
 
 
@@ -140,7 +169,7 @@ def run_build(  # noqa: PLR0913 — the build driver under Converter.build, whic
     options = pipeline_options(beam_args)
     base = manifest_base(command, config, inputs)
     t0 = time.perf_counter()
-    with io.output_lock(out_dir, command):
+    with io.output_lock(out_dir, command), quiet_gc():
         io.begin_split(out_dir, split)
         tables.remove_spill(out_dir, split)  # left by a build that was killed
         try:
