@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import hashlib
 import json
@@ -99,3 +100,23 @@ def test_quiet_gc_gives_the_same_bytes(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "quiet_gc", contextlib.nullcontext)
     plain = build(tmp_path / "plain")
     assert quiet == plain and quiet["rows"] > 0 and len(quiet["shards"]) == 2
+
+
+def test_view_caching_options_answer_as_beams_own_views():
+    from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions, StandardOptions, TypeOptions
+
+    flags = ["--runner=DirectRunner", "--no_pipeline_type_check", "--experiments=a"]
+    cached, plain = runner.ViewCachingOptions(flags), PipelineOptions(flags)
+    assert cached.view_as(TypeOptions) is cached.view_as(TypeOptions)
+    for opts in (cached, plain):  # the same answers, and a value set through one view is seen by the others
+        assert opts.view_as(TypeOptions).pipeline_type_check is False
+        opts.view_as(StandardOptions).runner = "Other"
+        opts.view_as(DebugOptions).add_experiment("b")
+        assert opts.view_as(StandardOptions).runner == "Other" and opts.get_all_options()["runner"] == "Other"
+        assert opts.view_as(DebugOptions).experiments == ["a", "b"]
+    assert cached.get_all_options() == plain.get_all_options()
+    twin = copy.deepcopy(cached)  # as beam.Pipeline copies its options: the copy's views write to the copy
+    twin.view_as(StandardOptions).runner = "Third"
+    assert twin.get_all_options()["runner"] == "Third" and cached.view_as(StandardOptions).runner == "Other"
+    assert runner.pipeline_options([]).view_as(StandardOptions) is not None
+    assert type(runner.pipeline_options([])) is runner.ViewCachingOptions
