@@ -26,12 +26,10 @@ from negminer.pipelines.fever import (
     evidence_record,
     page_fields,
     page_key,
-    page_positive,
     page_title,
     parse_claim,
-    parse_wiki_lines,
 )
-from negminer.pipelines.fever_sentences import positives_of, rows_table, sentence_table
+from negminer.pipelines.fever_sentences import page_positives, positives_of, rows_table, sentence_table
 from negminer.pipelines.qrel_columns import Judged
 from negminer.pipelines.source import REJECTS, ReadRecordsFn, Record, _counter, line_record, reject
 from negminer.pipelines.tables import PartitionBuffer, from_ipc, take_rows, to_ipc
@@ -275,16 +273,6 @@ class JoinEvidenceTablesFn(beam.DoFn):
         yield from evidence_rejects(joined.filter(pa.array(blank)), "missing_line")
         if not blank.all():
             yield rows_table(joined.filter(pa.array(~blank)), self.positive)
-
-
-def page_positives(pages: pa.Table, clean: bool) -> pa.Table:
-    """(index, positive) of `--positive page` per page: `fever.page_positive` ("" for a blank one)."""
-    out = []
-    for title, text, page_lines in zip(*(pages[c].to_pylist() for c in ("title", "text", "lines")), strict=True):
-        sentences = {} if text.strip() else parse_wiki_lines(page_lines)
-        positive = page_positive(title, text, sentences, clean)
-        out.append(positive if positive.strip() else "")
-    return pa.table({"index": pages["index"], "positive": pa.array(out, pa.string())})
 
 
 def _read(pbegin, label: str, files: list[str], fn: beam.DoFn, side: dict | None = None):

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from negminer.pipelines import lines
 from negminer.pipelines import schema as S
-from negminer.pipelines.fever import PAIR_TYPE, SOURCE, parse_wiki_lines
+from negminer.pipelines.fever import PAIR_TYPE, SOURCE, page_positive, parse_wiki_lines
 from negminer.pipelines.nli_columns import clean_ascii
 from negminer.pipelines.tables import row_ids
 from negminer.pipelines.transforms.tabular import tidy, untokenize_ptb
@@ -78,20 +78,65 @@ def _ascii_sentences(index: pa.Array, text: pa.Array) -> pa.Table:
     return table.drop_columns(["at"]).cast(SENTENCES)
 
 
+_TOKENS = "LRB|LSB|LCB|RRB|RSB|RCB|COLON"
+_OVERLAP = f"-({_TOKENS})-({_TOKENS})-"  # two tokens sharing a `-`: one pass and several passes may differ
+_WS = "[\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f ]*"  # Python's \\s* on ASCII (RE2's \\s lacks \\x0b, \\x1c-\\x1f)
+_PASSES = [(f"-L{k}B-{_WS}", c) for k, c in zip("RSC", "([{", strict=True)]
+_PASSES += [(f"{_WS}-R{k}B-", c) for k, c in zip("RSC", ")]}", strict=True)] + [("-COLON-", ":")]
+
+
+def untokenize_ascii(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """(`untokenize_ptb` of each ASCII string by `pyarrow.compute`, mask of the strings it is exact for).
+
+    `untokenize_ptb` is one regex pass over all seven tokens; passes token by token give the same text when no two
+    tokens overlap (an opening token eats the whitespace after it before a closing one looks for the whitespace
+    before it, as in the one pass), so strings with overlapping tokens (`-RRB-LRB-`) and non-ASCII ones are left
+    out of the mask."""
+    exact = _mask(pc.and_(pc.string_is_ascii(values), pc.invert(pc.match_substring_regex(values, _OVERLAP))))
+    has = _mask(pc.match_substring_regex(values, _PTB_TOKEN)) & exact
+    if not has.any():
+        return values, exact
+    some = values.filter(pa.array(has))
+    for pattern, char in _PASSES:
+        some = pc.replace_substring_regex(some, pattern, char)
+    return pc.replace_with_mask(values, pa.array(has), some), exact
+
+
 def positives_of(raw: pa.Array, clean: bool) -> pa.Array:
     """`tidy(untokenize_ptb(s), clean)` of every raw sentence, "" for one that is blank after it (`missing_line`)."""
     enc = pc.dictionary_encode(raw)
-    values = enc.dictionary
-    plain = _mask(pc.and_(pc.string_is_ascii(values), pc.invert(pc.match_substring_regex(values, _PTB_TOKEN))))
+    values, plain = untokenize_ascii(enc.dictionary)
     done = pc.utf8_trim(values, lines.ASCII_WHITESPACE) if not clean else clean_ascii(values)
     # clean_ascii trims; without clean the text stays as is unless it is blank
     done = pc.if_else(pc.equal(done, ""), "", values if not clean else done)
     other = np.flatnonzero(~plain)
     if len(other):
-        fixed = [tidy(untokenize_ptb(v), clean) for v in values.take(pa.array(other)).to_pylist()]
+        fixed = [tidy(untokenize_ptb(v), clean) for v in enc.dictionary.take(pa.array(other)).to_pylist()]
         fixed = pa.array([v if v.strip() else "" for v in fixed], pa.string())
         done = pc.replace_with_mask(done, pa.array(~plain), fixed)
     return done.take(enc.indices)
+
+
+def page_positives(pages: pa.Table, clean: bool) -> pa.Table:
+    """(index, positive) of `--positive page` per page (`index`, `title`, `text`, `lines`): `fever.page_positive`,
+    "" for a blank one. By `pyarrow.compute` for an ASCII title and text with a printable character (the text is
+    the body) that `untokenize_ascii` does exactly; by `page_positive` for the others."""
+    title, text = pages["title"].combine_chunks(), pages["text"].combine_chunks()
+    body, plain = untokenize_ascii(text)
+    plain &= _mask(pc.and_(pc.string_is_ascii(title), pc.match_substring_regex(text, "[!-~]")))
+    head, body = pc.utf8_trim(title, lines.ASCII_WHITESPACE), pc.utf8_trim(body, lines.ASCII_WHITESPACE)
+    done = pc.if_else(pc.greater(pc.binary_length(head), 0), pc.binary_join_element_wise(head, body, " "), body)
+    done = clean_ascii(done) if clean else done
+    other = np.flatnonzero(~plain)
+    if len(other):
+        rows = pages.select(["title", "text", "lines"]).take(pa.array(other)).to_pylist()
+        fixed = []
+        for r in rows:
+            sentences = {} if r["text"].strip() else parse_wiki_lines(r["lines"])
+            positive = page_positive(r["title"], r["text"], sentences, clean)
+            fixed.append(positive if positive.strip() else "")
+        done = pc.replace_with_mask(done, pa.array(~plain), pa.array(fixed, pa.string()))
+    return pa.table({"index": pages["index"], "positive": done})
 
 
 def _quoted(values: pa.Array | pa.ChunkedArray) -> pa.Array:

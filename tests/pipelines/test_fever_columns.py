@@ -12,9 +12,9 @@ import pytest
 
 from negminer.pipelines import fever, io, lines
 from negminer.pipelines import schema as S
-from negminer.pipelines.fever import FeverConfig, page_fields, parse_wiki_lines
+from negminer.pipelines.fever import FeverConfig, page_fields, page_positive, parse_wiki_lines
 from negminer.pipelines.fever_columns import decided_pages
-from negminer.pipelines.fever_sentences import positives_of, sentence_table
+from negminer.pipelines.fever_sentences import page_positives, positives_of, sentence_table, untokenize_ascii
 from negminer.pipelines.source import Record
 from negminer.pipelines.transforms.tabular import Skip, tidy, untokenize_ptb
 
@@ -166,11 +166,47 @@ def test_sentence_table_is_parse_wiki_lines():
     assert any(t.isascii() for t in texts) and any(not t.isascii() for t in texts)
 
 
+TOKEN_BITS = ["a", " ", "  ", "\t", "\n", "\r", "\x0b", "\x1c", "\x1f", ".", "-", "\u00e9", "Ã©", "\u00a0"]
+TOKEN_BITS += ["-LRB-", "-RRB-", "-LSB-", "-RSB-", "-LCB-", "-RCB-", "-COLON-", "LRB-", "RRB-", "COLON-", "-L", "B-"]
+
+
+def _random_tokens(rng: random.Random) -> str:
+    return "".join(rng.choice(TOKEN_BITS) for _ in range(rng.randint(0, 12)))
+
+
+def test_untokenize_ascii_is_untokenize_ptb_where_exact():
+    rng = random.Random(2)
+    raw = [_random_tokens(rng) for _ in range(5000)] + ["-RRB-LRB-", "x -RRB- -LRB- y", "-LRB-  -RRB-", "a\x1c-RRB-"]
+    got, exact = untokenize_ascii(pa.array(raw, pa.string()))
+    got = got.to_pylist()
+    assert [g for g, e in zip(got, exact, strict=True) if e] == [
+        untokenize_ptb(s) for s, e in zip(raw, exact, strict=True) if e
+    ]
+    assert not exact[-4] and exact[-3:].all() and got[-1] == "a)"
+    tokens = [i for i, s in enumerate(raw) if untokenize_ptb(s) != s and s.isascii()]
+    assert exact[tokens].mean() > 0.8  # most ASCII strings with tokens are done by pyarrow
+
+
+@pytest.mark.parametrize("clean", [True, False])
+def test_page_positives_are_page_positive(clean):
+    rng = random.Random(3)
+    n = 3000
+    titles = [_random_tokens(rng) if i % 3 else f"Title {i} -LRB-x-RRB-" for i in range(n)]
+    texts = [_random_tokens(rng) for _ in range(n)]
+    page_lines = [_random_lines(rng) for _ in range(n)]
+    pages = pa.table({"index": list(range(n)), "title": titles, "text": texts, "lines": page_lines})
+    got = page_positives(pages, clean)["positive"].to_pylist()
+    want = []
+    for title, text, ls in zip(titles, texts, page_lines, strict=True):
+        p = page_positive(title, text, {} if text.strip() else parse_wiki_lines(ls), clean)
+        want.append(p if p.strip() else "")
+    assert got == want and "" in got
+
+
 @pytest.mark.parametrize("clean", [True, False])
 def test_positives_of_is_tidy_of_untokenized(clean):
     rng = random.Random(1)
-    alphabet = ["a", " ", "  ", "\t", "-LRB-", "-RRB-", "-LSB-", "-COLON-", "RRB-", "-", "\u00e9", "Ã©", "\x1f", "."]
-    raw = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
+    raw = [_random_tokens(rng) for _ in range(3000)]
     got = positives_of(pa.array(raw, pa.string()), clean).to_pylist()
     want = [tidy(untokenize_ptb(s), clean) for s in raw]
     assert got == [w if w.strip() else "" for w in want]
