@@ -17,6 +17,7 @@ from negminer.pipelines.fever_columns import decided_pages
 from negminer.pipelines.fever_sentences import page_positives, positives_of, sentence_table, untokenize_ascii
 from negminer.pipelines.source import Record
 from negminer.pipelines.transforms.tabular import Skip, tidy, untokenize_ptb
+from tests.conftest import shared_file
 
 NFD_BEYONCE = "Beyonce\u0301"  # the NFD spelling of `Beyoncé`
 
@@ -97,11 +98,16 @@ ODD_CLAIMS = [
 FILLER = 150  # plain pages around the odd ones: runs longer than lines.MIN_RUN reach pyarrow's JSON reader
 
 
-def write_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
+def write_inputs(tmp_path: Path, surrogate: bool = True) -> tuple[Path, Path, Path]:
+    """claims.jsonl, wiki-001.jsonl (filler, odd pages and lines), wiki-002.jsonl (a third `Plain`, bad bytes).
+
+    `surrogate=False` leaves out the page with a lone surrogate escape: the keyed-batch path fails on it when its
+    text reaches a row uncleaned (`--positive page --no-clean`)."""
     filler = [
         {"id": f"Filler_{i}", "text": f"Filler {i} .", "lines": f"0\tFiller {i} zero .\n1\tOne"} for i in range(FILLER)
     ]
-    pages = [json.dumps(p) for p in filler[:60] + ODD_PAGES + filler[60:] + BAD_TYPES] + ODD_LINES
+    odd = [line for line in ODD_LINES if surrogate or "Surrogate" not in line]
+    pages = [json.dumps(p) for p in filler[:60] + ODD_PAGES + filler[60:] + BAD_TYPES] + odd
     wiki = tmp_path / "wiki-001.jsonl"
     wiki.write_text("\n".join(pages) + "\n")
     wiki2 = tmp_path / "wiki-002.jsonl"  # a block that is not UTF-8 goes line by line
@@ -120,9 +126,11 @@ def digest(out: Path) -> dict:
     return {"shards": shards, "rejects": rejects, "skipped": manifest["skipped"], "rows": manifest["rows"]}
 
 
-@pytest.mark.parametrize(("positive", "clean"), [("sentence", True), ("page", True), ("sentence", False)])
+@pytest.mark.parametrize(
+    ("positive", "clean"), [("sentence", True), ("page", True), ("sentence", False), ("page", False)]
+)
 def test_columnar_build_equals_keyed_batches_on_odd_input(positive, clean, tmp_path, monkeypatch):
-    claims, wiki, wiki2 = write_inputs(tmp_path)
+    claims, wiki, wiki2 = write_inputs(tmp_path, surrogate=(positive, clean) != ("page", False))
     monkeypatch.setattr(lines, "BLOCK_BYTES", 4096)  # several blocks per file
     got = {}
     for columnar in (False, True):
@@ -146,6 +154,33 @@ def test_columnar_build_equals_keyed_batches_on_odd_input(positive, clean, tmp_p
     assert ("missing_line" in reasons) == (positive == "sentence")
     assert got[True]["skipped"] == {"not_enough_info": 1, "empty_page": 4}
     assert got[True]["rows"] > FILLER // 7
+
+
+def test_lone_surrogate_becomes_replacement_character(tmp_path):
+    """Where the keyed-batch path failed (a lone surrogate reaching a row uncleaned), the Arrow path writes U+FFFD,
+    what the clean-up makes of it."""
+    claims, wiki, wiki2 = write_inputs(tmp_path)
+    out = tmp_path / "out"
+    config = FeverConfig(claims=(str(claims),), wiki_pages=(str(wiki),), output=str(out), positive="page", clean=False)
+    fever.build(config, [])
+    rows = [r for r in io.iter_rows(str(out)) if r[S.POSITIVE_ID] == "Surrogate"]
+    assert [r[S.POSITIVE] for r in rows] == ["Surrogate bad \ufffd half"]
+
+
+def test_columnar_build_equals_keyed_batches_on_paper_dev(tmp_path, monkeypatch):
+    """The real paper_dev claims with test-written pages of its evidence and the real wiki segment."""
+    from tests.pipelines.test_fever import write_fixture
+
+    claims, extra, wiki, _ = write_fixture(tmp_path)
+    segment = shared_file("fever", "anserini_fever_wiki-pages_segment1.jsonl")
+    got = {}
+    for columnar in (False, True):
+        monkeypatch.setattr(fever, "COLUMNAR", columnar)
+        out = tmp_path / f"out-{columnar}"
+        config = FeverConfig(claims=(str(claims), str(extra)), wiki_pages=(str(wiki), str(segment)), output=str(out))
+        fever.build(config, [])
+        got[columnar] = digest(out)
+    assert got[True] == got[False] and got[True]["rows"] > 0
 
 
 # ---------------------------------------------------------------- the columnar pieces against the Python functions
