@@ -173,17 +173,16 @@ class AttachNegativeTablesFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(SKIPPED_COUNTS, {"triple_without_pair": unmatched})
         if pairs is None:
             return
-        matched = triples.append_column("g", at).filter(pc.is_valid(at))
-        matched = take_rows(
-            matched, pc.sort_indices(matched, [("g", "ascending"), ("path", "ascending"), ("line", "ascending")])
-        )
+        # the matched triples by (key, file, line): only the order is sorted (unmatched keys are null, sorted last),
+        # then the negatives taken once; the key strings are not copied
+        order = pc.sort_indices(
+            pa.table({"g": at, "path": triples["path"], "line": triples["line"]}),
+            [("g", "ascending"), ("path", "ascending"), ("line", "ascending")],
+        ).slice(0, triples.num_rows - unmatched)
+        negatives = take_rows(triples.select(["negative"]), order)["negative"].combine_chunks()
         row_groups = pc.index_in(pairs[KEY], keys).to_numpy(zero_copy_only=False).astype(np.int64)
-        texts, offsets = negative_lists(
-            row_groups,
-            pairs[S.POSITIVE],
-            matched["g"].to_numpy().astype(np.int64),
-            matched["negative"].combine_chunks(),
-        )
+        cand_groups = at.take(order).to_numpy(zero_copy_only=False).astype(np.int64)
+        texts, offsets = negative_lists(row_groups, pairs[S.POSITIVE], cand_groups, negatives)
         yield with_negatives(pairs.drop_columns([KEY]).combine_chunks(), texts, offsets)
 
 
