@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/bench_msmarco_paths.py                   # every path, default sizes
        .venv/bin/python bench/bench_msmarco_paths.py --path triples [--passages 100000 --triples 200000]
-       .venv/bin/python bench/bench_msmarco_paths.py --path hf [--hf-rows 50000]
+       .venv/bin/python bench/bench_msmarco_paths.py --path hf [--hf-rows 50000]      # or --path hf-jsonl
        .venv/bin/python bench/bench_msmarco_paths.py --path beir [--passages 100000]
 
 Writes a synthetic set (`bench_msmarco.write_set` passages and queries, ~2% with mojibake), runs the same build with
@@ -28,6 +28,7 @@ from bench_msmarco import ROOT, measure, write_set  # noqa: E402
 SWITCH = {
     "triples": ("negminer.pipelines.msmarco", "COLUMNAR_TRIPLES"),
     "hf": ("negminer.pipelines.msmarco", "COLUMNAR_HF"),
+    "hf-jsonl": ("negminer.pipelines.msmarco", "COLUMNAR_HF"),
     "beir": ("negminer.pipelines.qrel_columns", "COLUMNAR_PARQUET"),
 }
 
@@ -84,6 +85,8 @@ def write_hf(data: Path, n: int, seed: int = 2) -> None:
             }
         )
     pq.write_table(pa.Table.from_pylist(rows), data / "train.parquet")
+    with open(data / "train.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
 def write_beir(data: Path) -> None:
@@ -106,8 +109,9 @@ def build_args(path: str, data: Path, out: Path) -> list[str]:
         files = ["--collection", data / "collection.tsv", "--queries", data / "queries.tsv"]
         files += ["--qrels", data / "qrels.tsv", "--triples", data / "triples.tsv"]
         return ["build", "msmarco", *map(str, files), "--output", str(out)]
-    if path == "hf":
-        return ["build", "msmarco", "--hf", str(data / "train.parquet"), "--output", str(out)]
+    if path in ("hf", "hf-jsonl"):
+        name = "train.parquet" if path == "hf" else "train.jsonl"
+        return ["build", "msmarco", "--hf", str(data / name), "--output", str(out)]
     files = ["--corpus", data / "corpus.parquet", "--queries", data / "queries.parquet", "--qrels"]
     return ["build", "beir", *map(str, files), str(data / "qrels_beir.tsv"), "--name", "bench", "--output", str(out)]
 
@@ -161,7 +165,8 @@ def main() -> None:
 
 def bench(path: str, args: argparse.Namespace, data: Path, out: Path) -> bool:
     """Old vs new build of one path, printed; True when their outputs differ."""
-    {"triples": lambda: write_triples(data, args.triples), "hf": lambda: write_hf(data, args.hf_rows)}.get(
+    hf = lambda: write_hf(data, args.hf_rows)  # noqa: E731
+    {"triples": lambda: write_triples(data, args.triples), "hf": hf, "hf-jsonl": hf}.get(
         path, lambda: write_beir(data)
     )()
     got = {}
@@ -171,7 +176,7 @@ def bench(path: str, args: argparse.Namespace, data: Path, out: Path) -> bool:
         got[name]["rows"] = json.loads((out / name / "manifest.json").read_text())["rows"]
     old, new = got["old"], got["new"]
     print(f"--path {path}: {args.passages} passages, {args.queries} queries, {args.qrels} qrels", end="")
-    print({"triples": f", {args.triples} triples", "hf": f", {args.hf_rows} HF rows"}.get(path, ""))
+    print({"triples": f", {args.triples} triples"}.get(path, f", {args.hf_rows} HF rows" if "hf" in path else ""))
     print(f"{'':8}{'rows':>9}{'wall s':>9}{'CPU s':>9}{'peak RSS GiB':>14}")
     for name, m in got.items():
         print(f"{name:8}{m['rows']:>9}{m['secs']:>9.1f}{m['cpu']:>9.1f}{m['peak_rss'] / 2**30:>14.2f}")

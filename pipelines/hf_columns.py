@@ -26,10 +26,10 @@ from negminer.pipelines import schema as S
 from negminer.pipelines.doc_columns import parquet_batches
 from negminer.pipelines.nli_columns import clean_ascii
 from negminer.pipelines.source import (
-    ReadRecordsFn,
     Record,
     _counter,
     is_parquet,
+    line_record,
     parse_json_line,
     reject,
 )
@@ -194,14 +194,22 @@ class ReadHfTablesFn(beam.DoFn):
         if is_parquet(path):
             yield from self._parquet(path, parse, counts)
         else:
-            rows: list[dict] = []
-            for record in ReadRecordsFn().process(path):
-                yield from _slow_record(record, parse, rows, counts)
-            if rows:
-                yield S.rows_to_table(rows)
+            yield from self._json_lines(path, parse, counts)
         if counts[NO_SELECTED]:
             _counter("negminer", f"skipped_{NO_SELECTED}").inc(counts[NO_SELECTED])
             yield beam.pvalue.TaggedOutput(SKIPPED_COUNTS, counts)
+
+    def _decide(self, batch: pa.RecordBatch, numbers: np.ndarray, path: str, counts: dict) -> Iterator[Any]:
+        """The rows table of a batch's plain records (yielded), then their indexes left to `parse_hf_row` (returned)."""
+        plain = plain_records(batch)
+        slow = np.flatnonzero(~plain)
+        if plain.any():
+            table, without, left = hf_rows_table(batch.filter(pa.array(plain)), numbers[plain], path, self.clean)
+            counts[NO_SELECTED] += without
+            slow = np.sort(np.r_[slow, np.flatnonzero(plain)[left]])
+            if table.num_rows:
+                yield table
+        return slow
 
     def _parquet(self, path: str, parse, counts: dict[str, int]) -> Iterator[Any]:
         n = 0
@@ -210,20 +218,63 @@ class ReadHfTablesFn(beam.DoFn):
                 yield batch  # the reject of a file that cannot be read on
                 continue
             numbers = np.arange(n + 1, n + 1 + batch.num_rows)
-            plain = plain_records(batch)
-            slow = np.flatnonzero(~plain)
-            if plain.any():
-                table, without, left = hf_rows_table(batch.filter(pa.array(plain)), numbers[plain], path, self.clean)
-                counts[NO_SELECTED] += without
-                slow = np.sort(np.r_[slow, np.flatnonzero(plain)[left]])
-                if table.num_rows:
-                    yield table
+            slow = yield from self._decide(batch, numbers, path, counts)
             rows: list[dict] = []
             for i, obj in zip(slow, batch.take(pa.array(slow)).to_pylist(), strict=True):
                 yield from _slow_record(Record(path, int(numbers[i]), obj), parse, rows, counts)
             if rows:
                 yield S.rows_to_table(rows)
             n += batch.num_rows
+
+    def _json_lines(self, path: str, parse, counts: dict[str, int]) -> Iterator[Any]:
+        """JSON lines in blocks: runs of regular lines through pyarrow's JSON reader (`hf_schema`, typed by the
+        file's first record), their plain records decided as Parquet's; every other line by `parse_hf_row`."""
+        state: dict[str, Any] = {}
+        for block in lines.read_blocks(path):
+            if not isinstance(block, lines.LineBlock):
+                yield block
+                continue
+            kinds = lines.regular_lines(block)
+            if "schema" not in state and (first := lines.first_object(block, kinds)) is not None:
+                state["schema"] = hf_schema(first)
+            slow: list[int] = []
+            if state.get("schema") is None:
+                slow = np.flatnonzero(kinds != 0).tolist()
+            else:
+                for table, numbers in lines.json_runs(block, state["schema"], kinds, slow.append):
+                    batch = table.combine_chunks().to_batches()[0]
+                    left = yield from self._decide(batch, numbers, path, counts)
+                    slow += (numbers[left] - block.first).tolist()
+            rows: list[dict] = []
+            for i in sorted(slow):
+                record = line_record(path, block.first + i, block.raw(i))
+                if record is not None:
+                    yield from _slow_record(record, parse, rows, counts)
+            if rows:
+                yield S.rows_to_table(rows)
+
+
+def hf_schema(first: dict) -> pa.Schema | None:
+    """The columns pyarrow's JSON reader takes from a JSON-lines file, typed as in its first record (a record of
+    other types fails its run, which then goes line by line); None when `passages` is not a dict there (a list of
+    passage dicts: the file goes line by line). `url` and `query_id` are always read, so none is ever dropped."""
+    passages = first.get("passages")
+    if not isinstance(passages, dict):
+        return None
+    qid = first.get("query_id")
+    sel = passages.get("is_selected")
+    is_bool = isinstance(sel, list) and bool(sel) and all(isinstance(s, bool) for s in sel)
+    struct = pa.struct(
+        [
+            ("is_selected", pa.list_(pa.bool_() if is_bool else pa.int64())),
+            ("passage_text", pa.list_(pa.string())),
+            ("url", pa.list_(pa.string())),
+        ]
+    )
+    is_int = isinstance(qid, int) and not isinstance(qid, bool)
+    return pa.schema(
+        [("query", pa.string()), ("query_id", pa.int64() if is_int else pa.string()), ("passages", struct)]
+    )
 
 
 def _slow_record(record: Any, parse, rows: list[dict], counts: dict[str, int]) -> Iterator[Any]:

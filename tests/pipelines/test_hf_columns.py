@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 
@@ -10,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from negminer.pipelines import doc_columns, io, msmarco
+from negminer.pipelines import doc_columns, io, lines, msmarco
 from negminer.pipelines import hf_columns as H
 from negminer.pipelines import schema as S
 from tests.pipelines.test_triple_columns import _digest
@@ -70,7 +71,7 @@ ODD = [
 ]
 
 
-def _write(tmp_path) -> list[str]:
+def _write(tmp_path, surrogate: bool = True) -> list[str]:
     rng = random.Random(0)
     main = [_record(i) for i in range(60)] + ODD
     rng.shuffle(main)
@@ -96,15 +97,46 @@ def _write(tmp_path) -> list[str]:
     ]
     pq.write_table(pa.Table.from_pylist(listed), tmp_path / "c.parquet")
     (tmp_path / "d.parquet").write_bytes(b"not a parquet file")
-    (tmp_path / "e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in main[:10] + ODD[:3]) + "{broken\n[1]\n")
-    return [str(tmp_path / n) for n in ("a.parquet", "b.parquet", "c.parquet", "d.parquet", "e.jsonl")]
+    odd = [j for j in JSON_ODD if surrogate or "ud800" not in j]
+    jl = "".join(json.dumps(r) + "\n" for r in main[:20] + ODD) + "\n".join(odd) + "\n"
+    (tmp_path / "e.jsonl").write_text(jl, encoding="utf-8")
+    packed = gzip.compress(jl.encode())
+    (tmp_path / "f.jsonl.gz").write_bytes(packed[: len(packed) * 2 // 3])  # a truncated download
+    listed_first = [json.dumps(r) for r in listed] + [json.dumps(r) for r in main[:5]]
+    (tmp_path / "g.jsonl").write_text("\n".join(listed_first) + "\n")
+    bools_first = [json.dumps(r) for r in rows] + [json.dumps(r) for r in main[:5]]
+    (tmp_path / "h.jsonl").write_text("\n".join(bools_first) + "\n")
+    names = ("a.parquet", "b.parquet", "c.parquet", "d.parquet", "e.jsonl", "f.jsonl.gz", "g.jsonl", "h.jsonl")
+    return [str(tmp_path / n) for n in names]
+
+
+JSON_ODD = [
+    "",
+    "   ",
+    "{broken",
+    "[1]",
+    '{"query": "q dup", "query_id": 900, "passages": {"is_selected": [1], "passage_text": ["a"], "passage_text": ["b"], "url": ["u"]}}',
+    '{"query": "q bool", "query_id": 901, "passages": {"is_selected": [true, false], "passage_text": ["a", "b"], "url": ["u", "v"]}}',
+    '{"query": "q float id", "query_id": 902.0, "passages": {"is_selected": [1], "passage_text": ["a"], "url": ["u"]}}',
+    '{"query": "q str id", "query_id": "s903", "passages": {"is_selected": [1], "passage_text": ["a"], "url": ["u"]}}',
+    '{"query": "q surrogate", "query_id": 904, "passages": {"is_selected": [1], "passage_text": ["a\\ud800"], "url": ["u"]}}',
+    '{"query": "q no url", "query_id": 905, "passages": {"is_selected": [1, 0], "passage_text": ["a", "b"]}}',
+    '{"query": "caf\\u00e9 escaped", "query_id": 906, "passages": {"is_selected": [1], "passage_text": ["a"], "url": ["u"]}}',
+    '{"query": "q crlf", "query_id": 907, "passages": {"is_selected": [1], "passage_text": ["a"], "url": ["u"]}}\r',
+    '{"query": "q extra", "query_id": 908, "answers": ["x"], "passages": {"is_selected": [0, 1], "passage_text": ["a", "b"], "url": ["u", "v"], "extra": 1}}',
+    '{"query": 7, "query_id": 909, "passages": {"is_selected": [1], "passage_text": ["a"], "url": ["u"]}}',
+    '{"query": "q list", "query_id": 910, "passages": [{"is_selected": 1, "passage_text": "a", "url": "u"}]}',
+    '{"query_id": 911, "passages": {"is_selected": [1], "passage_text": ["a"], "url": ["u"]}}',
+]
 
 
 @pytest.mark.parametrize("clean", [True, False])
 def test_columnar_hf_build_equals_the_per_record_build(tmp_path, monkeypatch, clean):
     """Whole builds, both paths: the same shards (bytes), rejects and counts on odd records, several batches."""
-    files = _write(tmp_path)
+    # a lone surrogate kept by --no-clean crashes both paths alike (the row id encodes the text as UTF-8)
+    files = _write(tmp_path, surrogate=clean)
     monkeypatch.setattr(doc_columns, "BATCH_ROWS", 16)
+    monkeypatch.setattr(lines, "MIN_RUN", 1)  # a JSON run that fails is halved down to single lines
     outs = {}
     for flag in (False, True):
         monkeypatch.setattr(msmarco, "COLUMNAR_HF", flag)
@@ -115,7 +147,8 @@ def test_columnar_hf_build_equals_the_per_record_build(tmp_path, monkeypatch, cl
     rows = list(io.iter_rows(str(tmp_path / "outTrue")))
     assert len(rows) > 60 and sum(len(r[S.NEGATIVES]) for r in rows) > 100
     assert outs[True][3]["no_selected_passage"] >= 3
-    assert {"unreadable_file", "malformed_passages", "missing_field:query", "empty_text"} <= set(outs[True][2])
+    reasons = {"unreadable_file", "malformed_passages", "missing_field:query", "empty_text", "malformed_json"}
+    assert reasons | {"truncated_file", "json_not_an_object"} <= set(outs[True][2])
 
 
 def test_most_records_take_the_columnar_path(tmp_path):
@@ -126,3 +159,28 @@ def test_most_records_take_the_columnar_path(tmp_path):
     assert plain.sum() == batch.num_rows - 8  # a null query, lists of other lengths or null (6), a null text
     _, _, left = H.hf_rows_table(batch.filter(pa.array(plain)), np.arange(int(plain.sum())), "f", clean=True)
     assert len(left) == 2  # the blank queries (ASCII spaces, NBSP + ideographic space)
+
+
+def test_json_lines_take_the_columnar_path_but_odd_lines(tmp_path, monkeypatch):
+    """In a JSON-lines file only the odd lines go to `parse_hf_row`: the odd records that Parquet also sends there
+    (blank or null query, lists of other lengths or null, a null text) and 12 of JSON_ODD (not an object, a key
+    twice, other types than the first record's, a surrogate, no url, a CR, a list of passages, no query)."""
+    monkeypatch.setattr(lines, "MIN_RUN", 1)
+    calls = []
+    slow = H._slow_record
+
+    def counted(record, *args):
+        calls.append(record)
+        yield from slow(record, *args)
+
+    monkeypatch.setattr(H, "_slow_record", counted)
+    out = list(H.ReadHfTablesFn(clean=True).process(_write(tmp_path)[4]))
+    ids = []
+    for c in calls:
+        try:
+            ids.append(json.loads(c.value).get("query_id"))
+        except (ValueError, AttributeError):
+            ids.append(None)
+    assert {i for i in ids if isinstance(i, int) and i < 900} == {102, 103, 104, 110, 111, 112, 113, 115, 116, 117}
+    assert len([i for i in ids if not isinstance(i, int) or i >= 900]) == 12
+    assert sum(t.num_rows for t in out if isinstance(t, pa.Table)) > 40
