@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -73,14 +73,17 @@ def match_key(query: str, positive: str) -> str:
     return normalize_for_match(query) + _SEP + normalize_for_match(positive)
 
 
-def parse_triple(record: Record, clean: bool = True) -> tuple[str, Triple] | str:
-    """`query<TAB>positive<TAB>negative` -> (match key, Triple), or a reject reason."""
+def parse_triple(
+    record: Record, clean: bool = True, tidy_text: Callable[[str], str] | None = None
+) -> tuple[str, Triple] | str:
+    """`query<TAB>positive<TAB>negative` -> (match key, Triple), or a reject reason. `tidy_text` (optional) stands
+    for `tidy(text, clean)`, e.g. a memoised one."""
     if not isinstance(record.value, str):
         return "malformed_line"
     parts = record.value.split("\t")
     if len(parts) != 3:
         return "malformed_line"
-    query, positive, negative = (tidy(p, clean) for p in parts)
+    query, positive, negative = (tidy_text(p) if tidy_text else tidy(p, clean) for p in parts)
     if not (query.strip() and positive.strip() and negative.strip()):
         return "empty_text"
     return match_key(query, positive), Triple(negative, record.path, record.line)

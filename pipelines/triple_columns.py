@@ -25,6 +25,7 @@ from negminer.pipelines.source import REJECTS, _counter, line_record
 from negminer.pipelines.tables import PartitionBuffer, from_ipc, take_rows
 from negminer.pipelines.transforms.clean import normalize_for_match
 from negminer.pipelines.transforms.partition import SKIPPED_COUNTS
+from negminer.pipelines.transforms.tabular import tidy
 
 KEY = "key"  # the text-match key column (`msmarco.match_key`)
 SEP = "\x1f"  # between query and positive in a key (`msmarco._SEP`)
@@ -80,12 +81,16 @@ def triple_table(block: lines.LineBlock, clean: bool) -> tuple[pa.Table, np.ndar
     return table, _left(block, plain, keep[ok], blank)
 
 
-def _parse_keyed_triple(record, clean: bool) -> Any:
+def _parse_keyed_triple(record, clean: bool, tidy_text=None) -> Any:
     """`msmarco.parse_triple` with the key kept in the value (for `_slow_items`)."""
     from negminer.pipelines.msmarco import parse_triple
 
-    out = parse_triple(record, clean)
+    out = parse_triple(record, clean, tidy_text)
     return out if isinstance(out, str) else (out[0], (out[0], *out[1]))
+
+
+MEMO = 1 << 15  # cleaned texts a triples reader remembers: a positive recurs in every triple of its pair, a BM25
+# negative in those of many queries, and ftfy (the non-ASCII clean-up) is the per-line path's main cost
 
 
 class ReadTripleTablesFn(beam.DoFn):
@@ -96,7 +101,8 @@ class ReadTripleTablesFn(beam.DoFn):
         self.clean, self.spill = clean, spill
 
     def process(self, path: str) -> Iterator[Any]:
-        parse = functools.partial(_parse_keyed_triple, clean=self.clean)
+        memo = functools.lru_cache(maxsize=MEMO)(functools.partial(tidy, clean=self.clean))
+        parse = functools.partial(_parse_keyed_triple, clean=self.clean, tidy_text=memo)
         out = PartitionBuffer(KEY, PARTITIONS, self.spill)
         for block in lines.read_blocks(path):
             if not isinstance(block, lines.LineBlock):
