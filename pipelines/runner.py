@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import gc
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -20,17 +18,14 @@ from apache_beam.runners.runner import PipelineRunner
 import negminer
 from negminer.pipelines import io, tables
 from negminer.pipelines import schema as S
+from negminer.pipelines.beam_overhead import ViewCachingOptions, memo_dofn_specs, quiet_gc
 from negminer.pipelines.sink import WriteShardDir
 
 log = logging.getLogger("negminer")
-T = TypeVar("T", bound=PipelineOptions)
 
 DEFAULT_RUNNER = "DirectRunner"  # pinned: Beam's default (Prism) downloads a binary and cannot start offline
 SHARD_INPUT_BYTES = 256 * 2**20  # --num-shards default: one output shard per this many bytes of input files
 MAX_AUTO_SHARDS = 4096
-# Young-generation threshold while a build runs (CPython's default: a collection every 700 new container objects).
-# With the imports frozen, collections took 0.16 CPU-s of a 3,000-page web-crawl build at 700, 0.10 at this.
-GC_YOUNG_THRESHOLD = 10_000
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -74,24 +69,6 @@ def auto_num_shards(files: list[str]) -> int:
     return max(1, min(MAX_AUTO_SHARDS, math.ceil(size / SHARD_INPUT_BYTES)))
 
 
-class ViewCachingOptions(PipelineOptions):
-    """Beam's PipelineOptions, each `view_as(cls)` view built once and handed out again.
-
-    Beam asks for a view ~500 times while it builds and runs one pipeline (its type checks ask for TypeOptions per
-    transform), and each new view builds an argparse parser and parses every flag again: ~0.27 CPU-s a build
-    (0.3-0.5 of a 100-passage `build msmarco`'s CPU). A view keeps no values of its own (they live in the
-    `_all_options` dict it shares with this object, written through by any view), so the same view answers exactly
-    as a new one would. Declares no options of its own.
-    """
-
-    def view_as(self, cls: type[T]) -> T:
-        views = self.__dict__.setdefault("_views", {})  # not via setattr: PipelineOptions only takes option names
-        view = views.get(cls)
-        if view is None:
-            view = views[cls] = super().view_as(cls)
-        return view
-
-
 def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     """Beam options from the flags negminer did not parse; the DirectRunner unless `--runner` says otherwise."""
     args = list(beam_args)
@@ -119,30 +96,6 @@ def local_runner(options: PipelineOptions) -> PipelineRunner | None:
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
     return fn_runner.FnApiRunner(provision_info=info)
-
-
-@contextlib.contextmanager
-def quiet_gc(young: int = GC_YOUNG_THRESHOLD) -> Iterator[None]:
-    """While a build runs: the objects alive now (the imported modules: Beam, pyarrow, ...) are frozen out of the
-    garbage collector's scans (`gc.freeze`), and young collections wait for `young` new container objects (never
-    fewer than the process had set). Both are undone on exit, so a process that goes on collects as before; a
-    process that had frozen objects itself (a pre-fork server) keeps its own freeze and nothing more is frozen.
-
-    Without it the collector rescans every imported module's objects in its older-generation passes: 0.5 of a
-    3,000-page web-crawl build's ~12 CPU-s, 0.25 of a 1M-passage `build msmarco`; 0.1 and 0.03 with it. Nothing
-    is freed later than reference counting frees it; only cyclic garbage waits a little longer.
-    """
-    threshold = gc.get_threshold()
-    freeze = gc.get_freeze_count() == 0
-    if freeze:
-        gc.freeze()
-    gc.set_threshold(max(young, threshold[0]), *threshold[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*threshold)
-        if freeze:
-            gc.unfreeze()
 
 
 _command_line: list[str] | None = None
@@ -188,7 +141,7 @@ def run_build(  # noqa: PLR0913 — the build driver under Converter.build, whic
     options = pipeline_options(beam_args)
     base = manifest_base(command, config, inputs)
     t0 = time.perf_counter()
-    with io.output_lock(out_dir, command), quiet_gc():
+    with io.output_lock(out_dir, command), quiet_gc(), memo_dofn_specs():
         io.begin_split(out_dir, split)
         tables.remove_spill(out_dir, split)  # left by a build that was killed
         try:
