@@ -32,7 +32,7 @@ from negminer.pipelines.fever import (
 from negminer.pipelines.fever_sentences import page_positives, positives_of, rows_table, sentence_table
 from negminer.pipelines.qrel_columns import Judged
 from negminer.pipelines.source import REJECTS, ReadRecordsFn, Record, _counter, line_record, reject
-from negminer.pipelines.tables import PartitionBuffer, from_ipc, take_rows, to_ipc
+from negminer.pipelines.tables import PartitionBuffer, from_ipc, string_buffers, take_rows, to_ipc
 from negminer.pipelines.transforms.partition import PARTITIONS, SKIPPED_COUNTS
 from negminer.pipelines.transforms.tabular import Skip
 
@@ -71,12 +71,38 @@ def decided_pages(table: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     ids = table["id"].combine_chunks()
     text = pc.fill_null(table["text"], "").combine_chunks()
     page_lines = pc.fill_null(table["lines"], "").combine_chunks()
-    has_id = _mask(pc.match_substring_regex(ids, _GRAPHIC))
-    keep = has_id & _mask(pc.match_substring_regex(text, _GRAPHIC))
-    blank_text = _mask(pc.equal(pc.utf8_trim(text, lines.ASCII_WHITESPACE), "")) & _mask(pc.string_is_ascii(text))
-    empty = has_id & blank_text & _mask(pc.equal(page_lines, ""))
+    has_id = has_graphic(ids)
+    keep = has_id & has_graphic(text)
+    empty = has_id & ~keep
+    if empty.any():  # the rest: a text of ASCII whitespace and no lines is surely an empty page
+        rest = pa.array(empty)
+        blank = pc.equal(pc.utf8_trim(text.filter(rest), lines.ASCII_WHITESPACE), "")
+        blank = pc.and_(pc.and_(blank, pc.string_is_ascii(text.filter(rest))), pc.equal(page_lines.filter(rest), ""))
+        empty[empty] = _mask(blank)
     ids, text, page_lines = (a.filter(pa.array(keep)) for a in (ids, text, page_lines))
     return pa.table({"key": page_keys(ids), "id": ids, "text": text, "lines": page_lines}), keep, empty
+
+
+def _buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, data) of a string array without a copy (`tables.string_buffers` casts to large_string first)."""
+    if not pa.types.is_string(strings.type):
+        return string_buffers(strings)
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset : strings.offset + len(strings) + 1]
+    data = strings.buffers()[2]
+    return offsets, np.frombuffer(data, np.uint8) if data is not None and data.size else np.zeros(1, np.uint8)
+
+
+def has_graphic(strings: pa.Array) -> np.ndarray:
+    """Per string: True when it holds a printable ASCII character other than space (so `str.strip()` leaves it
+    non-empty); False for null. The first byte decides most strings; a regular expression the others."""
+    offsets, data = _buffers(strings)
+    starts, valid = offsets[:-1], _mask(pc.is_valid(strings))
+    first = data[np.minimum(starts, len(data) - 1)]
+    out = valid & (offsets[1:] > starts) & (first >= 0x21) & (first <= 0x7E)
+    other = np.flatnonzero(valid & ~out)
+    if len(other):
+        out[other] = _mask(pc.match_substring_regex(strings.take(pa.array(other)), _GRAPHIC))
+    return out
 
 
 def page_keys(ids: pa.Array) -> pa.Array:

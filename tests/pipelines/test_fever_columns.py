@@ -307,3 +307,15 @@ def test_pages_no_evidence_names_travel_as_stubs():
     named = Judged([evidence_keys((0, to_ipc(evidence)))])
     got = {r["key"]: (r["text"], r["lines"], r["line"]) for r in stubs_unless(pages, named).to_pylist()}
     assert got == {"a": (None, None, 0), "b": ("b text", "0\tb", 1), "c": (None, None, 2), "d": ("d text", "0\td", 3)}
+
+
+def test_has_graphic_is_an_ascii_printable_other_than_space():
+    from negminer.pipelines.fever_columns import has_graphic
+
+    rng = random.Random(4)
+    bits = ["", " ", "\t", "a", "~", "!", "\u00e9", "\u3000", "\x7f", "\x1f", "\u00a0"]
+    strings = [None] + ["".join(rng.choice(bits) for _ in range(rng.randint(0, 4))) for _ in range(2000)]
+    arr = pa.array(strings, pa.string()).slice(1)  # an offset into the buffers
+    want = [any("!" <= c <= "~" for c in s) for s in strings[1:]]
+    assert has_graphic(arr).tolist() == want and any(want) and not all(want)
+    assert has_graphic(pa.array([None, "x"], pa.string())).tolist() == [False, True]
