@@ -7,6 +7,7 @@ import functools
 import gzip
 import json
 import posixpath
+import re
 import zlib
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -158,4 +159,27 @@ def parse_json_line(record: Record) -> dict | str:
         return "malformed_json"
     if not isinstance(obj, dict):
         return "json_not_an_object"
+    if _SURROGATE_ESCAPE.search(record.value):
+        obj = without_lone_surrogates(obj)
     return obj
+
+
+# A JSON `\\uD800`-`\\uDFFF` escape: JSON allows one alone (not a character), UTF-8 cannot hold it.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_lone_surrogates(value: Any) -> Any:
+    """`value` (parsed JSON) with every lone surrogate in its strings and keys replaced by U+FFFD.
+
+    `json.loads` joins an escaped surrogate pair into its character but keeps a lone `"\\ud800"` as it is; such a
+    string cannot be written as UTF-8 (Parquet, row ids), so it would stop a build at the write. U+FFFD is what the
+    clean-up (ftfy's `fix_surrogates`) makes of it: the same character with and without `--no-clean`, on
+    every path (pyarrow's JSON reader refuses such a line, which then comes here)."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {without_lone_surrogates(k): without_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_lone_surrogates(v) for v in value]
+    return value

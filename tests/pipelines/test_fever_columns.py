@@ -98,16 +98,12 @@ ODD_CLAIMS = [
 FILLER = 150  # plain pages around the odd ones: runs longer than lines.MIN_RUN reach pyarrow's JSON reader
 
 
-def write_inputs(tmp_path: Path, surrogate: bool = True) -> tuple[Path, Path, Path]:
-    """claims.jsonl, wiki-001.jsonl (filler, odd pages and lines), wiki-002.jsonl (a third `Plain`, bad bytes).
-
-    `surrogate=False` leaves out the page with a lone surrogate escape: the keyed-batch path fails on it when its
-    text reaches a row uncleaned (`--positive page --no-clean`)."""
+def write_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """claims.jsonl, wiki-001.jsonl (filler, odd pages and lines), wiki-002.jsonl (a third `Plain`, bad bytes)."""
     filler = [
         {"id": f"Filler_{i}", "text": f"Filler {i} .", "lines": f"0\tFiller {i} zero .\n1\tOne"} for i in range(FILLER)
     ]
-    odd = [line for line in ODD_LINES if surrogate or "Surrogate" not in line]
-    pages = [json.dumps(p) for p in filler[:60] + ODD_PAGES + filler[60:] + BAD_TYPES] + odd
+    pages = [json.dumps(p) for p in filler[:60] + ODD_PAGES + filler[60:] + BAD_TYPES] + ODD_LINES
     wiki = tmp_path / "wiki-001.jsonl"
     wiki.write_text("\n".join(pages) + "\n")
     wiki2 = tmp_path / "wiki-002.jsonl"  # a block that is not UTF-8 goes line by line
@@ -130,7 +126,7 @@ def digest(out: Path) -> dict:
     ("positive", "clean"), [("sentence", True), ("page", True), ("sentence", False), ("page", False)]
 )
 def test_columnar_build_equals_keyed_batches_on_odd_input(positive, clean, tmp_path, monkeypatch):
-    claims, wiki, wiki2 = write_inputs(tmp_path, surrogate=(positive, clean) != ("page", False))
+    claims, wiki, wiki2 = write_inputs(tmp_path)
     monkeypatch.setattr(lines, "BLOCK_BYTES", 4096)  # several blocks per file
     got = {}
     for columnar in (False, True):
@@ -157,8 +153,7 @@ def test_columnar_build_equals_keyed_batches_on_odd_input(positive, clean, tmp_p
 
 
 def test_lone_surrogate_becomes_replacement_character(tmp_path):
-    """Where the keyed-batch path failed (a lone surrogate reaching a row uncleaned), the Arrow path writes U+FFFD,
-    what the clean-up makes of it."""
+    """A lone surrogate escape kept by --no-clean: U+FFFD (what the clean-up makes of it), not a failed write."""
     claims, wiki, wiki2 = write_inputs(tmp_path)
     out = tmp_path / "out"
     config = FeverConfig(claims=(str(claims),), wiki_pages=(str(wiki),), output=str(out), positive="page", clean=False)

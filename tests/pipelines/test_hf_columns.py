@@ -71,7 +71,7 @@ ODD = [
 ]
 
 
-def _write(tmp_path, surrogate: bool = True) -> list[str]:
+def _write(tmp_path) -> list[str]:
     rng = random.Random(0)
     main = [_record(i) for i in range(60)] + ODD
     rng.shuffle(main)
@@ -97,8 +97,7 @@ def _write(tmp_path, surrogate: bool = True) -> list[str]:
     ]
     pq.write_table(pa.Table.from_pylist(listed), tmp_path / "c.parquet")
     (tmp_path / "d.parquet").write_bytes(b"not a parquet file")
-    odd = [j for j in JSON_ODD if surrogate or "ud800" not in j]
-    jl = "".join(json.dumps(r) + "\n" for r in main[:20] + ODD) + "\n".join(odd) + "\n"
+    jl = "".join(json.dumps(r) + "\n" for r in main[:20] + ODD) + "\n".join(JSON_ODD) + "\n"
     (tmp_path / "e.jsonl").write_text(jl, encoding="utf-8")
     packed = gzip.compress(jl.encode())
     (tmp_path / "f.jsonl.gz").write_bytes(packed[: len(packed) * 2 // 3])  # a truncated download
@@ -133,8 +132,7 @@ JSON_ODD = [
 @pytest.mark.parametrize("clean", [True, False])
 def test_columnar_hf_build_equals_the_per_record_build(tmp_path, monkeypatch, clean):
     """Whole builds, both paths: the same shards (bytes), rejects and counts on odd records, several batches."""
-    # a lone surrogate kept by --no-clean crashes both paths alike (the row id encodes the text as UTF-8)
-    files = _write(tmp_path, surrogate=clean)
+    files = _write(tmp_path)  # a lone surrogate too, with and without clean-up (U+FFFD: source.parse_json_line)
     monkeypatch.setattr(doc_columns, "BATCH_ROWS", 16)
     monkeypatch.setattr(lines, "MIN_RUN", 1)  # a JSON run that fails is halved down to single lines
     outs = {}
