@@ -261,7 +261,9 @@ class BuildFeverTuples(beam.PTransform):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     many = {"nargs": "+", "action": "extend", "required": True}
     parser.add_argument("--claims", **many, help="FEVER claims JSON lines (id, label, claim, evidence)")
-    parser.add_argument("--wiki-pages", **many, help="wiki-pages directory, glob or files (wiki-*.jsonl)")
+    parser.add_argument(
+        "--wiki-pages", **many, help="wiki-pages directory, glob or files (wiki-*.jsonl, or Parquet: id, text, lines)"
+    )
     parser.add_argument("--output", required=True, help="output shard directory (local or gs://)")
     parser.add_argument(
         "--positive", default="sentence", choices=POSITIVES, help="evidence sentence (default) or page"

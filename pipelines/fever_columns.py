@@ -2,9 +2,10 @@
 
 Wiki pages are read in blocks (`lines.read_blocks`): pyarrow's JSON reader takes the runs of regular lines, and a
 page is decided there when its outcome is plain (an id with an ASCII letter, digit or sign, and a text with one, or a
-page with no text and no lines at all); every other line goes to the per-line `fever.page_fields`. Claims are parsed
-per line by `fever.parse_claim` (their evidence lists mix types, which the JSON reader cannot type) into tables of
-evidence (page key, sentence). Both leave their readers as (partition by page key, table shipped by `tables.ship`);
+page with no text and no lines at all); every other line goes to the per-line `fever.page_fields`. Parquet pages
+(which the keyed-batch path reads as records) are decided the same way per record batch. Claims are parsed per line
+by `fever.parse_claim` (their evidence lists mix types, which the JSON reader cannot type) into tables of evidence
+(page key, sentence). Both leave their readers as (partition by page key, table shipped by `tables.ship`);
 one CoGroupByKey brings a partition's pages and evidence to `JoinEvidenceTablesFn`, which joins them with pyarrow and
 splits only the referenced pages' `lines` (with `pyarrow.compute` where they are ASCII). Same rows and rejects as
 the keyed-batch path (tests/pipelines/test_fever_columns.py, golden digest).
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from negminer.pipelines import lines
+from negminer.pipelines.doc_columns import _string_column, parquet_batches
 from negminer.pipelines.fever import (
     Evidence,
     evidence_record,
@@ -31,7 +33,7 @@ from negminer.pipelines.fever import (
 )
 from negminer.pipelines.fever_sentences import page_positives, positives_of, rows_table, sentence_table
 from negminer.pipelines.qrel_columns import Judged
-from negminer.pipelines.source import REJECTS, ReadRecordsFn, Record, _counter, line_record, reject
+from negminer.pipelines.source import REJECTS, ReadRecordsFn, Record, _counter, is_parquet, line_record, reject
 from negminer.pipelines.tables import PartitionBuffer, from_ipc, string_buffers, take_rows, to_ipc
 from negminer.pipelines.transforms.partition import PARTITIONS, SKIPPED_COUNTS
 from negminer.pipelines.transforms.tabular import Skip
@@ -147,17 +149,11 @@ class ReadPageTablesFn(beam.DoFn):
     def process(self, path: str, judged: list[bytes] | None = None) -> Iterator[Any]:
         out, skipped = PartitionBuffer("key", PARTITIONS, self.spill), {}
         named = Judged(judged) if judged is not None else None
-        for block in lines.read_blocks(path):
-            if not isinstance(block, lines.LineBlock):
-                yield block  # a reject of the reader
-                continue
-            tables = []
-            for got in block_pages(block, skipped):
-                if isinstance(got, pa.Table):
-                    tables.append(got)
-                else:
-                    yield got
-            yield from out.add(stubs_unless(pa.concat_tables(tables), named))
+        for got in (parquet_pages if is_parquet(path) else text_pages)(path, skipped):
+            if isinstance(got, pa.Table):
+                yield from out.add(stubs_unless(got, named))
+            else:
+                yield got  # a reject
         yield from out.flush()
         if skipped:
             yield beam.pvalue.TaggedOutput(SKIPPED_COUNTS, skipped)
@@ -179,31 +175,89 @@ def evidence_keys(element: tuple[int, Any]) -> bytes:
     return to_ipc(pa.table({"doc_id": pc.unique(from_ipc(element[1])["key"])}))
 
 
-def block_pages(block: lines.LineBlock, skipped: dict[str, int]) -> Iterator[Any]:
-    """The pages of a block as PAGE tables (the JSON reader's, then one of the lines left to `page_fields`), and
-    the rejects of its lines; skips are counted into `skipped`."""
-    slow: list[int] = []
-    kinds = lines.regular_lines(block)
-    for table, numbers in lines.json_runs(block, PAGE_JSON, kinds, slow.append):
-        pages, keep, empty = decided_pages(table)
-        slow.extend((numbers[~(keep | empty)] - block.first).tolist())
-        if empty.any():
-            _count(skipped, "empty_page", int(empty.sum()))
-        where = pa.array([block.path] * pages.num_rows, pa.string())
-        yield pages.append_column("path", where).append_column("line", pa.array(numbers[keep])).cast(PAGE)
+def text_pages(path: str, skipped: dict[str, int]) -> Iterator[Any]:
+    """The pages of a JSON-lines file: one PAGE table per block, and the rejects of its lines and of the reader."""
+    for block in lines.read_blocks(path):
+        if not isinstance(block, lines.LineBlock):
+            yield block  # a reject of the reader
+            continue
+        tables = []
+        for got in block_pages(block, skipped):
+            if isinstance(got, pa.Table):
+                tables.append(got)
+            else:
+                yield got
+        yield pa.concat_tables(tables)
+
+
+def parquet_pages(path: str, skipped: dict[str, int]) -> Iterator[Any]:
+    """The pages of a Parquet file (`id`, `text`, `lines` columns, as the Hub's FEVER `wiki_pages`), read as records
+    by the keyed-batch path (`source.ReadRecordsFn`): one PAGE table per record batch, string columns decided as the
+    JSON reader's tables, the other rows (or a batch of other column types) by `page_fields` with their 1-based row
+    numbers; a file that cannot be read on gives one `unreadable_file` reject."""
+    first = 1  # the row number of a batch's first row
+    for batch in parquet_batches(path):
+        if not isinstance(batch, pa.RecordBatch):
+            yield batch
+            continue
+        numbers = np.arange(first, first + batch.num_rows, dtype=np.int64)
+        columns = [_string_column(batch, f.name, f.name == "id") for f in PAGE_JSON]
+        slow = np.arange(batch.num_rows)
+        tables = []
+        if all(c is not None for c in columns):
+            left: list[int] = []
+            tables.append(_decided(pa.Table.from_arrays(columns, schema=PAGE_JSON), numbers, path, skipped, left))
+            slow = np.asarray(left, dtype=np.int64) - first
+        rows = batch.take(pa.array(slow, pa.int64())).to_pylist()
+        records = (Record(path, int(numbers[i]), r) for i, r in zip(slow, rows, strict=True))
+        for got in undecided_pages(records, skipped):
+            if isinstance(got, pa.Table):
+                tables.append(got)
+            else:
+                yield got
+        yield pa.concat_tables(tables)
+        first += batch.num_rows
+
+
+def _decided(table: pa.Table, numbers: np.ndarray, path: str, skipped: dict[str, int], slow: list) -> pa.Table:
+    """The PAGE table of the pages `decided_pages` keeps (`numbers`: their line or row numbers); the surely empty
+    ones counted, the numbers of the others appended to `slow`."""
+    pages, keep, empty = decided_pages(table)
+    slow.extend(numbers[~(keep | empty)].tolist())
+    if empty.any():
+        _count(skipped, "empty_page", int(empty.sum()))
+    where = pa.array([path] * pages.num_rows, pa.string())
+    return pages.append_column("path", where).append_column("line", pa.array(numbers[keep])).cast(PAGE)
+
+
+def undecided_pages(records: Iterable[Any], skipped: dict[str, int]) -> Iterator[Any]:
+    """`page_fields` of each record (or a reader's reject passed on): rejects yielded, skips counted, then one PAGE
+    table of the pages kept."""
     rows = []
-    for i in sorted(slow):
-        item = line_record(block.path, block.first + i, block.raw(i))
+    for item in records:
         got = page_fields(item) if isinstance(item, Record) else item
         if isinstance(got, Skip):
             _count(skipped, got.reason)
         elif isinstance(got, str):
             yield reject(item, got)
         elif isinstance(got, tuple):
-            rows.append((*got, block.path, item.line))
+            rows.append((*got, item.path, item.line))
         elif got is not None:
             yield got  # the reject of an undecodable line
     yield _table(rows, PAGE)
+
+
+def block_pages(block: lines.LineBlock, skipped: dict[str, int]) -> Iterator[Any]:
+    """The pages of a block as PAGE tables (the JSON reader's, then one of the lines left to `page_fields`), and
+    the rejects of its lines; skips are counted into `skipped`."""
+    slow: list[int] = []
+    kinds = lines.regular_lines(block)
+    for table, numbers in lines.json_runs(block, PAGE_JSON, kinds, slow.append):
+        decided: list[int] = []
+        yield _decided(table, numbers, block.path, skipped, decided)
+        slow.extend(i - block.first for i in decided)
+    records = (line_record(block.path, block.first + i, block.raw(i)) for i in sorted(slow))
+    yield from undecided_pages(records, skipped)
 
 
 class ReadEvidenceTablesFn(beam.DoFn):

@@ -8,9 +8,10 @@ import random
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from negminer.pipelines import fever, io, lines
+from negminer.pipelines import doc_columns, fever, io, lines
 from negminer.pipelines import schema as S
 from negminer.pipelines.fever import FeverConfig, page_fields, page_positive, parse_wiki_lines
 from negminer.pipelines.fever_columns import decided_pages
@@ -176,6 +177,49 @@ def test_columnar_build_equals_keyed_batches_on_paper_dev(tmp_path, monkeypatch)
         fever.build(config, [])
         got[columnar] = digest(out)
     assert got[True] == got[False] and got[True]["rows"] > 0
+
+
+def test_parquet_wiki_pages_as_on_the_keyed_batch_path(tmp_path, monkeypatch):
+    """Wiki pages in Parquet (`id`, `text`, `lines` columns, as the Hub's FEVER `wiki_pages`): the keyed-batch path
+    reads them as records (`source.ReadRecordsFn`), so the Arrow path must too: the same rows, rejects and skips,
+    string columns decided in Arrow, a batch of other types row by row, a broken file one reject."""
+    from negminer.pipelines.fever_columns import PAGE_JSON
+
+    monkeypatch.setattr(doc_columns, "BATCH_ROWS", 16)  # several batches per file
+    filler = [
+        {"id": f"Filler_{i}", "text": f"Filler {i} .", "lines": f"0\tFiller {i} zero .\n1\tOne"} for i in range(40)
+    ]
+    pq.write_table(
+        pa.Table.from_pylist(filler[:20] + ODD_PAGES + filler[20:], schema=PAGE_JSON), tmp_path / "a.parquet"
+    )
+    large = pa.schema([(f.name, pa.large_string()) for f in PAGE_JSON])
+    third = [
+        {"id": "Plain", "text": "Third copy .", "lines": "0\tThird ."},
+        {"id": "Twice", "text": "", "lines": "0\tT ."},
+    ]
+    pq.write_table(pa.Table.from_pylist(third, schema=large), tmp_path / "b.parquet")
+    pq.write_table(pa.table({"id": [5, 6], "text": ["Number id .", "x"]}), tmp_path / "c.parquet")
+    (tmp_path / "d.parquet").write_bytes(b"PAR1 not really")
+    claims = tmp_path / "claims.jsonl"
+    more = [claim(100 + i, [(f"Filler_{i}", 0), (f"Filler_{i}", 1)]) for i in range(0, 40, 3)]
+    claims.write_text("\n".join([*ODD_CLAIMS, *more, claim(200, [("Twice", 0)])]) + "\n")
+    got = {}
+    for columnar in (False, True):
+        monkeypatch.setattr(fever, "COLUMNAR", columnar)
+        out = tmp_path / f"out-{columnar}"
+        pages = tuple(str(tmp_path / f"{k}.parquet") for k in "abcd")
+        fever.build(FeverConfig(claims=(str(claims),), wiki_pages=pages, output=str(out), num_shards=2), [])
+        got[columnar] = digest(out)
+    assert got[True] == got[False]
+    reasons = {json.loads(r)[S.REJECT_REASON] for r in got[True]["rejects"]}
+    assert {"duplicate_page_id", "empty_page_id", "unreadable_file", "missing_line", "missing_page"} <= reasons
+    assert got[True]["rows"] > 40 // 3 * 2 and got[True]["skipped"]["empty_page"] == 4
+    from negminer.pipelines import fever_columns
+
+    calls = []
+    monkeypatch.setattr(fever_columns, "page_fields", lambda r: calls.append(r.line) or page_fields(r))
+    list(fever_columns.parquet_pages(str(tmp_path / "a.parquet"), {}))
+    assert 0 < len(calls) < len(ODD_PAGES) // 2  # the filler and the plain odd pages are decided in Arrow
 
 
 # ---------------------------------------------------------------- the columnar pieces against the Python functions
