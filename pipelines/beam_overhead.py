@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -24,28 +25,55 @@ T = TypeVar("T", bound=PipelineOptions)
 GC_YOUNG_THRESHOLD = 10_000
 
 
+_lock = threading.Lock()
+_users: dict[str, int] = {}  # name -> builds of this process inside that cut now
+_undo: dict[str, Callable[[], None]] = {}
+
+
 @contextlib.contextmanager
-def quiet_gc(young: int = GC_YOUNG_THRESHOLD) -> Iterator[None]:
+def _while_building(name: str, apply: Callable[[], Callable[[], None]]) -> Iterator[None]:
+    """`apply()` when the first of overlapping builds (several threads of one process) enters, the undo it returns
+    when the last one leaves, in whatever order they leave."""
+    with _lock:
+        _users[name] = _users.get(name, 0) + 1
+        if _users[name] == 1:
+            _undo[name] = apply()
+    try:
+        yield
+    finally:
+        with _lock:
+            _users[name] -= 1
+            if not _users[name]:
+                _undo.pop(name)()
+
+
+def quiet_gc(young: int = GC_YOUNG_THRESHOLD) -> contextlib.AbstractContextManager[None]:
     """While a build runs: the objects alive now (the imported modules: Beam, pyarrow, ...) are frozen out of the
     garbage collector's scans (`gc.freeze`), and young collections wait for `young` new container objects (never
-    fewer than the process had set). Both are undone on exit, so a process that goes on collects as before; a
-    process that had frozen objects itself (a pre-fork server) keeps its own freeze and nothing more is frozen.
+    fewer than the process had set). Both are undone when the (last) build ends, so a process that goes on collects
+    as before; a process that had frozen objects itself (a pre-fork server) keeps its own freeze and nothing more is
+    frozen.
 
     Without it the collector rescans every imported module's objects in its older-generation passes: 0.5 of a
     3,000-page web-crawl build's ~12 CPU-s, 0.25 of a 1M-passage `build msmarco`; 0.1 and 0.03 with it. Nothing
     is freed later than reference counting frees it; only cyclic garbage waits a little longer.
     """
-    threshold = gc.get_threshold()
-    freeze = gc.get_freeze_count() == 0
-    if freeze:
-        gc.freeze()
-    gc.set_threshold(max(young, threshold[0]), *threshold[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*threshold)
+
+    def apply() -> Callable[[], None]:
+        threshold = gc.get_threshold()
+        freeze = gc.get_freeze_count() == 0
         if freeze:
-            gc.unfreeze()
+            gc.freeze()
+        gc.set_threshold(max(young, threshold[0]), *threshold[1:])
+
+        def undo() -> None:
+            gc.set_threshold(*threshold)
+            if freeze:
+                gc.unfreeze()
+
+        return undo
+
+    return _while_building("gc", apply)
 
 
 class ViewCachingOptions(PipelineOptions):
@@ -66,8 +94,7 @@ class ViewCachingOptions(PipelineOptions):
         return view
 
 
-@contextlib.contextmanager
-def memo_dofn_specs() -> Iterator[None]:
+def memo_dofn_specs() -> contextlib.AbstractContextManager[None]:
     """While a build runs, Beam's `userstate.get_dofn_specs(dofn)` (the DoFn's state and timer parameters) is
     worked out once per DoFn object and answered from memory after that.
 
@@ -75,23 +102,28 @@ def memo_dofn_specs() -> Iterator[None]:
     6-8 times per DoFn while it builds, translates and runs a pipeline: ~470 times in a web-crawl build, 0.45 of
     its ~1.5 CPU-s fixed cost. The answer depends only on the object's methods, which do not change, so a second
     ask gets a copy of the first answer. Entries hold the DoFn weakly (a new object at a reused id is worked out
-    afresh); a DoFn that cannot be weakly referenced is never remembered. Undone on exit.
+    afresh); a DoFn that cannot be weakly referenced is never remembered. Undone when the (last) build ends.
     """
-    original = userstate.get_dofn_specs
-    memo: dict[int, tuple[weakref.ref, tuple[set, set]]] = {}
 
-    def dofn_specs(dofn: Any) -> tuple[set, set]:
-        hit = memo.get(id(dofn))
-        if hit is None or hit[0]() is not dofn:
-            specs = original(dofn)
-            try:
-                hit = memo[id(dofn)] = (weakref.ref(dofn), specs)
-            except TypeError:  # not weakly referenceable: not remembered
-                return specs
-        return set(hit[1][0]), set(hit[1][1])
+    def apply() -> Callable[[], None]:
+        original = userstate.get_dofn_specs
+        memo: dict[int, tuple[weakref.ref, tuple[set, set]]] = {}
 
-    userstate.get_dofn_specs = dofn_specs
-    try:
-        yield
-    finally:
-        userstate.get_dofn_specs = original
+        def dofn_specs(dofn: Any) -> tuple[set, set]:
+            hit = memo.get(id(dofn))
+            if hit is None or hit[0]() is not dofn:
+                specs = original(dofn)
+                try:
+                    hit = memo[id(dofn)] = (weakref.ref(dofn), specs)
+                except TypeError:  # not weakly referenceable: not remembered
+                    return specs
+            return set(hit[1][0]), set(hit[1][1])
+
+        userstate.get_dofn_specs = dofn_specs
+
+        def undo() -> None:
+            userstate.get_dofn_specs = original
+
+        return undo
+
+    return _while_building("specs", apply)

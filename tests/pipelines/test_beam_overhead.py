@@ -190,3 +190,22 @@ def test_memo_dofn_specs_runs_a_stateful_pipeline_the_same():
     run()
     with bo.memo_dofn_specs():
         run()
+
+
+def test_overlapping_builds_undo_once_the_last_one_ends(default_gc):
+    """Builds in several threads of one process overlap in any order: the first applies the cuts, the last undoes."""
+    original = userstate.get_dofn_specs
+    first, second = bo.quiet_gc(), bo.quiet_gc()
+    specs_first, specs_second = bo.memo_dofn_specs(), bo.memo_dofn_specs()
+    for cm in (first, specs_first, second, specs_second):
+        cm.__enter__()
+    patched = userstate.get_dofn_specs
+    assert patched is not original
+    for cm in (first, specs_first):  # the first build ends before the second
+        cm.__exit__(None, None, None)
+    assert gc.get_freeze_count() > 1000 and gc.get_threshold()[0] == bo.GC_YOUNG_THRESHOLD
+    assert userstate.get_dofn_specs is patched
+    for cm in (second, specs_second):
+        cm.__exit__(None, None, None)
+    assert gc.get_freeze_count() == 0 and gc.get_threshold()[0] == 700
+    assert userstate.get_dofn_specs is original
