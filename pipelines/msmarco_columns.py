@@ -43,12 +43,16 @@ from negminer.pipelines.transforms.partition import SKIPPED_COUNTS
 
 QUERIES, QRELS, DOCS, PAIRS = "queries", "qrels", "docs", "pairs"
 
-FILTER_UNJUDGED = True  # collection passages no qrel judges cross the shuffle as id stubs, without their text
+# collection passages (MS MARCO) and corpus documents (BEIR) no qrel judges cross the shuffle as id stubs, without
+# their text; False: with it (tests, bench)
+FILTER_UNJUDGED = True
 
 
-def first_by_id(tables: Iterable[pa.Table], reason: str, clean: bool = True) -> tuple[pa.Table, list]:
+def first_by_id(
+    tables: Iterable[pa.Table], reason: str, clean: bool = True, json_docs: bool = False
+) -> tuple[pa.Table, list]:
     """The first Text of each id by (path, line) (`join.first_text`), and a reject for every other one (the text of
-    a stub is read again from its file)."""
+    a stub is read again from its file: `id<TAB>text` lines, or BEIR documents with `json_docs`)."""
     texts = pa.concat_tables([from_ipc(t) for t in tables] or [TEXT.empty_table()])
     if len(pc.unique(texts["id"])) == texts.num_rows:  # no duplicate id: nothing to sort out
         return texts, []
@@ -60,7 +64,7 @@ def first_by_id(tables: Iterable[pa.Table], reason: str, clean: bool = True) -> 
     if len(ids) > 1:
         first[1:] = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
     dups = texts.filter(pa.array(~first)).to_pylist()
-    again = reread_texts([t for t in dups if t["text"] is None], clean)
+    again = reread_texts([t for t in dups if t["text"] is None], clean, json_docs)
     rejects = [
         reject(Record(t["path"], t["line"], f"{t['id']}\t{again.get((t['path'], t['line']), t['text'])}"), reason)
         for t in dups
@@ -120,7 +124,7 @@ class JoinDocTablesFn(beam.DoFn):
 
     def process(self, element: tuple[int, dict[str, Iterable[pa.Table]]]) -> Iterator[Any]:
         groups = element[1]
-        docs, rejects = first_by_id(groups[DOCS], "duplicate_doc_id", self.spec.clean)
+        docs, rejects = first_by_id(groups[DOCS], "duplicate_doc_id", self.spec.clean, self.spec.json_docs)
         yield from rejects
         pairs = [from_ipc(t) for t in groups[PAIRS]]
         if not pairs:
@@ -222,7 +226,7 @@ class JoinQrelTables(beam.PTransform):
             pbegin, "Qrels", self.qrels, ReadQrelTablesFn(s.threshold, s.strict, s.below_reason, self.spill)
         )
         side = {}
-        if FILTER_UNJUDGED and not s.json_docs:
+        if FILTER_UNJUDGED:
             judged = qrels.tables | "JudgedIds" >> beam.Map(_doc_ids)
             side = {"judged": beam.pvalue.AsList(judged)}
         docs = self._read(pbegin, "Collection", self.docs, ReadTextTablesFn(s.clean, s.json_docs, self.spill), side)

@@ -230,19 +230,19 @@ class ReadTextTablesFn(beam.DoFn):
         self.clean, self.json_docs, self.spill = clean, json_docs, spill
 
     def process(self, path: str, judged: list[bytes] | None = None) -> Iterator[Any]:
+        keep = Judged(judged) if judged is not None else None
         if is_parquet(path) and self.json_docs and COLUMNAR_PARQUET:
-            yield from self._parquet_docs(path)
+            yield from self._parquet_docs(path, keep)
             return
         if is_parquet(path):  # id<TAB>text readers reject every Parquet row (`malformed_line`)
             parse = functools.partial(parse_json_doc if self.json_docs else parse_id_text, clean=self.clean)
             rows: list[tuple] = []
             yield from _slow_items(path, ReadRecordsFn().process(path), parse, rows, {})
-            yield from by_partition(_table(rows, TEXT), "id", spill=self.spill)
+            yield from by_partition(stub_unjudged(_table(rows, TEXT), keep), "id", spill=self.spill)
             return
         if self.json_docs:
-            yield from self._json_docs(path)
+            yield from self._json_docs(path, keep)
             return
-        keep = Judged(judged) if judged is not None else None
         parse = functools.partial(_parse_or_stub, clean=self.clean, judged=keep)
         out = PartitionBuffer("id", PARTITIONS, self.spill)
         for block in lines.read_blocks(path):
@@ -261,9 +261,10 @@ class ReadTextTablesFn(beam.DoFn):
             yield from out.add(pa.concat_tables([table, _table(rows, TEXT)]))
         yield from out.flush()
 
-    def _parquet_docs(self, path: str) -> Iterator[Any]:
+    def _parquet_docs(self, path: str, keep: Judged | None = None) -> Iterator[Any]:
         """A Parquet file of BEIR documents: plain rows by `doc_columns.parquet_doc_rows`, the others by
-        `parse_json_doc` (row numbers 1-based over the file, as `source.parquet_records` counts them)."""
+        `parse_json_doc` (row numbers 1-based over the file, as `source.parquet_records` counts them); the texts of
+        ids `keep` does not hold are left out (`stub_unjudged`)."""
         parse = functools.partial(parse_json_doc, clean=self.clean)
         out, n = PartitionBuffer("id", PARTITIONS, self.spill), 0
         for batch in parquet_batches(path):
@@ -278,12 +279,13 @@ class ReadTextTablesFn(beam.DoFn):
             yield from _slow_items(path, items, parse, rows, {})
             where, numbers = pa.array([path] * len(taken), pa.string()), pa.array(n + 1 + taken, pa.int64())
             table = pa.Table.from_arrays([ids, texts, where, numbers], schema=TEXT)
-            yield from out.add(pa.concat_tables([table, _table(rows, TEXT)]))
+            yield from out.add(stub_unjudged(pa.concat_tables([table, _table(rows, TEXT)]), keep))
             n += batch.num_rows
         yield from out.flush()
 
-    def _json_docs(self, path: str) -> Iterator[Any]:
-        """A JSON-lines file of BEIR documents: plain documents by `doc_columns`, the others by `parse_json_doc`."""
+    def _json_docs(self, path: str, keep: Judged | None = None) -> Iterator[Any]:
+        """A JSON-lines file of BEIR documents: plain documents by `doc_columns`, the others by `parse_json_doc`;
+        the texts of ids `keep` does not hold are left out (`stub_unjudged`)."""
         parse = functools.partial(parse_json_doc, clean=self.clean)
         out, state = PartitionBuffer("id", PARTITIONS, self.spill), {}
         for block in lines.read_blocks(path):
@@ -299,21 +301,52 @@ class ReadTextTablesFn(beam.DoFn):
             for ids, texts, numbers in runs:
                 where = pa.array([path] * len(ids), pa.string())
                 tables.append(pa.Table.from_arrays([ids, texts, where, pa.array(numbers, pa.int64())], schema=TEXT))
-            yield from out.add(pa.concat_tables(tables))
+            yield from out.add(stub_unjudged(pa.concat_tables(tables), keep))
         yield from out.flush()
 
 
-def reread_texts(wanted: list[dict], clean: bool) -> dict[tuple[str, int], str]:
-    """The `parse_id_text` text of (path, line) lines, read again (one scan per file): for the rejects of stubs."""
+def stub_unjudged(table: pa.Table, keep: Judged | None) -> pa.Table:
+    """A Text table with the texts of the ids `keep` surely does not hold made null (id stubs; rows stay in place).
+    The texts were decided (the rows are accepted documents): only the `duplicate_doc_id` rule and its rejects
+    need them again, and `first_by_id` reads those lines again (`reread_texts`)."""
+    if keep is None or not table.num_rows:
+        return table
+    held = pa.array(keep.may_hold(table["id"]))
+    return table.set_column(1, "text", pc.if_else(held, table["text"], pa.scalar(None, pa.string())))
+
+
+def reread_texts(wanted: list[dict], clean: bool, json_docs: bool = False) -> dict[tuple[str, int], str]:
+    """The text of (path, line) records, read again (one scan per file): for the rejects of stubs. Lines of
+    `id<TAB>text` files by `parse_id_text`; with `json_docs`, BEIR documents by `parse_json_doc` (JSON lines, or
+    Parquet rows numbered from 1 over the file)."""
     out: dict[tuple[str, int], str] = {}
     for path in sorted({w["path"] for w in wanted}):
         lines_wanted = {w["line"] for w in wanted if w["path"] == path}
-        for n, raw in read_text_lines(path):
-            if n in lines_wanted:
-                out[(path, n)] = parse_id_text(Record(path, n, raw.decode("utf-8")), clean)[1].text
-                if len(out) == len(wanted):
-                    break
+        if json_docs and is_parquet(path):
+            records = _parquet_rows(path, lines_wanted)
+        else:
+            records = (Record(path, n, raw.decode("utf-8")) for n, raw in read_text_lines(path) if n in lines_wanted)
+        parse = parse_json_doc if json_docs else parse_id_text
+        found = 0
+        for record in records:
+            out[(path, record.line)] = parse(record, clean=clean)[1].text
+            found += 1
+            if found == len(lines_wanted):
+                break
     return out
+
+
+def _parquet_rows(path: str, numbers: set[int]) -> Iterator[Record]:
+    """Records of the rows `numbers` (1-based over the file) of a Parquet file, in file order."""
+    n = 0
+    for batch in parquet_batches(path):
+        if not isinstance(batch, pa.RecordBatch):
+            return  # the file was read to here before: the rows wanted are above
+        at = np.array(sorted(i - n - 1 for i in numbers if n < i <= n + batch.num_rows), dtype=np.int64)
+        if len(at):
+            for i, row in zip(at, batch.take(pa.array(at)).to_pylist(), strict=True):
+                yield Record(path, n + 1 + int(i), row)
+        n += batch.num_rows
 
 
 class ReadQrelTablesFn(beam.DoFn):
