@@ -4,6 +4,7 @@ Usage: .venv/bin/python bench/bench_msmarco_paths.py                   # every p
        .venv/bin/python bench/bench_msmarco_paths.py --path triples [--passages 100000 --triples 200000]
        .venv/bin/python bench/bench_msmarco_paths.py --path hf [--hf-rows 50000]      # or --path hf-jsonl
        .venv/bin/python bench/bench_msmarco_paths.py --path beir [--passages 100000]
+       .venv/bin/python bench/bench_msmarco_paths.py --path beir-stubs          # or --path beir-jsonl-stubs
 
 Writes a synthetic set (`bench_msmarco.write_set` passages and queries, ~2% with mojibake), runs the same build with
 the old path and the new one (each in a child process, the old one by its module switch), checks that both wrote
@@ -30,6 +31,9 @@ SWITCH = {
     "hf": ("negminer.pipelines.msmarco", "COLUMNAR_HF"),
     "hf-jsonl": ("negminer.pipelines.msmarco", "COLUMNAR_HF"),
     "beir": ("negminer.pipelines.qrel_columns", "COLUMNAR_PARQUET"),
+    # unjudged corpus documents as id stubs (old: with their texts through the shuffle), Parquet or JSON lines
+    "beir-stubs": ("negminer.pipelines.msmarco_columns", "FILTER_UNJUDGED"),
+    "beir-jsonl-stubs": ("negminer.pipelines.msmarco_columns", "FILTER_UNJUDGED"),
 }
 
 
@@ -97,6 +101,11 @@ def write_beir(data: Path) -> None:
     ids, texts = zip(*(line.split("\t", 1) for line in _lines(data / "collection.tsv")), strict=True)
     titles = [f"title {i}" if int(i) % 3 else "" for i in ids]
     pq.write_table(pa.table({"_id": list(ids), "title": titles, "text": list(texts)}), data / "corpus.parquet")
+    with open(data / "corpus.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(
+            json.dumps({"_id": i, "title": t, "text": x}, ensure_ascii=False) + "\n"
+            for i, t, x in zip(ids, titles, texts, strict=True)
+        )
     qids, qtexts = zip(*(line.split("\t", 1) for line in _lines(data / "queries.tsv")), strict=True)
     pq.write_table(pa.table({"_id": list(qids), "text": list(qtexts)}), data / "queries.parquet")
     with open(data / "qrels_beir.tsv", "w", encoding="utf-8") as f:
@@ -112,7 +121,8 @@ def build_args(path: str, data: Path, out: Path) -> list[str]:
     if path in ("hf", "hf-jsonl"):
         name = "train.parquet" if path == "hf" else "train.jsonl"
         return ["build", "msmarco", "--hf", str(data / name), "--output", str(out)]
-    files = ["--corpus", data / "corpus.parquet", "--queries", data / "queries.parquet", "--qrels"]
+    corpus = data / ("corpus.jsonl" if path == "beir-jsonl-stubs" else "corpus.parquet")
+    files = ["--corpus", corpus, "--queries", data / "queries.parquet", "--qrels"]
     return ["build", "beir", *map(str, files), str(data / "qrels_beir.tsv"), "--name", "bench", "--output", str(out)]
 
 

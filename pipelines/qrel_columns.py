@@ -25,6 +25,7 @@ from negminer.pipelines.source import (
     _counter,
     is_parquet,
     line_record,
+    parse_json_line,
     read_text_lines,
     reject,
 )
@@ -36,7 +37,14 @@ from negminer.pipelines.tables import (
     string_partitions,
 )
 from negminer.pipelines.transforms.partition import SKIPPED_COUNTS
-from negminer.pipelines.transforms.tabular import Skip, parse_id_text, parse_json_doc, parse_qrel, tidy
+from negminer.pipelines.transforms.tabular import (
+    Skip,
+    parse_id_text,
+    parse_json_doc,
+    parse_qrel,
+    tidy,
+    title_and_text,
+)
 
 PARTITIONS = 32
 COLUMNAR_PARQUET = True  # BEIR Parquet documents on Arrow (doc_columns); False: row by row (tests, bench)
@@ -200,16 +208,42 @@ def unjudged_stub(record: Record, clean: bool, judged: Judged) -> tuple[str, tup
     A non-ASCII text is surely non-empty after `clean_text` when it holds an ASCII letter or digit and no `&` (HTML
     entities) or ESC (terminal escapes): no other ftfy step removes ASCII letters or digits."""
     parts = record.value.split("\t", 1)
-    if len(parts) != 2 or not parts[0].strip() or parts[0].strip() in judged:
-        return None
-    text = parts[1]
-    if clean and not text.isascii():
-        if "&" in text or "\x1b" in text or not any(c.isascii() and c.isalnum() for c in text):
-            return None
-    elif not tidy(text, clean).strip():
+    if len(parts) != 2 or not parts[0].strip() or parts[0].strip() in judged or not _kept(parts[1], clean):
         return None
     doc_id = parts[0].strip()
     return doc_id, (doc_id, None, record.path, record.line)
+
+
+def _kept(text: str, clean: bool) -> bool:
+    """True when `tidy(text, clean)` is surely not blank, decided without ftfy where the text is non-ASCII (see
+    `unjudged_stub`); False when only `tidy` can tell, or it is blank."""
+    if clean and not text.isascii():
+        return not ("&" in text or "\x1b" in text or not any(c.isascii() and c.isalnum() for c in text))
+    return bool(tidy(text, clean).strip())
+
+
+def json_doc_stub(record: Record, clean: bool, judged: Judged) -> tuple[str, tuple] | None:
+    """(id, stub Text without text) for a BEIR document `parse_json_doc` would accept whose id no qrel judges,
+    decided without ftfy (as `unjudged_stub`); None when only `parse_json_doc` can tell (then it runs). Every check
+    of `tabular.beir_object` is made here in its order; only the emptiness of the cleaned text is judged apart."""
+    obj = parse_json_line(record)
+    if not isinstance(obj, dict):
+        return None
+    doc_id, text, title = obj.get("_id"), obj.get("text"), obj.get("title") or ""
+    if doc_id is None or (isinstance(doc_id, str) and not doc_id.strip()):
+        return None
+    if not isinstance(text, str) or not isinstance(title, str):
+        return None
+    doc_id = str(doc_id)
+    if doc_id in judged or not _kept(title_and_text(title, text), clean):
+        return None
+    return doc_id, (doc_id, None, record.path, record.line)
+
+
+def _json_doc_or_stub(record: Record, clean: bool, judged: Judged | None) -> Any:
+    if judged is not None and (stub := json_doc_stub(record, clean, judged)):
+        return stub
+    return parse_json_doc(record, clean=clean)
 
 
 def _parse_or_stub(record: Record, clean: bool, judged: Judged | None) -> Any:
@@ -265,7 +299,7 @@ class ReadTextTablesFn(beam.DoFn):
         """A Parquet file of BEIR documents: plain rows by `doc_columns.parquet_doc_rows`, the others by
         `parse_json_doc` (row numbers 1-based over the file, as `source.parquet_records` counts them); the texts of
         ids `keep` does not hold are left out (`stub_unjudged`)."""
-        parse = functools.partial(parse_json_doc, clean=self.clean)
+        parse = functools.partial(_json_doc_or_stub, clean=self.clean, judged=keep)
         out, n = PartitionBuffer("id", PARTITIONS, self.spill), 0
         for batch in parquet_batches(path):
             if not isinstance(batch, pa.RecordBatch):
@@ -286,7 +320,7 @@ class ReadTextTablesFn(beam.DoFn):
     def _json_docs(self, path: str, keep: Judged | None = None) -> Iterator[Any]:
         """A JSON-lines file of BEIR documents: plain documents by `doc_columns`, the others by `parse_json_doc`;
         the texts of ids `keep` does not hold are left out (`stub_unjudged`)."""
-        parse = functools.partial(parse_json_doc, clean=self.clean)
+        parse = functools.partial(_json_doc_or_stub, clean=self.clean, judged=keep)
         out, state = PartitionBuffer("id", PARTITIONS, self.spill), {}
         for block in lines.read_blocks(path):
             if not isinstance(block, lines.LineBlock):

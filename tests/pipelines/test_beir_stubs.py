@@ -13,6 +13,7 @@ import pytest
 from negminer.pipelines import beir, doc_columns, tables
 from negminer.pipelines import msmarco_columns as M
 from negminer.pipelines import qrel_columns as R
+from negminer.pipelines.transforms.tabular import parse_json_doc
 from tests.pipelines.test_msmarco_columns import _columnar
 from tests.pipelines.test_triple_columns import _digest
 
@@ -149,3 +150,41 @@ def test_the_reader_leaves_out_the_texts_of_unjudged_documents_only(tmp_path):
             [{"path": p, "line": n} for i, _, p, n in full[0] if not i.startswith("j")], True, json_docs=True
         )
         assert again == {(p, n): t for i, t, p, n in full[0] if not i.startswith("j")}
+
+
+@pytest.mark.parametrize("clean", [True, False])
+def test_json_doc_stub_only_for_documents_the_parse_accepts(clean):
+    """`json_doc_stub` (no ftfy) against `parse_json_doc`: a stub only where the parse accepts the same id."""
+    from negminer.pipelines.source import Record
+
+    judged = R.Judged([tables.to_ipc(pa.table({"doc_id": ["j1", "7"]}))])
+    objs = [
+        {"_id": "u1", "text": "caf\u00c3\u00a9 mojibake"},
+        {"_id": "u2", "title": "\u00a0", "text": "\u3000"},
+        {"_id": "u3", "text": "&nbsp;\u3000"},
+        {"_id": "u4", "text": "\x1b[1m\u3000"},
+        {"_id": "u5", "title": "na\u00efve", "text": ""},
+        {"_id": "u6", "title": 3, "text": "number title"},
+        {"_id": "u7", "title": 0, "text": "falsy title"},
+        {"_id": "u8", "text": None},
+        {"_id": "u9"},
+        {"_id": " ", "text": "blank id"},
+        {"_id": None, "text": "null id"},
+        {"_id": 8, "text": "\u00e9t\u00e9 8"},
+        {"_id": 7, "text": "judged 7"},
+        {"_id": "j1", "text": "judged"},
+        {"_id": "u10", "text": "  \u00a0 "},
+        {"_id": "u11", "text": "\ud800 lone"},
+        {"_id": 1.5, "text": "float id"},
+    ]
+    raws = [json.dumps(o, ensure_ascii=i % 2 == 0) for i, o in enumerate(objs)] + ["{bad json", "[1]", "{}"]
+    stubs = 0
+    for n, raw in enumerate(raws, 1):
+        rec = Record("c.jsonl", n, raw)
+        got, want = R.json_doc_stub(rec, clean, judged), parse_json_doc(rec, clean=clean)
+        if got is not None:
+            stubs += 1
+            assert not isinstance(want, str) and got == (want[0], (want[0], None, "c.jsonl", n)), raw
+        elif not isinstance(want, str):
+            assert want[0] in judged or not want[1].text.isascii() or not clean, raw
+    assert stubs >= 7
