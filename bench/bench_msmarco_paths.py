@@ -197,6 +197,9 @@ def bench(path: str, args: argparse.Namespace, data: Path, out: Path) -> bool:
     )
     if path == "beir":  # the build is mostly fixed cost and the join at this size: the corpus reader alone too
         print(reader_cpu(data / "corpus.parquet"))
+    if path.endswith("-stubs"):
+        corpus = data / ("corpus.jsonl" if path == "beir-jsonl-stubs" else "corpus.parquet")
+        print(stub_reader_cpu(corpus, data / "qrels_beir.tsv"))
     return old["digest"] != new["digest"]
 
 
@@ -217,6 +220,33 @@ def reader_cpu(corpus: Path, rounds: int = 2) -> str:
     return (
         f"corpus reader alone (least of {rounds}): old {best[False]:.2f} CPU-s, new {best[True]:.2f} "
         f"(x{best[False] / best[True]:.1f})"
+    )
+
+
+def stub_reader_cpu(corpus: Path, qrels: Path, rounds: int = 2) -> str:
+    """CPU seconds of the corpus reader alone (in this process) without and with the judged ids (stubs), and the
+    bytes of the tables it ships (what crosses the shuffle, or the spill files)."""
+    import time
+
+    import pyarrow as pa
+
+    from negminer.pipelines import qrel_columns, tables
+
+    judged_ids = sorted({line.split("\t")[1] for line in _lines(qrels)[1:]})
+    judged = [tables.to_ipc(pa.table({"doc_id": judged_ids}))]
+    best, shipped = {}, {}
+    for _ in range(rounds):
+        for name, side in (("texts", None), ("stubs", judged)):
+            fn = qrel_columns.ReadTextTablesFn(True, json_docs=True)
+            t0, size = time.process_time(), 0
+            for item in fn.process(str(corpus), side):
+                size += len(item[1]) if isinstance(item, tuple) else 0
+            best[name] = min(best.get(name, float("inf")), time.process_time() - t0)
+            shipped[name] = size
+    return (
+        f"corpus reader alone (least of {rounds}, {len(judged_ids)} judged ids): all texts {best['texts']:.2f} "
+        f"CPU-s, stubs {best['stubs']:.2f} (x{best['texts'] / best['stubs']:.1f}); tables shipped "
+        f"{shipped['texts'] / 2**20:.1f} vs {shipped['stubs'] / 2**20:.1f} MiB"
     )
 
 
