@@ -22,6 +22,7 @@ import dataclasses
 import gzip
 import re
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -153,7 +154,7 @@ def main() -> int:
     )
     ap.add_argument("--beam-args", default="", help="extra Beam flags, e.g. '--direct_num_workers=2'")
     ap.add_argument("--skip", choices=("wiki", "warc"), help="run only the other half")
-    ap.add_argument("--keep", help="work directory to keep (default: a temp dir)")
+    ap.add_argument("--keep", help="work directory to keep (default: a temp dir, removed at the end)")
     args = ap.parse_args()
     if args.repeat < 1:
         ap.error(f"--repeat must be >= 1, got {args.repeat}")
@@ -186,7 +187,10 @@ def main() -> int:
             lambda i: webcrawl.build(dataclasses.replace(cfg, output=str(work / f"warc-out-{i}")), beam_args),
         )
         report(f"WARC ({warc.stat().st_size / 2**20:.1f} MB gz)", base[0], base, pipe, pipe[0])
-    print(f"\nwork dir: {work}")
+    if args.keep:
+        print(f"\nwork dir: {work}")
+    else:  # the generated inputs and every round's shards (~30 MB at the defaults, ~0.3 GB at 30,000 records)
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
