@@ -57,9 +57,12 @@ def _parquet(path, docs: list[tuple]) -> str:
     return str(path)
 
 
-def _build(tmp_path, monkeypatch, corpus: tuple[str, ...], clean: bool, qrels: str = QRELS) -> dict:
+def _build(
+    tmp_path, monkeypatch, corpus: tuple[str, ...], clean: bool, qrels: str = QRELS, queries: str | None = None
+) -> dict:
     (tmp_path / "qrels.tsv").write_text(qrels, encoding="utf-8")
-    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "one?"}\n{"_id": "q2", "text": "two?"}\n')
+    queries = queries or '{"_id": "q1", "text": "one?"}\n{"_id": "q2", "text": "two?"}\n'
+    (tmp_path / "queries.jsonl").write_text(queries, encoding="utf-8")
     outs = {}
     for flag in (False, True):
         monkeypatch.setattr(M, "FILTER_UNJUDGED", flag)
@@ -188,3 +191,29 @@ def test_json_doc_stub_only_for_documents_the_parse_accepts(clean):
         elif not isinstance(want, str):
             assert want[0] in judged or not want[1].text.isascii() or not clean, raw
     assert stubs >= 7
+
+
+def test_real_msmarco_excerpts_as_beir_with_and_without_stubs(tmp_path, monkeypatch):
+    """The real DL19 judged collection as BEIR JSON lines (gzip), its first 300 passages again in a second file
+    (duplicates, some judged), the splade toy collection as Parquet; DL19 qrels (scores 0-3): same output both ways."""
+    from tests.conftest import shared_file
+
+    collection = shared_file("msmarco", "nos-irv3_dl19-judged_collection.tsv").read_text(encoding="utf-8")
+    toy = shared_file("msmarco", "splade-toy_collection.head89.tsv").read_text(encoding="utf-8")
+    qrels = shared_file("msmarco", "anserini-tools_qrels.dl19-passage.txt").read_text(encoding="utf-8")
+    topics = shared_file("msmarco", "anserini-tools_topics.dl19-passage.txt").read_text(encoding="utf-8")
+    docs = [line.split("\t", 1) for line in collection.splitlines() if "\t" in line]
+    rows = [json.dumps({"_id": i, "title": "", "text": t}, ensure_ascii=False) for i, t in docs]
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
+    (tmp_path / "b.jsonl").write_text("\n".join(rows[:300]) + "\n", encoding="utf-8")
+    ids, texts = zip(*(line.split("\t", 1) for line in toy.splitlines()), strict=True)
+    pq.write_table(pa.table({"_id": list(ids), "text": list(texts)}), tmp_path / "c.parquet")
+    queries = "".join(
+        json.dumps({"_id": q, "text": t}) + "\n" for q, t in (line.split("\t", 1) for line in topics.splitlines())
+    )
+    beir_qrels = "query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{s}\n" for q, _, d, s in (line.split() for line in qrels.splitlines())
+    )
+    corpus = tuple(str(tmp_path / n) for n in ("a.jsonl.gz", "b.jsonl", "c.parquet"))
+    got = _build(tmp_path, monkeypatch, corpus, True, beir_qrels, queries)
+    assert got[4] > 1000 and got[2]["duplicate_doc_id"] >= 300
