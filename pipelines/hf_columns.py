@@ -143,8 +143,8 @@ def hf_rows_table(
     texts, sel, url = _passage_lists(batch.column("passages"))
     parent = pc.list_parent_indices(texts).to_numpy()
     flat, before, after = tidy_texts(pc.list_flatten(texts), clean)
-    selected = pc.list_flatten(sel)
-    selected = pc.not_equal(pc.fill_null(selected.cast(pa.int64()), 0), 0).to_numpy(zero_copy_only=False)
+    # bool(v): a cast to boolean (non-zero is true) holds every integer type, where one to int64 fails above its range
+    selected = pc.fill_null(pc.list_flatten(sel).cast(pa.bool_()), False).to_numpy(zero_copy_only=False)
     kept = before & after
     pos, neg = np.flatnonzero(kept & selected), np.flatnonzero(kept & ~selected)
     row_groups = parent[pos]

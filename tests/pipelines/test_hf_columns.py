@@ -182,3 +182,28 @@ def test_json_lines_take_the_columnar_path_but_odd_lines(tmp_path, monkeypatch):
     assert {i for i in ids if isinstance(i, int) and i < 900} == {102, 103, 104, 110, 111, 112, 113, 115, 116, 117}
     assert len([i for i in ids if not isinstance(i, int) or i >= 900]) == 12
     assert sum(t.num_rows for t in out if isinstance(t, pa.Table)) > 40
+
+
+def test_unsigned_is_selected_beyond_int64(tmp_path, monkeypatch):
+    """An unsigned `is_selected` above int64's range is selected (`bool(v)`, as `parse_hf_row` has it) on the Arrow
+    path too, not a failed cast to int64 in the worker."""
+    struct = pa.struct([("is_selected", pa.list_(pa.uint64())), ("passage_text", pa.list_(pa.string()))])
+    schema = pa.schema([("query", pa.string()), ("query_id", pa.uint64()), ("passages", struct)])
+    records = [
+        {
+            "query": "q one",
+            "query_id": 2**64 - 1,
+            "passages": {"is_selected": [2**64 - 1, 0, None], "passage_text": ["a", "b", "c"]},
+        },
+        {"query": "q two", "query_id": 2, "passages": {"is_selected": [0, 2**63], "passage_text": ["x", "y"]}},
+    ]
+    table = pa.Table.from_pylist(records, schema=schema)
+    pq.write_table(table, tmp_path / "u.parquet")
+    assert H.plain_records(table.to_batches()[0]).all()  # decided in Arrow
+    outs = {}
+    for flag in (False, True):
+        monkeypatch.setattr(msmarco, "COLUMNAR_HF", flag)
+        config = msmarco.MsMarcoConfig(output=str(tmp_path / f"out{flag}"), hf=(str(tmp_path / "u.parquet"),))
+        msmarco.build(config, [])
+        outs[flag] = _digest(tmp_path / f"out{flag}")
+    assert outs[True] == outs[False] and outs[True][4] == 2
