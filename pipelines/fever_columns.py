@@ -119,7 +119,8 @@ def page_keys(ids: pa.Array) -> pa.Array:
 
 def _column(values: tuple, kind: pa.DataType) -> pa.Array:
     """An Arrow column of Python values; a string with a lone surrogate (JSON allows `"\\ud800"`, UTF-8 does not)
-    gets U+FFFD in its place, which is what ftfy's clean-up makes of it (the keyed-batch path failed at the write)."""
+    gets U+FFFD in its place, as ftfy's clean-up makes of it. A guard: `source.parse_json_line` already replaces them
+    in JSON input, and Parquet strings cannot hold one."""
     try:
         return pa.array(values, kind)
     except UnicodeEncodeError:
