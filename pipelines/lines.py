@@ -21,6 +21,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from negminer.pipelines.source import (
+    BOM,
     TRUNCATED_FILE,
     UNREADABLE_FILE_ERRORS,
     Record,
@@ -69,8 +70,11 @@ def line_blocks(path: str, block_bytes: int | None = None) -> Iterator[LineBlock
     if posixpath.splitext(path.lower())[1] in (".gz", ".bz2"):
         yield from _compressed_blocks(path)
         return
-    first, rest, block_bytes = 1, b"", block_bytes or BLOCK_BYTES
+    first, block_bytes = 1, block_bytes or BLOCK_BYTES
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        rest = f.read(len(BOM))
+        if rest == BOM:  # a byte order mark is not part of line 1 (as in `read_text_lines`)
+            rest = b""
         while chunk := f.read(block_bytes):
             data = rest + chunk
             cut = data.rfind(b"\n") + 1

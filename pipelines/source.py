@@ -62,11 +62,15 @@ class TruncatedFileError(EOFError):
     """A compressed file that ends before its end-of-stream marker: it was cut short (an interrupted download)."""
 
 
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte order mark
+
+
 def read_text_lines(path: str) -> Iterator[tuple[int, bytes]]:
     """(line number, raw bytes without newline) of a plain or compressed (.gz/.bz2 by extension) file.
 
     Compressed files are read with Python's gzip / bz2 over the raw stream, which notice a file cut short (Beam's
     decompressor stops there without a word): the lines before the cut come out, then `TruncatedFileError`.
+    A UTF-8 byte order mark at the start of the file (Windows editors and exports write one) is not part of line 1.
     """
     opener = {".gz": gzip.GzipFile, ".bz2": bz2.BZ2File}.get(posixpath.splitext(path.lower())[1])
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw_file:
@@ -75,6 +79,8 @@ def read_text_lines(path: str) -> Iterator[tuple[int, bytes]]:
         try:
             while raw := f.readline():
                 n += 1
+                if n == 1 and raw.startswith(BOM):
+                    raw = raw[len(BOM) :]
                 yield n, raw.rstrip(b"\r\n")
         except EOFError as e:
             raise TruncatedFileError(f"cut short after line {n}: {e}") from None
