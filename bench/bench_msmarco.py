@@ -189,7 +189,7 @@ def report(args: argparse.Namespace, out: Path, sides: dict[str, dict], fixed: d
         f"full set ({FULL['passages']:,} passages, {full_lines:,} input lines), linear in input lines: "
         f"Beam DirectRunner ~{beam['secs'] * scale / 60:.0f} min wall (~{beam['cpu'] * scale / 60:.0f} CPU-min) and "
         f"~{full_rss(beam):.0f} GiB peak RSS; pyarrow ~{base['secs'] * scale / 60:.1f} min, ~{full_rss(base):.0f} GiB. "
-        f"Beam CPU per input line: {beam['cpu'] / lines * 1e6:.0f} us -> ~{beam['cpu'] * scale / 3600:.1f} vCPU-hours "
+        f"Beam CPU per input line: {beam['cpu'] / lines * 1e6:.0f} us -> ~{beam['cpu'] * scale / 3600:.3f} vCPU-hours "
         "of work to spread over Dataflow workers (plus worker start-up and shuffle)"
     )
 
