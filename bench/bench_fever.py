@@ -15,7 +15,6 @@ bytes, rejects and counts, and prints CPU seconds, wall seconds, peak RSS and th
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_msmarco import ROOT, measure  # noqa: E402
+from bench_msmarco import ROOT, measure, output_digest  # noqa: E402
 
 WORDS = [f"w{i:04d}" for i in range(5000)] + ["-LRB-", "-RRB-", "-COLON-", "café", "donÃ¢Â€Â™t"]
 
@@ -125,20 +124,6 @@ def build(data: Path, out: Path, positive: str, columnar: bool) -> dict:
     return measure([sys.executable, "-c", code])
 
 
-def digest(out: Path) -> str:
-    """sha256 over the shards, the rejects (order-free) and the manifest's counts: equal for both builds."""
-    from negminer.pipelines import io
-
-    h = hashlib.sha256()
-    for f in sorted(out.glob("*.parquet")):
-        h.update(f.read_bytes())
-    rejects = sorted(json.dumps(r, sort_keys=True, default=str) for r in io.read_rejects(str(out)).to_pylist())
-    h.update("\n".join(rejects).encode())
-    m = io.read_manifest(str(out))
-    h.update(json.dumps([m["rows"], m["rejects"], m["skipped"]], sort_keys=True).encode())
-    return h.hexdigest()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pages", type=int, default=100_000)
@@ -165,7 +150,7 @@ def main() -> None:
     for name, columnar in (("keyed batches", False), ("Arrow tables", True)):
         if columnar or not args.skip_old:
             got[name] = build(data, out / name.split()[0], args.positive, columnar)
-            got[name]["digest"] = digest(out / name.split()[0])
+            got[name]["digest"] = output_digest(out / name.split()[0])
             got[name]["rows"] = json.loads((out / name.split()[0] / "manifest.json").read_text())["rows"]
     base = measure(
         [sys.executable, __file__, "--positive", args.positive, "--_pyarrow", str(data), str(out / "pyarrow")]

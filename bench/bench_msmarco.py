@@ -15,6 +15,8 @@ least wall, highest peak RSS) of each side is compared: on a shared machine othe
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import resource
 import shutil
@@ -192,6 +194,21 @@ def report(args: argparse.Namespace, out: Path, sides: dict[str, dict], fixed: d
         f"Beam CPU per input line: {beam['cpu'] / lines * 1e6:.0f} us -> ~{beam['cpu'] * scale / 3600:.3f} vCPU-hours "
         "of work to spread over Dataflow workers (plus worker start-up and shuffle)"
     )
+
+
+def output_digest(out: Path) -> str:
+    """sha256 over a build's shards, its rejects (order-free) and the manifest's counts: the same for two builds
+    that wrote the same output (`bench_msmarco_paths`, `bench_fever` compare old and new paths by it)."""
+    from negminer.pipelines import io
+
+    h = hashlib.sha256()
+    for f in sorted(out.glob("*.parquet")):
+        h.update(f.read_bytes())
+    rejects = sorted(json.dumps(r, sort_keys=True, default=str) for r in io.read_rejects(str(out)).to_pylist())
+    h.update("\n".join(rejects).encode())
+    m = io.read_manifest(str(out))
+    h.update(json.dumps([m["rows"], m["rejects"], m["skipped"]], sort_keys=True).encode())
+    return h.hexdigest()
 
 
 def main() -> None:

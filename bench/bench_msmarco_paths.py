@@ -14,7 +14,6 @@ the same shard bytes, rejects and counts, and prints CPU seconds, wall seconds, 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_msmarco import ROOT, measure, write_set  # noqa: E402
+from bench_msmarco import ROOT, measure, output_digest, write_set  # noqa: E402
 
 # the switch of each path: module attribute -> the old path when False
 SWITCH = {
@@ -135,20 +134,6 @@ def run(path: str, args: list[str], columnar: bool) -> dict:
     return measure([sys.executable, "-c", code])
 
 
-def digest(out: Path) -> str:
-    """sha256 over the shards, the rejects and the manifest's counts: equal for both paths."""
-    from negminer.pipelines import io
-
-    h = hashlib.sha256()
-    for f in sorted(out.glob("*.parquet")):
-        h.update(f.read_bytes())
-    rejects = sorted(json.dumps(r, sort_keys=True, default=str) for r in io.read_rejects(str(out)).to_pylist())
-    h.update("\n".join(rejects).encode())
-    m = io.read_manifest(str(out))
-    h.update(json.dumps([m["rows"], m["rejects"], m["skipped"]], sort_keys=True).encode())
-    return h.hexdigest()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--path", choices=sorted(SWITCH), action="append", help="the paths to measure (default all)")
@@ -182,7 +167,7 @@ def bench(path: str, args: argparse.Namespace, data: Path, out: Path) -> bool:
     got = {}
     for name, columnar in (("old", False), ("new", True)):
         got[name] = run(path, build_args(path, data, out / name), columnar)
-        got[name]["digest"] = digest(out / name)
+        got[name]["digest"] = output_digest(out / name)
         got[name]["rows"] = json.loads((out / name / "manifest.json").read_text())["rows"]
     old, new = got["old"], got["new"]
     print(f"--path {path}: {args.passages} passages, {args.queries} queries, {args.qrels} qrels", end="")
