@@ -117,23 +117,9 @@ def page_keys(ids: pa.Array) -> pa.Array:
     return pc.replace_with_mask(ids, pa.array(~ascii_ids), keys)
 
 
-def _column(values: tuple, kind: pa.DataType) -> pa.Array:
-    """An Arrow column of Python values; a string with a lone surrogate (JSON allows `"\\ud800"`, UTF-8 does not)
-    gets U+FFFD in its place, as ftfy's clean-up makes of it. A guard: `source.parse_json_line` already replaces them
-    in JSON input, and Parquet strings cannot hold one."""
-    try:
-        return pa.array(values, kind)
-    except UnicodeEncodeError:
-        return pa.array([_no_surrogates(v) if isinstance(v, str) else v for v in values], kind)
-
-
-def _no_surrogates(text: str) -> str:
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
 def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
     cols = list(zip(*rows, strict=True)) or [()] * len(schema)
-    return pa.Table.from_arrays([_column(c, f.type) for c, f in zip(cols, schema, strict=True)], schema=schema)
+    return pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(cols, schema, strict=True)], schema=schema)
 
 
 class ReadPageTablesFn(beam.DoFn):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import hashlib
-import json
 
 import pytest
 
@@ -16,6 +14,7 @@ from negminer.pipelines.beir import build as build_beir
 from negminer.pipelines.msmarco import MsMarcoConfig
 from negminer.pipelines.msmarco import build as build_msmarco
 from negminer.pipelines.source import BOM, read_text_lines
+from tests.pipelines.test_fever_columns import digest
 
 TEXT = "first\tline\r\n\ufeffsecond keeps its mark\nthird\n".encode()  # a BOM inside the file is text
 
@@ -42,13 +41,6 @@ def test_tiny_files(tmp_path, data):
     via_lines = [b.raw(i) for b in lines.line_blocks(str(path), 1) for i in range(b.count)]
     assert via_lines == [raw for _, raw in read_text_lines(str(path)) if raw]  # a lone BOM: one blank line there
     assert b"".join(via_lines) == data.removeprefix(BOM)
-
-
-def digest(out) -> dict:
-    shards = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("*.parquet"))}
-    rejects = sorted(json.dumps(r, sort_keys=True) for r in io.read_rejects(str(out)).to_pylist())
-    manifest = io.read_manifest(str(out))
-    return {"shards": shards, "rejects": rejects, "skipped": manifest["skipped"], "rows": manifest["rows"]}
 
 
 def write(path, text: str, bom: bool) -> str:
